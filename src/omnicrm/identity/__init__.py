@@ -1,0 +1,1 @@
+"""Identity: pseudonymise personal data and link source records into one customer_id per person."""

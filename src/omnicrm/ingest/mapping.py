@@ -1,0 +1,157 @@
+"""Source mappings: one YAML per source maps its raw columns onto the canonical store columns.
+
+A mapping says, for one raw file:
+
+* which **target** table its rows feed (``events``, ``surveys``, ``treatments``, ``profiles`` for a
+  CRM/loyalty master that describes customers, or ``products``);
+* which columns form the row's own **row_id** (unique per row; repeats are quarantined as duplicates);
+* which column is the source's own **customer key** (its identity record) and how to normalise it;
+* how each raw column is **parsed** (type, timestamp format and time zone, allowed values);
+* which raw columns carry **personal data** (pseudonymised at ingest, never stored raw);
+* the canonical **output** columns as DuckDB SQL expressions over the parsed fields;
+* **rules** every accepted row must satisfy, each with the reason written to quarantine.
+
+Every raw column that a mapping names is required: a file without it stops the run with an error
+naming the file and the column.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from omnicrm import schema
+from omnicrm.config import StrictModel, load_config
+
+FieldType = Literal["string", "integer", "double", "boolean", "timestamp", "date", "category"]
+PiiKind = Literal["email", "phone", "card", "first_name", "last_name", "full_name", "postcode"]
+Target = Literal["events", "surveys", "treatments", "profiles", "products"]
+
+#: canonical columns each target takes from ``output`` (customer_id and event_id are added by ingest)
+TARGET_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": ("ts", "channel", "event_type", "order_id", "product_id", "category", "quantity", "amount"),
+    "surveys": ("ts", "score"),
+    "treatments": ("ts", "campaign_id", "action", "channel", "group", "cost"),
+    "profiles": ("first_seen", "signup_channel", "consent_email", "consent_sms", "consent_push"),
+    "products": ("product_id", "category", "price", "margin"),
+}
+#: output columns a target cannot do without
+TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
+    "events": ("ts", "channel", "event_type"),
+    "surveys": ("ts", "score"),
+    "treatments": ("ts", "campaign_id", "action", "channel", "group"),
+    "profiles": (),
+    "products": ("product_id", "category", "price"),
+}
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*$")
+
+
+class FieldSpec(StrictModel):
+    """How one raw column is parsed. Raw values are read as text; empty text is missing.
+
+    A value that is present but does not parse as ``type`` (or is not among ``values`` for a
+    ``category``) sends the row to quarantine with a reason naming the column.
+    """
+
+    type: FieldType = "string"
+    #: strptime format (e.g. ``"%d/%m/%Y %H:%M:%S"``), ``"iso8601"`` (offset honoured) or ``"epoch_s"``
+    format: str | None = None
+    #: IANA zone of timestamps written without an offset; stored timestamps are UTC
+    timezone: str = "UTC"
+    #: for ``category``: raw value (matched case- and whitespace-insensitively) -> canonical value
+    values: dict[str, str] | None = None
+    #: for ``boolean``: raw texts meaning true / false (case-insensitive)
+    true_values: list[str] = Field(default_factory=lambda: ["y", "yes", "true", "1", "t"])
+    false_values: list[str] = Field(default_factory=lambda: ["n", "no", "false", "0", "f"])
+    #: a missing value sends the row to quarantine
+    nullable: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "FieldSpec":
+        if self.type == "category" and not self.values:
+            raise ValueError("a 'category' field needs 'values' (raw value -> canonical value)")
+        if self.type in ("timestamp", "date") and not self.format:
+            raise ValueError(f"a '{self.type}' field needs 'format' (strptime format, 'iso8601' or 'epoch_s')")
+        return self
+
+
+class KeySpec(StrictModel):
+    """The source's own customer key: the identity record its rows belong to."""
+
+    column: str
+    #: ``digits`` keeps digits only (card numbers), ``lower`` trims and lower-cases, ``trim`` trims
+    normalise: Literal["trim", "digits", "lower"] = "trim"
+
+
+class Rule(StrictModel):
+    """A condition (DuckDB SQL over parsed fields) an accepted row must satisfy."""
+
+    check: str
+    reason: str
+
+
+class SourceMapping(StrictModel):
+    """One raw source file and how its rows become store rows. See the module docstring."""
+
+    source: str
+    file: str
+    format: Literal["csv", "parquet"] = "csv"
+    target: Target
+    row_id: list[str] = Field(min_length=1)
+    customer_key: KeySpec | None = None
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+    pii: dict[PiiKind, str] = Field(default_factory=dict)
+    output: dict[str, str]
+    rules: list[Rule] = Field(default_factory=list)
+    #: drop rows whose row_id repeats an earlier row (kept: the first); they are quarantined
+    quarantine_duplicates: bool = True
+
+    @field_validator("source")
+    @classmethod
+    def _source_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", v):
+            raise ValueError("must be lower-case letters, digits and '_' (it names tables and ids)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "SourceMapping":
+        allowed = TARGET_COLUMNS[self.target]
+        unknown = sorted(set(self.output) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"output column(s) {unknown} are not columns of target '{self.target}'; "
+                f"allowed: {', '.join(allowed)}"
+            )
+        missing = [c for c in TARGET_REQUIRED[self.target] if c not in self.output]
+        if missing:
+            raise ValueError(f"target '{self.target}' needs output column(s) {missing}")
+        needs_key = self.target in ("events", "surveys", "treatments", "profiles")
+        if needs_key and self.customer_key is None:
+            raise ValueError(f"target '{self.target}' needs 'customer_key' (the source's own customer id)")
+        for col in self.raw_columns():
+            if not _IDENT.match(col):
+                raise ValueError(f"column name {col!r} must be letters, digits, '_' or spaces")
+        return self
+
+    def raw_columns(self) -> list[str]:
+        """Every raw column the mapping names, in a stable order: all are required in the file."""
+        cols: list[str] = list(self.row_id)
+        if self.customer_key:
+            cols.append(self.customer_key.column)
+        cols += list(self.fields) + list(self.pii.values())
+        return list(dict.fromkeys(cols))
+
+
+def load_mapping(path: str | Path) -> SourceMapping:
+    """Load and validate one source mapping YAML."""
+    return load_config(SourceMapping, path)
+
+
+# keep the contract honest: the targets' columns are store columns
+for _target, _cols in TARGET_COLUMNS.items():
+    _table = {"profiles": schema.CUSTOMERS}.get(_target, _target)
+    assert set(_cols) <= set(schema.TABLES[_table]), (_target, _cols)

@@ -1,0 +1,268 @@
+"""``omnicrm ingest CONFIG``: raw sources -> validated, pseudonymised, linked -> the store file.
+
+Everything happens in one in-memory DuckDB session. Raw personal data exists only there: the new
+store file receives canonical rows, salted hashes and customer ids, and is published atomically,
+so a run that fails anywhere leaves the previous store untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+
+from omnicrm import __version__, schema
+from omnicrm.config import StrictModel, load_config
+from omnicrm.errors import ConfigError
+from omnicrm.identity import normalise
+from omnicrm.identity.config import IdentityConfig, PrivacyConfig
+from omnicrm.identity.pseudonymise import hash_sql, resolve_salt, set_salt
+from omnicrm.identity.resolve import Resolution, resolve_identities
+from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
+from omnicrm.ingest.read import read_source_table
+from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, validate_source
+from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.sql import ident, literal
+from omnicrm.store import StoreWriter
+
+
+class IngestConfig(StrictModel):
+    """An ingest run: where raw files are, which source mappings apply, where the store goes.
+
+    ``raw_dir`` and ``store`` are relative to the working directory (the project root);
+    ``sources`` are mapping files relative to this config file.
+    """
+
+    raw_dir: str
+    store: str
+    sources: list[str]
+    privacy: PrivacyConfig = PrivacyConfig()
+    identity: IdentityConfig = IdentityConfig()
+
+
+@dataclass
+class SourceCounts:
+    source: str
+    file: str
+    rows_in: int
+    accepted: int
+    quarantined: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    store: Path
+    sources: list[SourceCounts]
+    resolution: Resolution
+    tables: dict[str, int]
+
+
+def load_ingest(path: str | Path) -> tuple[IngestConfig, list[tuple[SourceMapping, str]]]:
+    """Load an ingest config and all its source mappings; every error names its file."""
+    path = Path(path)
+    cfg = load_config(IngestConfig, path)
+    mappings = []
+    for rel in cfg.sources:
+        mpath = path.parent / rel
+        mappings.append((load_mapping(mpath), str(mpath)))
+    names = [m.source for m, _ in mappings]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{path}: key 'sources': source name(s) {dup} appear more than once")
+    if sum(m.target == "products" for m, _ in mappings) > 1:
+        raise ConfigError(f"{path}: key 'sources': at most one source may have target 'products'")
+    return cfg, mappings
+
+
+def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestResult:
+    """Run the whole ingest described by ``config_path`` and publish the store."""
+    cfg, mappings = load_ingest(config_path)
+    salt = resolve_salt(cfg.privacy)
+    raw_dir = Path(cfg.raw_dir)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    set_salt(con, salt)
+
+    ordered = sorted(mappings, key=lambda mp: mp[0].target != "products")
+    counts: list[SourceCounts] = []
+    validated: list[tuple[SourceMapping, ValidatedSource]] = []
+    products = None
+    for i, (m, mpath) in enumerate(ordered):
+        progress(f"ingest {m.source}", i / (len(ordered) + 2))
+        table = read_source_table(raw_dir / m.file, m.format, m.raw_columns())
+        raw = f"_raw_{m.source}"
+        con.register("_arrow_in", table)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
+        con.unregister("_arrow_in")
+        v = validate_source(con, m, raw, products, mpath)
+        con.execute(f"DROP TABLE {raw}")
+        if m.target == "products":
+            products = "_products"
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {products} AS SELECT product_id, category, price, "
+                f"{'margin' if 'margin' in m.output else 'CAST(NULL AS DOUBLE) AS margin'} FROM {v.accepted}"
+            )
+        acc = con.sql(f"SELECT count(*) FROM {v.accepted}").fetchall()[0][0]
+        reasons = dict(con.sql(f"SELECT _reason, count(*) FROM {v.quarantine} GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        quar = sum(reasons.values())
+        if acc + quar != table.num_rows:  # the contract of validate_source; a bug if broken
+            raise RuntimeError(f"{m.source}: {table.num_rows} rows in but {acc} accepted + {quar} quarantined")
+        counts.append(SourceCounts(m.source, str(raw_dir / m.file), table.num_rows, acc, quar, reasons))
+        validated.append((m, v))
+
+    progress("resolve identities", len(ordered) / (len(ordered) + 2))
+    rec_tables = [v.records for _, v in validated if v.records]
+    if not rec_tables:
+        raise ConfigError(f"{config_path}: no source has a customer_key, so there are no customers to build")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _all_records AS "
+        + " UNION ALL ".join(f"SELECT * FROM {t}" for t in rec_tables)
+    )
+    resolution = resolve_identities(con, "_all_records", cfg.identity)
+
+    progress("write store", (len(ordered) + 1) / (len(ordered) + 2))
+    tables = _write_store(con, Path(cfg.store), validated, products, counts, resolution, str(config_path))
+    progress("done", 1.0)
+    con.close()
+    return IngestResult(Path(cfg.store), counts, resolution, tables)
+
+
+def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: str | None) -> str:
+    """Canonical rows of one source for ``target``, with customer ids from the links."""
+    cols = []
+    for c in TARGET_COLUMNS[target]:
+        if c == "category" and target == "events" and products:
+            own = f"a.{ident(c)}" if c in m.output else "NULL"
+            cols.append(f"coalesce({own}, p.category) AS category")
+        elif c in m.output:
+            cols.append(f"a.{ident(c)}")
+        else:
+            cols.append(f"NULL AS {ident(c)}")
+    join_p = (
+        f"LEFT JOIN {products} p ON p.product_id = a.product_id"
+        if target == "events" and products and "product_id" in m.output
+        else ""
+    )
+    return (
+        f"SELECT {literal(m.source + ':')} || a.{ROW_ID} AS event_id, l.customer_id, {', '.join(cols)} "
+        f"FROM {v.accepted} a JOIN _links l ON l.source = {literal(m.source)} AND l.source_record_id = a.{KEY} "
+        f"{join_p}"
+    )
+
+
+def _empty_target(target: str) -> str:
+    """A typed, empty result with the columns a target's union would have."""
+    table = schema.CUSTOMERS if target == "profiles" else target
+    cols = [f"CAST(NULL AS {schema.TABLES[table][c]}) AS {ident(c)}" for c in TARGET_COLUMNS[target]]
+    return (
+        "SELECT CAST(NULL AS VARCHAR) AS event_id, CAST(NULL AS VARCHAR) AS customer_id, "
+        + ", ".join(cols)
+        + " WHERE FALSE"
+    )
+
+
+def _write_store(
+    con: duckdb.DuckDBPyConnection,
+    path: Path,
+    validated: list[tuple[SourceMapping, ValidatedSource]],
+    products: str | None,
+    counts: list[SourceCounts],
+    resolution: Resolution,
+    config_path: str,
+) -> dict[str, int]:
+    def union(target: str) -> str | None:
+        parts = [_select_target(m, v, target, products) for m, v in validated if m.target == target]
+        return " UNION ALL ".join(f"({p})" for p in parts) if parts else None
+
+    def empty(table: str) -> str:
+        return "SELECT " + ", ".join(
+            f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in schema.TABLES[table].items()
+        ) + " WHERE FALSE"
+
+    for target in ("events", "surveys", "treatments", "profiles"):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _t_{target} AS {union(target) or _empty_target(target)}")
+
+    full_name = "nullif(concat_ws(' ', first_name, last_name), '')"
+    hashes = ", ".join(
+        [
+            f"{hash_sql('email', 'email')} AS email_hash",
+            f"{hash_sql('phone', 'phone')} AS phone_hash",
+            f"{hash_sql('card', 'card')} AS card_hash",
+            f"{hash_sql(full_name, 'name')} AS name_hash",
+            f"{hash_sql('postcode', 'postcode')} AS postcode_hash",
+            f"{normalise.region('postcode')} AS region",
+        ]
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _source_records AS SELECT source, source_record_id, {hashes} FROM _all_records")
+    customers_sql = """
+        WITH firsts AS (
+            SELECT customer_id, min(ts) AS ts FROM (
+                SELECT customer_id, ts FROM _t_events UNION ALL
+                SELECT customer_id, ts FROM _t_surveys UNION ALL
+                SELECT customer_id, ts FROM _t_treatments UNION ALL
+                SELECT customer_id, first_seen FROM _t_profiles) GROUP BY customer_id
+        ),
+        prof AS (
+            SELECT customer_id,
+                   arg_min(signup_channel, first_seen) AS signup_channel,
+                   arg_max(consent_email, first_seen) AS consent_email,
+                   arg_max(consent_sms, first_seen) AS consent_sms,
+                   arg_max(consent_push, first_seen) AS consent_push
+            FROM _t_profiles GROUP BY customer_id
+        ),
+        first_channel AS (
+            SELECT customer_id, arg_min(channel, ts) AS channel
+            FROM _t_events WHERE event_type IN ('purchase', 'visit') GROUP BY customer_id
+        ),
+        reg AS (
+            SELECT l.customer_id, mode(s.region) AS region, count(*) AS n
+            FROM _links l JOIN _source_records s USING (source, source_record_id)
+            GROUP BY l.customer_id
+        )
+        SELECT reg.customer_id, firsts.ts AS first_seen, reg.region,
+               coalesce(prof.signup_channel, first_channel.channel) AS signup_channel,
+               coalesce(prof.consent_email, FALSE) AS consent_email,
+               coalesce(prof.consent_sms, FALSE) AS consent_sms,
+               coalesce(prof.consent_push, FALSE) AS consent_push,
+               reg.n AS n_source_records
+        FROM reg LEFT JOIN firsts USING (customer_id) LEFT JOIN prof USING (customer_id)
+        LEFT JOIN first_channel USING (customer_id)
+    """
+    report_rows = " UNION ALL ".join(
+        f"SELECT {literal(c.source)} AS source, {literal(c.file)} AS file, {c.rows_in} AS rows_in, "
+        f"{c.accepted} AS accepted, {c.quarantined} AS quarantined"
+        for c in counts
+    )
+    quarantine_sql = " UNION ALL ".join(
+        f"SELECT {literal(m.source)} AS source, {literal(str(c.file))} AS file, {ROW} AS row_number, "
+        f"{ROW_ID} AS source_row_id, _reason AS reason FROM {v.quarantine}"
+        for (m, v), c in zip(validated, counts, strict=True)
+    )
+    meta = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "omnicrm_version": __version__,
+        "ingest_config": config_path,
+        "sources": ",".join(m.source for m, _ in validated),
+    }
+    meta_sql = " UNION ALL ".join(f"SELECT {literal(k)} AS key, {literal(v)} AS value" for k, v in meta.items())
+    tables = {
+        schema.EVENTS: "SELECT * FROM _t_events ORDER BY customer_id, ts, event_id",
+        schema.SURVEYS: "SELECT * FROM _t_surveys ORDER BY customer_id, ts",
+        schema.TREATMENTS: "SELECT * FROM _t_treatments ORDER BY customer_id, ts",
+        schema.CUSTOMERS: customers_sql + " ORDER BY customer_id",
+        schema.PRODUCTS: f"SELECT * FROM {products}" if products else empty(schema.PRODUCTS),
+        schema.IDENTITY_LINKS: "SELECT * FROM _links ORDER BY customer_id, source, source_record_id",
+        schema.SOURCE_RECORDS: "SELECT * FROM _source_records ORDER BY source, source_record_id",
+        schema.QUARANTINE: quarantine_sql,
+        schema.INGEST_REPORT: report_rows,
+        schema.STORE_META: meta_sql,
+    }
+    written = {}
+    with StoreWriter(con, path) as writer:
+        for table, sql in tables.items():
+            written[table] = writer.write_table(table, sql)
+        writer.commit()
+    return written

@@ -1,0 +1,133 @@
+"""Names once: the tables and columns of the unified store, mirroring DESIGN.md ("Contracts").
+
+Other modules refer to these constants instead of spelling table or column names again. Types are
+DuckDB SQL types; all timestamps are UTC (``TIMESTAMP`` holding UTC wall time), amounts are in one
+currency.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- canonical vocabularies -------------------------------------------------------------------
+EVENT_TYPES: Final = (
+    "purchase",
+    "return",
+    "visit",
+    "email_sent",
+    "email_open",
+    "email_click",
+    "push_sent",
+    "push_open",
+    "service_contact",
+)
+#: Channels an event can happen on. Purchases happen in ``store`` (offline) or ``web``/``app`` (online).
+CHANNELS: Final = ("store", "web", "app", "email", "push", "sms", "phone", "chat")
+ONLINE_CHANNELS: Final = ("web", "app")
+OFFLINE_CHANNELS: Final = ("store",)
+TREATMENT_GROUPS: Final = ("treatment", "control")
+
+# --- store tables: name -> {column: DuckDB type} ------------------------------------------------
+CUSTOMERS: Final = "customers"
+IDENTITY_LINKS: Final = "identity_links"
+SOURCE_RECORDS: Final = "source_records"
+EVENTS: Final = "events"
+PRODUCTS: Final = "products"
+TREATMENTS: Final = "treatments"
+SURVEYS: Final = "surveys"
+QUARANTINE: Final = "quarantine"
+INGEST_REPORT: Final = "ingest_report"
+STORE_META: Final = "store_meta"
+
+TABLES: Final[dict[str, dict[str, str]]] = {
+    CUSTOMERS: {
+        "customer_id": "VARCHAR",
+        "first_seen": "TIMESTAMP",
+        "region": "VARCHAR",
+        "signup_channel": "VARCHAR",
+        "consent_email": "BOOLEAN",
+        "consent_sms": "BOOLEAN",
+        "consent_push": "BOOLEAN",
+        "n_source_records": "INTEGER",
+    },
+    # one row per source record (a source's own customer key); the rule that put it in its cluster
+    IDENTITY_LINKS: {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "rule": "VARCHAR",
+        "score": "DOUBLE",
+    },
+    # pseudonymised identity keys of each source record (salted SHA-256; never raw personal data)
+    SOURCE_RECORDS: {
+        "source": "VARCHAR",
+        "source_record_id": "VARCHAR",
+        "email_hash": "VARCHAR",
+        "phone_hash": "VARCHAR",
+        "card_hash": "VARCHAR",
+        "name_hash": "VARCHAR",
+        "postcode_hash": "VARCHAR",
+        "region": "VARCHAR",
+    },
+    EVENTS: {
+        "event_id": "VARCHAR",
+        "customer_id": "VARCHAR",
+        "ts": "TIMESTAMP",
+        "channel": "VARCHAR",
+        "event_type": "VARCHAR",
+        "order_id": "VARCHAR",
+        "product_id": "VARCHAR",
+        "category": "VARCHAR",
+        "quantity": "DOUBLE",
+        "amount": "DOUBLE",
+    },
+    PRODUCTS: {
+        "product_id": "VARCHAR",
+        "category": "VARCHAR",
+        "price": "DOUBLE",
+        "margin": "DOUBLE",
+    },
+    TREATMENTS: {
+        "customer_id": "VARCHAR",
+        "ts": "TIMESTAMP",
+        "campaign_id": "VARCHAR",
+        "action": "VARCHAR",
+        "channel": "VARCHAR",
+        "group": "VARCHAR",
+        "cost": "DOUBLE",
+    },
+    SURVEYS: {
+        "customer_id": "VARCHAR",
+        "ts": "TIMESTAMP",
+        "score": "INTEGER",
+    },
+    QUARANTINE: {
+        "source": "VARCHAR",
+        "file": "VARCHAR",
+        "row_number": "BIGINT",
+        "source_row_id": "VARCHAR",
+        "reason": "VARCHAR",
+    },
+    INGEST_REPORT: {
+        "source": "VARCHAR",
+        "file": "VARCHAR",
+        "rows_in": "BIGINT",
+        "accepted": "BIGINT",
+        "quarantined": "BIGINT",
+    },
+    STORE_META: {
+        "key": "VARCHAR",
+        "value": "VARCHAR",
+    },
+}
+
+
+def create_table_sql(table: str) -> str:
+    """``CREATE TABLE`` statement for a store table, with columns in contract order."""
+    cols = ", ".join(f'"{c}" {t}' for c, t in TABLES[table].items())
+    return f'CREATE TABLE "{table}" ({cols})'
+
+
+def columns(table: str) -> list[str]:
+    """Column names of a store table in contract order."""
+    return list(TABLES[table])

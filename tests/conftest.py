@@ -1,0 +1,141 @@
+"""Shared fixtures: tiny inline sources for ingest tests, small generated worlds for integration."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A three-source world small enough to check every row by hand; returns the ingest config.
+
+    Ana (card 1111 2222 3333, ana@x.com) appears in the CRM and on two POS receipts and in the shop
+    under another spelling of her e-mail; Ben has a CRM record only. Some POS rows are malformed.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMNICRM_SALT", "test-salt")
+    write(
+        tmp_path / "raw/products.csv",
+        """
+        sku,category,list_price,margin_rate
+        P1,Shoes,50.00,0.4
+        P2,Books,10.00,0.2
+        """,
+    )
+    write(
+        tmp_path / "raw/crm.csv",
+        """
+        member_id,card_no,first_name,last_name,email,phone,postcode,joined_on,opt_in_email
+        M1,1111 2222 3333,Ana,Silva, Ana@X.com ,07700 900123,sw1a 1aa,01/02/2023,Y
+        M2,4444-5555-6666,Ben,Okafor,ben@y.org,,N1 9GU,15/03/2023,N
+        """,
+    )
+    write(
+        tmp_path / "raw/pos.csv",
+        """
+        receipt_no,line_no,till_time,card_no,kind,sku,qty,unit_price
+        R1,1,05/03/2023 10:00:00,111122223333,SALE,P1,1,50.00
+        R1,2,05/03/2023 10:00:00,111122223333,SALE,P2,2,10.00
+        R2,1,01/07/2023 12:30:00,1111-2222-3333,RETURN,P2,1,10.00
+        R3,1,31/02/2023 25:61:00,111122223333,SALE,P1,1,50.00
+        R4,1,06/03/2023 09:00:00,,SALE,P1,1,50.00
+        R5,1,06/03/2023 09:00:00,444455556666,SALE,P1,1,-50.00
+        R6,1,06/03/2023 09:00:00,444455556666,SWAP,P1,1,50.00
+        R1,1,05/03/2023 10:00:00,111122223333,SALE,P1,1,50.00
+        R7,1,06/03/2023 09:00:00,444455556666,SALE,P9,1,5.00
+        """,
+    )
+    write(
+        tmp_path / "raw/shop.csv",
+        """
+        order_id,line_no,account_id,email,event_time,device,sku,qty,unit_price
+        O1,1,A1,ANA@x.com,2023-04-01T10:00:00+01:00,Web,P2,1,10.00
+        """,
+    )
+    write(
+        tmp_path / "maps/products.yaml",
+        """
+        source: products
+        file: products.csv
+        target: products
+        row_id: [sku]
+        fields:
+          category: {type: string, nullable: false}
+          list_price: {type: double, nullable: false}
+          margin_rate: {type: double}
+        output: {product_id: sku, category: category, price: list_price, margin: list_price * margin_rate}
+        """,
+    )
+    write(
+        tmp_path / "maps/crm.yaml",
+        """
+        source: crm
+        file: crm.csv
+        target: profiles
+        row_id: [member_id]
+        customer_key: {column: member_id}
+        fields:
+          joined_on: {type: timestamp, format: "%d/%m/%Y", nullable: false}
+          opt_in_email: {type: boolean}
+        pii: {card: card_no, first_name: first_name, last_name: last_name, email: email, phone: phone, postcode: postcode}
+        output: {first_seen: joined_on, consent_email: "coalesce(opt_in_email, FALSE)"}
+        """,
+    )
+    write(
+        tmp_path / "maps/pos.yaml",
+        """
+        source: pos
+        file: pos.csv
+        target: events
+        row_id: [receipt_no, line_no]
+        customer_key: {column: card_no, normalise: digits}
+        fields:
+          till_time: {type: timestamp, format: "%d/%m/%Y %H:%M:%S", timezone: Europe/London, nullable: false}
+          kind: {type: category, values: {SALE: purchase, RETURN: return}, nullable: false}
+          sku: {type: string, nullable: false}
+          qty: {type: double, nullable: false}
+          unit_price: {type: double, nullable: false}
+        pii: {card: card_no}
+        output: {ts: till_time, channel: "'store'", event_type: kind, order_id: receipt_no, product_id: sku, quantity: qty, amount: qty * unit_price}
+        rules:
+          - {check: "unit_price >= 0", reason: "negative price on a sale"}
+        """,
+    )
+    write(
+        tmp_path / "maps/shop.yaml",
+        """
+        source: shop
+        file: shop.csv
+        target: events
+        row_id: [order_id, line_no]
+        customer_key: {column: account_id}
+        fields:
+          event_time: {type: timestamp, format: iso8601, nullable: false}
+          device: {type: category, values: {web: web, app: app}, nullable: false}
+          sku: {type: string}
+          qty: {type: double}
+          unit_price: {type: double}
+        pii: {email: email}
+        output: {ts: event_time, channel: device, event_type: "'purchase'", order_id: order_id, product_id: sku, quantity: qty, amount: qty * unit_price}
+        """,
+    )
+    return write(
+        tmp_path / "ingest.yaml",
+        """
+        raw_dir: raw
+        store: store/omnicrm.duckdb
+        sources: [maps/products.yaml, maps/crm.yaml, maps/pos.yaml, maps/shop.yaml]
+        identity: {probabilistic: false}
+        """,
+    )
