@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,3 +140,47 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         identity: {probabilistic: false}
         """,
     )
+
+
+SHIPPED_MAPPINGS = sorted((ROOT / "configs/sources/synthetic").glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated world (raw files + truth), shared by the integration tests."""
+    from omnicrm.synthetic import WorldConfig, generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    cfg = WorldConfig(n_people=1200, days=540, seed=7, out_dir=str(out))
+    generate_world(cfg, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_store(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small world ingested with the shipped source mappings; returns the ingest config path."""
+    import os
+
+    from omnicrm.pipeline.ingest import run_ingest
+
+    work = tmp_path_factory.mktemp("ingest")
+    cfg = work / "ingest.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "raw_dir": str(small_world / "raw"),
+                "store": str(work / "store.duckdb"),
+                "sources": [str(p) for p in SHIPPED_MAPPINGS],
+            }
+        )
+    )
+    old = os.environ.get("OMNICRM_SALT")
+    os.environ["OMNICRM_SALT"] = "integration-test-salt"
+    try:
+        run_ingest(cfg)
+    finally:
+        if old is None:
+            os.environ.pop("OMNICRM_SALT")
+        else:
+            os.environ["OMNICRM_SALT"] = old
+    return cfg
