@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from omnicrm.identity.evaluate import pairwise_metrics
+from omnicrm.identity.evaluate import evaluate_store
 
 pytestmark = pytest.mark.integration
 
@@ -50,13 +50,8 @@ def test_store_is_consistent(store: duckdb.DuckDBPyConnection) -> None:
     assert store.sql("SELECT count(*) FROM treatments WHERE \"group\" = 'control'").fetchall()[0][0] > 0
 
 
-def test_identity_resolution_recovers_the_true_people(
-    store: duckdb.DuckDBPyConnection, small_world: Path
-) -> None:
-    store.execute(
-        f"CREATE TEMP VIEW truth AS SELECT * FROM read_parquet('{(small_world / 'truth/record_owner.parquet').as_posix()}')"
-    )
-    m = pairwise_metrics(store, "identity_links", "truth")
+def test_identity_resolution_recovers_the_true_people(small_store: Path, small_world: Path) -> None:
+    m = evaluate_store(_store_path(small_store), small_world / "truth/record_owner.parquet", "integration-test-salt")
     assert m.records_without_truth == 0
     assert m.precision >= 0.98, m
     assert m.recall >= 0.93, m

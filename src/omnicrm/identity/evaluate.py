@@ -7,6 +7,7 @@ Counts come from group sizes (n·(n-1)/2 per group), so nothing is enumerated pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 
@@ -50,3 +51,28 @@ def pairwise_metrics(con: duckdb.DuckDBPyConnection, links: str, truth: str) -> 
     recall = correct / true_pairs if true_pairs else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return PairwiseMetrics(precision, recall, f1, true_pairs, pred_pairs, correct, n, missing)
+
+
+def evaluate_store(store_path: str | Path, record_owner: str | Path, salt: str) -> PairwiseMetrics:
+    """Score a published store's ``identity_links`` against a ground-truth ``record_owner`` file.
+
+    Sources whose keys are stored hashed (listed in ``store_meta``) get their truth keys hashed with
+    the same salt, so the two sides join. Only evaluation code reads truth; ingest never does.
+    """
+    from omnicrm.identity.pseudonymise import set_salt, stored_key_sql
+    from omnicrm.sql import literal
+
+    con = duckdb.connect()
+    try:
+        set_salt(con, salt)
+        con.execute(f"ATTACH {literal(str(store_path))} AS s (READ_ONLY)")
+        meta = dict(con.sql("SELECT key, value FROM s.store_meta").fetchall())
+        pii_keys = [x for x in meta.get("pseudonymised_key_sources", "").split(",") if x]
+        key = stored_key_sql("CAST(record_key AS VARCHAR)", "source", pii_keys)
+        con.execute(
+            f"CREATE TEMP VIEW truth AS SELECT source, {key} AS record_key, person_id "
+            f"FROM read_parquet({literal(str(record_owner))})"
+        )
+        return pairwise_metrics(con, "s.identity_links", "truth")
+    finally:
+        con.close()

@@ -58,3 +58,15 @@ def set_salt(con: duckdb.DuckDBPyConnection, salt: str) -> None:
 def hash_sql(col: str, field: str) -> str:
     """SQL for the salted SHA-256 of ``col`` (NULL stays NULL)."""
     return f"CASE WHEN {col} IS NOT NULL THEN sha256(getvariable('omnicrm_salt') || {literal(':' + field + ':')} || {col}) END"
+
+
+def stored_key_sql(key_col: str, source_col: str, pii_key_sources: list[str]) -> str:
+    """The id under which a source record is stored: hashed where the source's key is personal data.
+
+    A loyalty card or e-mail used as a source's customer key would otherwise reach the store raw.
+    Within one salt the hash is stable, so ids still join across runs.
+    """
+    if not pii_key_sources:
+        return key_col
+    sources = ", ".join(literal(s) for s in pii_key_sources)
+    return f"CASE WHEN {source_col} IN ({sources}) THEN {hash_sql(key_col, 'key')} ELSE {key_col} END"

@@ -6,6 +6,7 @@ resolution recovered the true people. The pipeline steps themselves never see it
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,8 @@ class DemoResult:
 
 def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult:
     """Run every step of the demo in order; see the module docstring."""
-    from omnicrm.identity.evaluate import pairwise_metrics
-    from omnicrm.store import open_store
+    from omnicrm.identity.evaluate import evaluate_store
+    from omnicrm.identity.pseudonymise import DefaultSaltWarning, resolve_salt
     from omnicrm.synthetic import WorldConfig, generate_world
 
     config_path = Path(config_path)
@@ -57,11 +58,10 @@ def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult
     ingested = run_ingest(base / cfg.ingest, progress=progress)
     metrics = None
     if cfg.truth_dir:
-        con = open_store(ingested.store)
-        truth = Path(cfg.truth_dir) / "record_owner.parquet"
-        con.execute(f"CREATE TEMP VIEW truth AS SELECT * FROM read_parquet('{truth.as_posix()}')")
-        metrics = pairwise_metrics(con, "identity_links", "truth")
-        con.close()
+        with warnings.catch_warnings():  # ingest has already warned about a demo salt
+            warnings.simplefilter("ignore", DefaultSaltWarning)
+            salt = resolve_salt(ingest_cfg.privacy)
+        metrics = evaluate_store(ingested.store, Path(cfg.truth_dir) / "record_owner.parquet", salt)
     feats = run_features(base / cfg.features, cfg.cutoffs.as_list(), Path(cfg.features_out), progress=progress)
     return DemoResult(world, ingested, metrics, feats)
 

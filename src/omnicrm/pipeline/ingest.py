@@ -18,7 +18,7 @@ from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
 from omnicrm.identity import normalise
 from omnicrm.identity.config import IdentityConfig, PrivacyConfig
-from omnicrm.identity.pseudonymise import hash_sql, resolve_salt, set_salt
+from omnicrm.identity.pseudonymise import hash_sql, resolve_salt, set_salt, stored_key_sql
 from omnicrm.identity.resolve import Resolution, resolve_identities
 from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
@@ -197,6 +197,9 @@ def _write_store(
         ]
     )
     con.execute(f"CREATE OR REPLACE TEMP TABLE _source_records AS SELECT source, source_record_id, {hashes} FROM _all_records")
+    # source keys that are personal data themselves (a card number) are stored hashed
+    pii_keys = [m.source for m, _ in validated if m.customer_key and m.customer_key.column in m.pii.values()]
+    stored_id = stored_key_sql("source_record_id", "source", pii_keys)
     customers_sql = """
         WITH firsts AS (
             SELECT customer_id, min(ts) AS ts FROM (
@@ -238,7 +241,8 @@ def _write_store(
     )
     quarantine_sql = " UNION ALL ".join(
         f"SELECT {literal(m.source)} AS source, {literal(str(c.file))} AS file, {ROW} AS row_number, "
-        f"{ROW_ID} AS source_row_id, _reason AS reason FROM {v.quarantine}"
+        f"{hash_sql(ROW_ID, 'key') if set(m.row_id) & set(m.pii.values()) else ROW_ID} AS source_row_id, "
+        f"_reason AS reason FROM {v.quarantine}"
         for (m, v), c in zip(validated, counts, strict=True)
     )
     meta = {
@@ -246,6 +250,8 @@ def _write_store(
         "omnicrm_version": __version__,
         "ingest_config": config_path,
         "sources": ",".join(m.source for m, _ in validated),
+        # sources whose source_record_id is stored as hash_sql(key, 'key'): see stored_key_sql
+        "pseudonymised_key_sources": ",".join(pii_keys),
     }
     meta_sql = " UNION ALL ".join(f"SELECT {literal(k)} AS key, {literal(v)} AS value" for k, v in meta.items())
     tables = {
@@ -254,8 +260,10 @@ def _write_store(
         schema.TREATMENTS: "SELECT * FROM _t_treatments ORDER BY customer_id, ts",
         schema.CUSTOMERS: customers_sql + " ORDER BY customer_id",
         schema.PRODUCTS: f"SELECT * FROM {products}" if products else empty(schema.PRODUCTS),
-        schema.IDENTITY_LINKS: "SELECT * FROM _links ORDER BY customer_id, source, source_record_id",
-        schema.SOURCE_RECORDS: "SELECT * FROM _source_records ORDER BY source, source_record_id",
+        schema.IDENTITY_LINKS: f"SELECT * REPLACE ({stored_id} AS source_record_id) FROM _links "
+        "ORDER BY customer_id, source, source_record_id",
+        schema.SOURCE_RECORDS: f"SELECT * REPLACE ({stored_id} AS source_record_id) FROM _source_records "
+        "ORDER BY source, source_record_id",
         schema.QUARANTINE: quarantine_sql,
         schema.INGEST_REPORT: report_rows,
         schema.STORE_META: meta_sql,
