@@ -31,7 +31,7 @@ class IdentityConfig(StrictModel):
     """
 
     deterministic: list[str] = Field(default_factory=lambda: ["email", "card", "phone_name"])
-    phone_name_min_similarity: float = Field(0.88, ge=0, le=1)
+    first_name_min_similarity: float = Field(0.88, ge=0, le=1)
     probabilistic: bool = True
     match_threshold: float = Field(0.99, gt=0, lt=1)
     strict_threshold: float = Field(0.999, gt=0, lt=1)

@@ -34,7 +34,8 @@ def deterministic_edges(con: duckdb.DuckDBPyConnection, records: str, cfg: Ident
             f"SELECT a.rid AS l, b.rid AS r, 'phone+first_name' AS rule, "
             f"jaro_winkler_similarity(a.first_name, b.first_name) AS score "
             f"FROM {records} a JOIN {records} b ON a.phone = b.phone AND a.rid < b.rid "
-            f"WHERE jaro_winkler_similarity(a.first_name, b.first_name) >= {cfg.phone_name_min_similarity} "
+            f"WHERE a.first_name IS NOT NULL AND b.first_name IS NOT NULL "
+            f"AND {names_compatible_sql('a.first_name', 'b.first_name', cfg.first_name_min_similarity)} "
             f"AND (a.last_name IS NULL OR b.last_name IS NULL "
             f"     OR jaro_winkler_similarity(a.last_name, b.last_name) >= 0.8)"
         )
@@ -70,38 +71,62 @@ def splink_settings(cfg: IdentityConfig):  # noqa: ANN201 - splink's SettingsCre
     )
 
 
-def probabilistic_edges(records: pd.DataFrame, cfg: IdentityConfig) -> pd.DataFrame:
-    """Splink (Fellegi-Sunter, trained by random sampling for u and EM for m) on DuckDB."""
+def names_compatible_sql(a: str, b: str, min_similarity: float) -> str:
+    """SQL: first names ``a`` and ``b`` may belong to one person (missing, similar, or one a
+    prefix of the other as in *Cat* / *Catriona*)."""
+    return (
+        f"({a} IS NULL OR {b} IS NULL OR jaro_winkler_similarity({a}, {b}) >= {min_similarity} "
+        f"OR (length({a}) >= 3 AND length({b}) >= 3 AND (starts_with({a}, {b}) OR starts_with({b}, {a}))))"
+    )
+
+
+def probabilistic_edges(
+    con: duckdb.DuckDBPyConnection, records: str, labels: pd.Series, cfg: IdentityConfig
+) -> pd.DataFrame:
+    """Splink (Fellegi-Sunter on DuckDB) links for pairs the deterministic rules did not settle.
+
+    Training, and why it is done this way (measured on the default world):
+
+    * u-probabilities come from random record pairs (almost all non-matches), as usual;
+    * m-probabilities are estimated from the **deterministic clusters used as labels**: pairs that
+      share an e-mail or card are near-certain matches, so they show how often a true match
+      disagrees on first name, postcode or phone. Plain EM on postcode blocks learned households
+      (same surname, postcode and landline, different first name) as matches and gave pairwise
+      precision 0.84 at p >= 0.99; label-trained m gave 0.96;
+    * the fields are not independent within a household, which Fellegi-Sunter assumes, so an
+      edge whose first names clearly disagree (not similar, not a prefix like *Cat/Catriona*) is
+      dropped afterwards. With both, precision was 0.999 and recall 0.980 (deterministic only:
+      1.000 and 0.964).
+    """
     from splink import Linker, block_on
     from splink.internals.duckdb.database_api import DuckDBAPI
 
     for name in ("splink", "splink.internals"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    cols = ["rid", "email", "phone", "first_name", "last_name", "postcode"]
-    data = records[cols]
+        logging.getLogger(name).setLevel(logging.ERROR)
+    data = con.sql(f"SELECT rid, email, phone, first_name, last_name, postcode FROM {records} ORDER BY rid").df()
     if len(data) < 2:
         return pd.DataFrame(columns=EDGE_COLUMNS)
-    api = DuckDBAPI()
-    linker = Linker(api.register(data), splink_settings(cfg), log_level=logging.WARNING)
+    data["det_cluster"] = labels.to_numpy()
+    linker = Linker(DuckDBAPI().register(data), splink_settings(cfg), log_level=logging.ERROR)
     linker.training.estimate_probability_two_random_records_match(
         [block_on("email"), block_on("phone", "first_name")], recall=0.7
     )
     linker.training.estimate_u_using_random_sampling(max_pairs=cfg.u_max_pairs, seed=cfg.seed)
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("postcode"), estimate_without_term_frequencies=True
-    )
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("first_name", "last_name"), estimate_without_term_frequencies=True
-    )
+    linker.training.estimate_m_from_label_column("det_cluster")
     pred = linker.inference.predict(threshold_match_probability=cfg.match_threshold).as_pandas_dataframe()
     if pred.empty:
         return pd.DataFrame(columns=EDGE_COLUMNS)
-    out = pd.DataFrame(
-        {
-            "l": pred[["rid_l", "rid_r"]].min(axis=1).astype("int64"),
-            "r": pred[["rid_l", "rid_r"]].max(axis=1).astype("int64"),
-            "rule": "splink",
-            "score": pred["match_probability"].astype("float64"),
-        }
-    )
-    return out
+    con.register("_splink_pred", pred[["rid_l", "rid_r", "match_probability"]])
+    try:
+        return con.sql(
+            f"""
+            SELECT least(p.rid_l, p.rid_r) AS l, greatest(p.rid_l, p.rid_r) AS r, 'splink' AS rule,
+                   p.match_probability AS score
+            FROM _splink_pred p
+            JOIN {records} a ON a.rid = p.rid_l
+            JOIN {records} b ON b.rid = p.rid_r
+            WHERE {names_compatible_sql("a.first_name", "b.first_name", cfg.first_name_min_similarity)}
+            """
+        ).df()
+    finally:
+        con.unregister("_splink_pred")

@@ -34,9 +34,12 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, records: str, cfg: Identi
         f"CAST(row_number() OVER (ORDER BY source, source_record_id) - 1 AS BIGINT) AS rid, * FROM {records}"
     )
     n = con.sql("SELECT count(*) FROM _rec").fetchall()[0][0]
-    parts = [deterministic_edges(con, "_rec", cfg)]
+    det = deterministic_edges(con, "_rec", cfg)
+    parts = [det]
     if cfg.probabilistic:
-        parts.append(probabilistic_edges(con.sql("SELECT * FROM _rec").df(), cfg))
+        # deterministic clusters are the labels Splink's m-probabilities are estimated from
+        det_labels = cluster(n, det, cfg.max_component_size, cfg.strict_threshold)["component"]
+        parts.append(probabilistic_edges(con, "_rec", det_labels, cfg))
     parts = [p for p in parts if len(p)]
     edges = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EDGE_COLUMNS)
     edges = edges.astype({"l": "int64", "r": "int64", "score": "float64"})

@@ -71,7 +71,9 @@ def _parse_expr(col: str, spec: FieldSpec) -> str:
             f"ELSE timezone('UTC', timezone({tz}, TRY_CAST({raw} AS TIMESTAMP))) END"
         )
     elif fmt == "epoch_s":
-        ts = f"timezone('UTC', to_timestamp(TRY_CAST({raw} AS DOUBLE)))"
+        secs = f"TRY_CAST({raw} AS DOUBLE)"
+        # to_timestamp raises (not NULL) out of range: keep to years 1900..2200 so it parses or quarantines
+        ts = f"CASE WHEN {secs} BETWEEN -2208988800 AND 7258118400 THEN timezone('UTC', to_timestamp({secs})) END"
     else:
         local = f"try_strptime({raw}, {literal(fmt)})"
         ts = local if spec.timezone == "UTC" else f"timezone('UTC', timezone({tz}, {local}))"

@@ -133,19 +133,16 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
 def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: str | None) -> str:
     """Canonical rows of one source for ``target``, with customer ids from the links."""
     cols = []
+    with_products = target == "events" and products is not None and "product_id" in m.output
     for c in TARGET_COLUMNS[target]:
-        if c == "category" and target == "events" and products:
+        if c == "category" and with_products:
             own = f"a.{ident(c)}" if c in m.output else "NULL"
             cols.append(f"coalesce({own}, p.category) AS category")
         elif c in m.output:
             cols.append(f"a.{ident(c)}")
         else:
             cols.append(f"NULL AS {ident(c)}")
-    join_p = (
-        f"LEFT JOIN {products} p ON p.product_id = a.product_id"
-        if target == "events" and products and "product_id" in m.output
-        else ""
-    )
+    join_p = f"LEFT JOIN {products} p ON p.product_id = a.product_id" if with_products else ""
     return (
         f"SELECT {literal(m.source + ':')} || a.{ROW_ID} AS event_id, l.customer_id, {', '.join(cols)} "
         f"FROM {v.accepted} a JOIN _links l ON l.source = {literal(m.source)} AND l.source_record_id = a.{KEY} "
