@@ -149,12 +149,28 @@ def _print_world(summary: object) -> None:
 
 def _print_ingest(result) -> None:  # noqa: ANN001
     t = Table(title=f"ingest -> {result.store}")
-    for col in ("source", "rows in", "accepted", "quarantined", "top quarantine reasons"):
-        t.add_column(col, justify="right" if col not in ("source", "top quarantine reasons") else "left")
+    t.add_column("source")
+    for col in ("rows in", "accepted", "quarantined", "%"):
+        t.add_column(col, justify="right")
     for c in result.sources:
-        top = "; ".join(f"{r} ({n})" for r, n in list(c.reasons.items())[:3])
-        t.add_row(c.source, f"{c.rows_in:,}", f"{c.accepted:,}", f"{c.quarantined:,}", top)
+        share = 100 * c.quarantined / c.rows_in if c.rows_in else 0.0
+        t.add_row(c.source, f"{c.rows_in:,}", f"{c.accepted:,}", f"{c.quarantined:,}", f"{share:.2f}")
+    total_in = sum(c.rows_in for c in result.sources)
+    total_q = sum(c.quarantined for c in result.sources)
+    t.add_row("all", f"{total_in:,}", f"{total_in - total_q:,}", f"{total_q:,}",
+              f"{100 * total_q / max(total_in, 1):.2f}", style="bold")
     console.print(t)
+    reasons = sorted(
+        ((n, c.source, r) for c in result.sources for r, n in c.reasons.items()), reverse=True
+    )
+    if reasons:
+        q = Table(title="quarantine reasons (top 12; all rows are in the store's quarantine table)")
+        q.add_column("source")
+        q.add_column("reason")
+        q.add_column("rows", justify="right")
+        for n, src, r in reasons[:12]:
+            q.add_row(src, r, f"{n:,}")
+        console.print(q)
     r = result.resolution
     rules = ", ".join(f"{k}: {v:,}" for k, v in sorted(r.edges_by_rule.items()))
     console.print(

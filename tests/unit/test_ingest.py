@@ -26,7 +26,7 @@ def test_rows_in_equal_accepted_plus_quarantined_with_reasons(tiny_sources: Path
     assert reasons[4].startswith("unparseable till_time")
     assert reasons[5] == "missing key: card_no"
     assert reasons[6] == "negative price on a sale"
-    assert reasons[7].startswith("unparseable kind: expected one of RETURN, SALE")
+    assert reasons[7] == "unknown kind: expected one of RETURN, SALE"
     assert reasons[8] == "duplicate row id"
     assert reasons[9] == "unknown product_id: not in the product catalogue"
     report = con.sql("SELECT rows_in, accepted, quarantined FROM ingest_report WHERE source = 'pos'").fetchall()

@@ -4,7 +4,7 @@ All of it is one SQL statement per source over the raw text table, so it runs at
 whole columns. Each row gets at most one ``_reason`` (the first check it fails, in this order):
 
 1. missing row id; 2. missing or unusable customer key; 3. a value that does not parse as its
-declared type (or is not among a category's values); 4. a missing value in a non-nullable field;
+declared type, or is not among a category's values; 4. a missing value in a non-nullable field;
 5. a mapping rule that is not true; 6. a canonical value outside the store's vocabulary (unknown
 event type, channel, group; survey score outside 0-10); 7. a product id not in the product
 catalogue; 8. a repeated row id (the first copy is kept).
@@ -151,15 +151,11 @@ def validate_source(
     if mapping.customer_key:
         checks.append((f"{KEY} IS NULL", f"missing key: {mapping.customer_key.column}"))
     for c, s in mapping.fields.items():
-        what = f"{s.type} ({s.format})" if s.format else s.type
         if s.type == "category":
-            what = "one of " + ", ".join(sorted(s.values or {}))
-        checks.append(
-            (
-                f"NULLIF(trim({ident('_raw_' + c)}), '') IS NOT NULL AND {ident(c)} IS NULL",
-                f"unparseable {c}: expected {what}",
-            )
-        )
+            reason = f"unknown {c}: expected one of {', '.join(sorted(s.values or {}))}"
+        else:
+            reason = f"unparseable {c}: expected {s.type}" + (f" ({s.format})" if s.format else "")
+        checks.append((f"NULLIF(trim({ident('_raw_' + c)}), '') IS NOT NULL AND {ident(c)} IS NULL", reason))
     for c, s in mapping.fields.items():
         if not s.nullable:
             checks.append((f"{ident(c)} IS NULL", f"missing value in {c}"))
