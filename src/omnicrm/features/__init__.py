@@ -1,0 +1,27 @@
+"""Point-in-time features: one row per (customer_id, cutoff) from store rows with ``ts < cutoff``.
+
+Public API::
+
+    from omnicrm.features import FeatureConfig, build_features, feature_sql
+
+    frame = build_features(con, [datetime(2024, 7, 1)], FeatureConfig())
+
+Modules: :mod:`~omnicrm.features.config` (settings), :mod:`~omnicrm.features.sql` (cutoff, SQL
+building blocks), :mod:`~omnicrm.features.sources` (aggregate CTEs), :mod:`~omnicrm.features.definitions`
+(behavioural groups), :mod:`~omnicrm.features.lifecycle` (lifecycle stage, RFM segment),
+:mod:`~omnicrm.features.snapshot` (assembly and execution).
+"""
+
+from omnicrm.features.config import FEATURE_GROUPS, FeatureConfig
+from omnicrm.features.lifecycle import LIFECYCLE_STAGES, RFM_SEGMENTS
+from omnicrm.features.snapshot import build_features, feature_dtypes, feature_sql
+
+__all__ = [
+    "FEATURE_GROUPS",
+    "LIFECYCLE_STAGES",
+    "RFM_SEGMENTS",
+    "FeatureConfig",
+    "build_features",
+    "feature_dtypes",
+    "feature_sql",
+]

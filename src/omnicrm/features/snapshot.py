@@ -1,0 +1,144 @@
+"""Point-in-time feature snapshots: one row per (customer_id, cutoff), computed in DuckDB SQL.
+
+The point-in-time law: the snapshot at cutoff ``T`` reads only store rows with ``ts < T``
+(strict), and has one row for each customer with ``first_seen < T``. Every table read by the
+generated SQL carries that predicate; ``tests/properties/test_feature_leakage.py`` checks that
+appending any rows at or after ``T`` leaves the snapshot unchanged.
+
+Many cutoffs are computed one query per cutoff and concatenated. That was measured against one
+query over a cutoffs table (DESIGN.md: 4.5× vs 7.5× the time of one snapshot for six cutoffs, and
+2.9 GB) and again in ``benchmarks/features.py``: per-cutoff queries keep each aggregate's hash
+tables one snapshot large, and each query prunes the events table on its own window bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+
+import duckdb
+import pandas as pd
+
+from omnicrm.features import definitions, lifecycle
+from omnicrm.features.config import FeatureConfig
+from omnicrm.features.sources import SOURCES, Source, base_cte
+from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff, normalize_cutoff
+
+#: Group name -> builder, in no particular order (output order is ``FEATURE_GROUPS``).
+GROUP_BUILDERS = {**definitions.GROUPS, **lifecycle.GROUPS}
+_SOURCES: dict[str, Source] = {**SOURCES, lifecycle.RFM_SOURCE.name: lifecycle.RFM_SOURCE}
+#: CTE order: every source after the sources it depends on.
+_SOURCE_ORDER = ("orders", "pa", "gs", "ca", "ea", "sv", "tr", "rs")
+KEY_COLUMNS = ("customer_id", "cutoff")
+
+
+def _plan(cutoff: Cutoff, config: FeatureConfig) -> tuple[dict[str, dict[str, Agg]], list[Column]]:
+    """Collect the sources, aggregates and output columns of the enabled groups."""
+    needs: dict[str, dict[str, Agg]] = {}
+    columns: list[Column] = []
+    for name in config.enabled():
+        group = GROUP_BUILDERS[name](cutoff, config)
+        for source, aggs in group.needs.items():
+            have = needs.setdefault(source, {})
+            for agg in aggs:
+                if have.setdefault(agg.alias, agg) != agg:
+                    raise AssertionError(  # a programming error in the definitions, not user input
+                        f"two groups define aggregate {source}.{agg.alias} differently"
+                    )
+        columns.extend(group.columns)
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names) or set(names) & set(KEY_COLUMNS):
+        raise AssertionError(f"duplicate feature column names: {names}")
+    # dependencies (e.g. rs -> pa -> orders) are added after the groups' own requests
+    for source in reversed(_SOURCE_ORDER):
+        if source in needs:
+            for dep in _SOURCES[source].depends:
+                needs.setdefault(dep, {})
+    return needs, columns
+
+
+def feature_sql(cutoff: datetime | date, config: FeatureConfig) -> str:
+    """The SQL of one snapshot at ``cutoff``, for inspection or to run on another engine.
+
+    Parameters
+    ----------
+    cutoff
+        The cutoff ``T``: a ``datetime`` (naive = UTC) or a ``date`` (midnight UTC).
+    config
+        Which feature groups to compute and how.
+
+    Returns
+    -------
+    str
+        One ``SELECT`` (DuckDB dialect, portable subset: ``sqlglot`` transpiles it to Spark SQL)
+        returning ``customer_id``, ``cutoff`` and the feature columns, ordered by ``customer_id``.
+    """
+    at = Cutoff(normalize_cutoff(cutoff))
+    needs, columns = _plan(at, config)
+    ctes = [base_cte(at)]
+    joins = []
+    for name in _SOURCE_ORDER:
+        if name not in needs:
+            continue
+        source = _SOURCES[name]
+        ctes.extend(source.build(at, config, list(needs[name].values())))
+        if source.joined:
+            joins.append(f"LEFT JOIN {name} ON {name}.customer_id = base.customer_id")
+    with_sql = ",\n".join(f"{cte} AS (\n  {body}\n)" for cte, body in ctes)
+    select = ",\n  ".join(
+        ["base.customer_id", f"{at.lit} AS cutoff", *(c.select_sql() for c in columns)]
+    )
+    return (
+        f"WITH {with_sql}\n"
+        f"SELECT\n  {select}\n"
+        "FROM base\n" + "".join(j + "\n" for j in joins) + "ORDER BY base.customer_id"
+    )
+
+
+def feature_dtypes(config: FeatureConfig) -> dict[str, str]:
+    """Output columns of a snapshot and their pandas dtypes, in frame order (no data needed)."""
+    _, columns = _plan(Cutoff(datetime(2000, 1, 1)), config)
+    return {
+        "customer_id": "str",
+        "cutoff": "datetime64[us]",
+        **{c.name: PANDAS_DTYPES[c.kind] for c in columns},
+    }
+
+
+def build_features(
+    con: duckdb.DuckDBPyConnection,
+    cutoffs: Sequence[datetime | date],
+    config: FeatureConfig,
+) -> pd.DataFrame:
+    """Feature snapshots of every customer known before each cutoff.
+
+    Parameters
+    ----------
+    con
+        Connection to a unified store (tables ``customers``, ``events``, ``surveys``,
+        ``treatments`` as in :mod:`omnicrm.schema`).
+    cutoffs
+        One or more cutoffs ``T`` (``datetime``, naive = UTC, or ``date`` = midnight UTC).
+        Required: there is no default taken from the data. Duplicates are computed once.
+    config
+        Which feature groups to compute and how (:class:`FeatureConfig`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``(customer_id, cutoff)`` with ``first_seen < cutoff``; columns
+        ``customer_id``, ``cutoff`` (``datetime64[us]``, UTC) then the features in the order of
+        :func:`feature_dtypes`; rows ordered by ``(cutoff, customer_id)``. A snapshot at ``T``
+        reads only rows with ``ts < T``.
+    """
+    if not isinstance(config, FeatureConfig):
+        raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
+    if isinstance(cutoffs, (str, date)):  # date also covers datetime
+        raise TypeError("cutoffs must be a sequence of datetimes or dates, e.g. [cutoff]")
+    points = sorted({normalize_cutoff(c) for c in cutoffs})
+    if not points:
+        raise ValueError("cutoffs is empty: give at least one cutoff")
+    frames = [con.sql(feature_sql(t, config)).df() for t in points]
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    # fixed dtypes: an all-NULL or empty result must not change a column's dtype
+    return frame.astype(feature_dtypes(config))

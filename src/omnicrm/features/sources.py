@@ -1,0 +1,236 @@
+"""Aggregate tables (CTEs) that feature groups read from, one per kind of input.
+
+Every source reads its store table with ``ts < T`` and groups by ``customer_id``; the snapshot
+then left-joins the sources onto the customers known before ``T``. Keeping one aggregate per input
+(instead of one CTE per feature) means the events table is grouped once for all purchase features
+and once for all other events, which is what makes the generated query as fast as a hand-written
+one (``benchmarks/README.md``).
+
+Sources
+-------
+orders (not joined)
+    One row per purchase order: ``order_id`` lines of event type ``purchase`` before ``T``; a line
+    without an ``order_id`` counts as an order of its own. The order's ``ts`` is its first line's,
+    its ``amount`` the sum of its lines (gross, before returns).
+pa (purchase aggregates)
+    Per customer over ``orders``: whatever the groups ask for (first/last order, counts and spend
+    per window…).
+gs (gap statistics)
+    Over the distinct UTC calendar days with an order: their number, and the mean, sample
+    standard deviation and last of the day gaps between consecutive purchase days.
+ca (category mix)
+    Over purchase *lines* in the categories window with a non-NULL category.
+ea (other events)
+    Per customer over non-purchase events, scanning only the event types and the time range the
+    requested aggregates need.
+sv (last survey), tr (treatments received)
+    From ``surveys`` and ``treatments``.
+rs (RFM scores)
+    Defined in :mod:`omnicrm.features.lifecycle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from omnicrm.features.config import FeatureConfig, category_slug
+from omnicrm.features.sql import Agg, Cutoff, in_list, str_literal
+from omnicrm.schema import CUSTOMERS, EVENTS, SURVEYS, TREATMENTS
+
+# Event types the features read; a unit test checks each is in omnicrm.schema.EVENT_TYPES.
+PURCHASE = "purchase"
+RETURN = "return"
+VISIT = "visit"
+EMAIL_SENT = "email_sent"
+EMAIL_OPEN = "email_open"
+EMAIL_CLICK = "email_click"
+PUSH_SENT = "push_sent"
+PUSH_OPEN = "push_open"
+SERVICE_CONTACT = "service_contact"
+#: Treatment group that actually received an action (the other is the randomised control).
+TREATED = "treatment"
+
+#: A source builder returns ``(cte_name, select_sql)`` pairs, the last one named like the alias.
+Builder = Callable[[Cutoff, FeatureConfig, list[Agg]], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named aggregate CTE; ``joined`` sources are left-joined on ``customer_id``."""
+
+    name: str
+    build: Builder
+    depends: tuple[str, ...] = ()
+    joined: bool = True
+
+
+def base_cte(cutoff: Cutoff) -> tuple[str, str]:
+    """Customers known before the cutoff: the rows of the snapshot."""
+    return (
+        "base",
+        f"SELECT customer_id, first_seen FROM {CUSTOMERS} WHERE first_seen < {cutoff.lit}",
+    )
+
+
+def _select_aggs(aggs: list[Agg]) -> str:
+    return "".join(f",\n    {a.expr} AS {a.alias}" for a in aggs)
+
+
+def _orders(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
+    return [
+        (
+            "orders",
+            f"SELECT customer_id, min(ts) AS ts, sum(amount) AS amount{_select_aggs(aggs)}\n"
+            f"  FROM {EVENTS}\n"
+            f"  WHERE event_type = {str_literal(PURCHASE)} AND ts < {cutoff.lit}\n"
+            "  GROUP BY customer_id, COALESCE(order_id, event_id)",
+        )
+    ]
+
+
+def _purchase_aggregates(
+    cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]
+) -> list[tuple[str, str]]:
+    return [("pa", f"SELECT customer_id{_select_aggs(aggs)}\n  FROM orders GROUP BY customer_id")]
+
+
+def _gaps(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
+    # LAG over distinct purchase days (≈ a quarter of the purchase lines) is cheap; mean and last
+    # gap alone have closed forms, but the standard deviation needs consecutive pairs.
+    return [
+        ("gap_days", "SELECT DISTINCT customer_id, CAST(ts AS DATE) AS day FROM orders"),
+        (
+            "gap_lags",
+            "SELECT customer_id, day,\n"
+            "    date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap\n"
+            "  FROM gap_days",
+        ),
+        (
+            "gs",
+            "SELECT customer_id, count(*) AS n_days, avg(gap) AS gap_mean,\n"
+            "    stddev_samp(gap) AS gap_std, max_by(gap, day) AS gap_last\n"
+            "  FROM gap_lags GROUP BY customer_id",
+        ),
+    ]
+
+
+def category_share_alias(category: str) -> str:
+    return f"share_{category_slug(category)}"
+
+
+def _categories(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
+    cats = config.categories
+    shares = "".join(
+        f",\n    COALESCE(sum(spend) FILTER (WHERE category = {str_literal(c)}), 0)"
+        f" / NULLIF(max(total), 0) AS {category_share_alias(c)}"
+        for c in cats.shares
+    )
+    return [
+        (
+            "cat_spend",
+            "SELECT customer_id, category, sum(amount) AS spend\n"
+            f"  FROM {EVENTS}\n"
+            f"  WHERE event_type = {str_literal(PURCHASE)} AND ts < {cutoff.lit}"
+            f" AND ts >= {cutoff.ago(cats.days)}\n"
+            "    AND category IS NOT NULL\n"
+            "  GROUP BY customer_id, category",
+        ),
+        (
+            "cat_ranked",
+            "SELECT customer_id, category, spend,\n"
+            "    sum(spend) OVER (PARTITION BY customer_id) AS total,\n"
+            "    max(spend) OVER (PARTITION BY customer_id) AS top\n"
+            "  FROM cat_spend",
+        ),
+        (
+            "ca",
+            # Shannon entropy in nats of the spend shares; the top category's ties go to the
+            # alphabetically first name so the result never depends on scan order.
+            "SELECT customer_id, count(*) AS n_categories,\n"
+            # (0.0 - sum: a single category gives +0.0, not -0.0)
+            "    0.0 - sum(CASE WHEN spend > 0 THEN spend / total * ln(spend / total) ELSE 0 END)"
+            " AS entropy,\n"
+            "    min(category) FILTER (WHERE spend = top) AS top_category,\n"
+            f"    max(top) / NULLIF(max(total), 0) AS top_share{shares}\n"
+            "  FROM cat_ranked GROUP BY customer_id",
+        ),
+    ]
+
+
+def _events(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
+    types = sorted({t for a in aggs for t in a.event_types})
+    spans = [a.days for a in aggs]
+    since = "" if None in spans or not spans else f" AND ts >= {cutoff.ago(max(spans))}"
+    return [
+        (
+            "ea",
+            f"SELECT customer_id{_select_aggs(aggs)}\n"
+            f"  FROM {EVENTS}\n"
+            f"  WHERE event_type IN {in_list(types)} AND ts < {cutoff.lit}{since}\n"
+            "  GROUP BY customer_id",
+        )
+    ]
+
+
+def event_count(alias: str, event_types: tuple[str, ...], cutoff: Cutoff, days: int) -> Agg:
+    """Number of events of ``event_types`` in ``[T - days, T)``."""
+    pred = (
+        f"event_type = {str_literal(event_types[0])}"
+        if len(event_types) == 1
+        else f"event_type IN {in_list(event_types)}"
+    )
+    return Agg(alias, f"count(*) FILTER (WHERE {pred} AND ts >= {cutoff.ago(days)})", event_types, days)
+
+
+def event_amount(alias: str, event_type: str, cutoff: Cutoff, days: int) -> Agg:
+    """Sum of ``amount`` of ``event_type`` events in ``[T - days, T)``."""
+    return Agg(
+        alias,
+        f"sum(amount) FILTER (WHERE event_type = {str_literal(event_type)} AND ts >= {cutoff.ago(days)})",
+        (event_type,),
+        days,
+    )
+
+
+def _surveys(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
+    # Latest survey before T; two on the same timestamp resolve to the higher score (deterministic).
+    return [
+        (
+            "survey_ranked",
+            "SELECT customer_id, ts, score,\n"
+            "    row_number() OVER (PARTITION BY customer_id ORDER BY ts DESC, score DESC) AS rn\n"
+            f"  FROM {SURVEYS} WHERE ts < {cutoff.lit}",
+        ),
+        (
+            "sv",
+            "SELECT customer_id, ts AS last_ts, score AS last_score FROM survey_ranked WHERE rn = 1",
+        ),
+    ]
+
+
+def _treatments(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
+    return [
+        (
+            "tr",
+            "SELECT customer_id, count(*) AS treated\n"
+            f"  FROM {TREATMENTS}\n"
+            f'  WHERE "group" = {str_literal(TREATED)} AND ts < {cutoff.lit}'
+            f" AND ts >= {cutoff.ago(config.contacts.days)}\n"
+            "  GROUP BY customer_id",
+        )
+    ]
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source("orders", _orders, joined=False),
+        Source("pa", _purchase_aggregates, depends=("orders",)),
+        Source("gs", _gaps, depends=("orders",)),
+        Source("ca", _categories),
+        Source("ea", _events),
+        Source("sv", _surveys),
+        Source("tr", _treatments),
+    )
+}
