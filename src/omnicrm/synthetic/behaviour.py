@@ -8,7 +8,9 @@ The loop runs over weeks; within a week every person is handled at once with num
    ``unresolved`` an exponentially decaying count of unresolved service contacts. Churned people
    stop buying, browsing, calling and answering surveys; they still get newsletters (opening few).
 2. **Campaigns** sent this week randomise their audience (:mod:`omnicrm.synthetic.campaigns`);
-   treated people's true effect is added to their weekly purchase probability for two weeks.
+   treated people's true effect is added to their weekly purchase probability in the send week
+   and the next. Messages go out early on the first day of the week and no exposed person's order
+   of that week precedes their message, so the effect window is ``[sent_at, sent_at + 14 days)``.
 3. **Purchases.** ``p = 1 - exp(-purchase_rate * season) + effect``; a buyer places
    ``1 + Poisson(lambda / 2)`` orders, each in store, on the web or in the app by their channel
    preference. A newly acquired person buys on their signup day through their signup channel.
@@ -96,7 +98,8 @@ class Simulation:
 def seasonality(start_ts: int, n_weeks: int) -> np.ndarray:
     """Multiplier of purchase rates per week: a Christmas peak, January sales, a summer lull."""
     mid = start_ts + (7 * np.arange(n_weeks) + 3.5) * DAY
-    doy = (mid.astype("datetime64[s]") - mid.astype("datetime64[s]").astype("datetime64[Y]")) / np.timedelta64(1, "D")
+    stamp = mid.astype("datetime64[s]")
+    doy = (stamp - stamp.astype("datetime64[Y]")) / np.timedelta64(1, "D")
     christmas = 0.9 * np.exp(-0.5 * ((doy - 350) / 12) ** 2)
     black_friday = 0.6 * np.exp(-0.5 * ((doy - 330) / 3) ** 2)
     january = 0.3 * np.exp(-0.5 * ((doy - 5) / 6) ** 2)
@@ -199,7 +202,8 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
     unsubscribed = np.zeros(n, dtype=bool)
     push_off = np.zeros(n, dtype=bool)
     online_recent = np.zeros(n, dtype=bool)
-    active: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (last week, who, effect, discount)
+    # running campaign effects: (last week, who, effect, gets the discount)
+    active: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
     discount_arm = config.actions.index("discount_10pct") if "discount_10pct" in config.actions else -2
 
     orders = _Chunks("person", "day", "channel", "discount")
@@ -231,7 +235,8 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
         for event, mask, ts in ((0, np.ones(who.size, bool), sent), (1, opened, open_ts)):
             keep = mask & (ts < end_ts)
             m = int(keep.sum())
-            pushes.add(person=who[keep], ts=ts[keep], event=np.full(m, event), campaign=np.full(m, campaign))
+            pushes.add(person=who[keep], ts=ts[keep], event=np.full(m, event),
+                       campaign=np.full(m, campaign))
 
     for week in range(n_weeks):
         d0, d1 = 7 * week, min(7 * week + 7, days)
@@ -294,7 +299,8 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
         bought[first] = True
         neglect = np.where(bought, 0.0, neglect + nd / 7)
         online_now = np.zeros(n, dtype=bool)
-        online_now[np.concatenate([who[channel != STORE], first[pop.signup_channel[first] != STORE]])] = True
+        online_now[who[channel != STORE]] = True
+        online_now[first[pop.signup_channel[first] != STORE]] = True
 
         # 4. browsing
         n_visits = np.where(alive, rng.poisson(pop.visit_rate * nd / 7), 0)
@@ -368,7 +374,8 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
 
 
 def _finish_orders(orders: pd.DataFrame, pop: Population, stores: Stores, start_ts: int,
-                   rng: np.random.Generator, exposures: pd.DataFrame, plan: CampaignPlan) -> pd.DataFrame:
+                   rng: np.random.Generator, exposures: pd.DataFrame,
+                   plan: CampaignPlan) -> pd.DataFrame:
     """Give orders a time of day and (in store) a store; sort by time.
 
     A campaign goes out early on the first day of its week. An exposed person's order that would
@@ -417,7 +424,8 @@ def _order_lines(orders: pd.DataFrame, pop: Population, catalogue: Catalogue, st
     product = pick_products(catalogue, category, rng)
     list_pence = catalogue.price_pence[product]
     qty = 1 + rng.poisson(np.where(list_pence < 1000, 0.5, 0.08))
-    markdown = np.where(rng.random(order.size) < _MARKDOWN_SHARE, rng.choice([0.7, 0.8, 0.9], order.size), 1.0)
+    markdown = np.where(rng.random(order.size) < _MARKDOWN_SHARE,
+                        rng.choice([0.7, 0.8, 0.9], order.size), 1.0)
     discount = np.where(orders["discount"].to_numpy()[order], 0.9, 1.0)
     unit_pence = np.maximum(np.round(list_pence * markdown * discount), 1).astype(np.int64)
     # returns: a whole order's returned lines go back together, 3-30 days later
@@ -425,7 +433,8 @@ def _order_lines(orders: pd.DataFrame, pop: Population, catalogue: Catalogue, st
     order_day = (orders["ts"].to_numpy() - start_ts) // DAY
     return_day = order_day + rng.integers(3, 31, n_orders)
     return_ts = _to_ts(start_ts, return_day, _local_seconds(channel, rng))
-    returned = (rng.random(order.size) < catalogue.return_rate[category] * _RETURN_SCALE) & (return_ts[order] < end_ts)
+    p_return = catalogue.return_rate[category] * _RETURN_SCALE
+    returned = (rng.random(order.size) < p_return) & (return_ts[order] < end_ts)
     return pd.DataFrame({
         "order": order,
         "line_no": line_no,

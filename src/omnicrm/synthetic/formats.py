@@ -126,7 +126,7 @@ def london_iso_with_offset(ts: np.ndarray, zulu: np.ndarray) -> pa.Array:
 
 def id_text(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     """Identifiers like ``M0000001``: ``prefix`` then ``numbers`` zero-padded to ``width``."""
-    digits = pc.utf8_lpad(pc.cast(pa.array(np.asarray(numbers, dtype=np.int64)), pa.string()), width, "0")
+    digits = pc.utf8_lpad(int_text(numbers), width, "0")
     return pc.binary_join_element_wise(prefix, digits, "")
 
 
@@ -181,7 +181,8 @@ def phone_variants(nsn: np.ndarray) -> np.ndarray:
     london = pc.starts_with(n, "20")
     # group boundaries: London 2+4+4, everything else 4+6 (brackets split the 6 as 3-3)
     area = pc.if_else(london, _cut(n, 0, 2), _cut(n, 0, 4))
-    rest = pc.if_else(london, pc.binary_join_element_wise(_cut(n, 2, 6), _cut(n, 6, 10), " "), _cut(n, 4, 10))
+    rest = pc.if_else(london, pc.binary_join_element_wise(_cut(n, 2, 6), _cut(n, 6, 10), " "),
+                      _cut(n, 4, 10))
     rest_dash = pc.if_else(
         london,
         pc.binary_join_element_wise(_cut(n, 2, 6), _cut(n, 6, 10), "-"),

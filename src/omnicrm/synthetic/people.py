@@ -30,8 +30,8 @@ from omnicrm.synthetic.vocabulary import (
 CHANNELS = ("store", "web", "app")
 STORE, WEB, APP = 0, 1, 2
 
-# Household sizes by household (UK households: about a third single; we let half be single so
-# that multi-person households hold a bit over half of the people).
+# Household sizes, per household: half are single, so about 70% of people share a household with
+# other customers (a retailer's customers cluster in households less than the population does).
 _HOUSEHOLD_SIZES = np.array([1, 2, 3, 4])
 _HOUSEHOLD_SHARES = np.array([0.50, 0.28, 0.13, 0.09])
 _SHARED_SURNAME = 0.75  # chance a household member carries the head's surname
@@ -101,7 +101,7 @@ class Population:
         return np.where(moved, self.new_postcode[person], self.postcode[person])
 
     def name_used(self, person: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
-        """First name a person gives informally: their nickname with probability ``rate`` if they have one."""
+        """First name given informally: the nickname (if any) with probability ``rate``."""
         nick = self.nickname[person]
         return np.where((nick != "") & (rng.random(nick.size) < rate), nick, self.first_name[person])
 
@@ -218,7 +218,8 @@ def _postcodes(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     area = all_areas[offset[region] + (rng.random(n) * n_areas[region]).astype(int)]
     district = rng.integers(1, 30, n).astype(str)
     letters = np.array(list(POSTCODE_UNIT_LETTERS))
-    unit = np.strings.add(letters[rng.integers(0, letters.size, n)], letters[rng.integers(0, letters.size, n)])
+    unit = np.strings.add(letters[rng.integers(0, letters.size, n)],
+                          letters[rng.integers(0, letters.size, n)])
     inward = np.strings.add(rng.integers(0, 10, n).astype(str), unit)
     return np.strings.add(np.strings.add(np.strings.add(area, district), " "), inward)
 
@@ -228,7 +229,8 @@ def _landlines(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     codes = [np.asarray(REGIONS[r].landline_codes) for r in range(len(REGIONS))]
     n_codes = np.array([c.size for c in codes])
     offset = np.concatenate([[0], np.cumsum(n_codes)[:-1]])
-    code = np.concatenate(codes)[offset[region] + (rng.random(region.size) * n_codes[region]).astype(int)]
+    pick = (rng.random(region.size) * n_codes[region]).astype(int)
+    code = np.concatenate(codes)[offset[region] + pick]
     rest_len = 10 - np.strings.str_len(code)
     rest = zero_pad(rng.integers(0, 10**8, region.size), 8)
     return np.strings.add(code, np.strings.slice(rest, 0, rest_len))
@@ -339,14 +341,16 @@ def make_population(config: WorldConfig, stores: Stores, rng: np.random.Generato
     far = np.iinfo(np.int64).max
     card2_day = np.full(n, far, dtype=np.int64)
     first_possible = np.maximum(signup_day[dups] + 30, 0)
-    card2_day[dups] = first_possible + (rng.random(dups.size) * np.maximum(config.days - first_possible - 1, 1)).astype(np.int64)
+    span = np.maximum(config.days - first_possible - 1, 1)
+    card2_day[dups] = first_possible + (rng.random(dups.size) * span).astype(np.int64)
     email_consent = rng.random(n) < np.clip(0.4 + 1.0 * email_responsiveness, 0.0, 0.95)
     sms_consent = rng.random(n) < 0.35
     push_consent = has_app & (rng.random(n) < 0.6)
 
     # moving house: the whole household gets a new postcode (same region) on one day
     hh_moves = rng.random(n_hh) < _MOVE_RATE
-    hh_move_day = np.where(hh_moves, rng.integers(30, max(config.days - 30, 31), n_hh), np.iinfo(np.int64).max)
+    hh_move_day = np.where(hh_moves, rng.integers(30, max(config.days - 30, 31), n_hh),
+                           np.iinfo(np.int64).max)
     hh_new_postcode = np.where(hh_moves, _postcodes(hh_region, rng), "")
     nickname = np.asarray([NICKNAMES.get(name, "") for name in FIRST_NAMES])[first_index]
 
@@ -386,8 +390,10 @@ def people_truth(pop: Population, config: WorldConfig, churn_day: np.ndarray) ->
     Returns
     -------
     pyarrow.Table
-        One row per person: ids, household, region, canonical personal data, signup and churn
-        dates (midnight timestamps; ``churn_date`` null if still a customer at the end), identities held by the retailer and every latent trait. ``category_pref`` is a list
+        One row per person: ids, household, region, canonical personal data (``postcode`` before
+        and ``new_postcode`` after a move on ``move_date``), signup and churn dates (midnight
+        timestamps; ``churn_date`` null if still a customer at the end), identities held by the
+        retailer and every latent trait. ``category_pref`` is a list
         of preferences aligned with ``category_names`` (stored in the table metadata).
     """
     start = np.datetime64(config.start_date, "D")

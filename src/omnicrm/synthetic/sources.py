@@ -247,8 +247,8 @@ def _crm_members(w: _World, rng: np.random.Generator) -> tuple[RawTable, np.ndar
         "last_name": _text(mess.name_case(last, rng, rate.case_whitespace_rate)),
         "email": _text(email_text, email_missing),
         "phone": _text(_phones(nsn, mess.phone_style(rng, m, rate.case_whitespace_rate)), damage == 4),
-        "postcode": _text(mess.postcode_case(pop.postcode_on(person, join_day), rng, rate.case_whitespace_rate),
-                          damage == 5),
+        "postcode": _text(mess.postcode_case(pop.postcode_on(person, join_day), rng,
+                                             rate.case_whitespace_rate), damage == 5),
         "joined_on": timestamp_text(w.start_ts + join_day * DAY, "dmy"),
         "signup_channel": _pool(CHANNELS, signup_channel),
         # consent as exported at the end of the period; some forms left the box blank
@@ -280,10 +280,12 @@ def _ecom_orders(w: _World, rng: np.random.Generator) -> tuple[RawTable, np.ndar
     by_person = np.argsort(o_person[online], kind="stable")
     nth = np.empty(online.size, dtype=np.int64)
     nth[by_person] = _rank_within(o_person[online][by_person])
-    second = (pop.email2[o_person[online]] != "") & ((nth == 1) | ((nth > 1) & (rng.random(online.size) < 0.5)))
+    uses_second = (nth == 1) | ((nth > 1) & (rng.random(online.size) < 0.5))
+    second = (pop.email2[o_person[online]] != "") & uses_second
     slot = np.full(n_orders, -1, dtype=np.int64)
     slot[online] = second.astype(np.int64)
-    account_of_key = _numbers_by_first_seen(o_person[online] * 2 + slot[online], o_ts[online], 2 * pop.size)
+    account_key = o_person[online] * 2 + slot[online]
+    account_of_key = _numbers_by_first_seen(account_key, o_ts[online], 2 * pop.size)
     keys = np.flatnonzero(account_of_key >= 0)
     key_by_account = np.empty(keys.size, dtype=np.int64)
     key_by_account[account_of_key[keys]] = keys
@@ -318,7 +320,8 @@ def _ecom_orders(w: _World, rng: np.random.Generator) -> tuple[RawTable, np.ndar
     row_qty = np.concatenate([ol["qty"].to_numpy(), ol["qty"].to_numpy()[returned]])
     row_price = np.concatenate([ol["unit_pence"].to_numpy(), ol["unit_pence"].to_numpy()[returned]])
     sort = np.lexsort((row_line, row_order, row_ts))
-    row_order, row_line, row_ts, row_return = row_order[sort], row_line[sort], row_ts[sort], row_return[sort]
+    row_order, row_line = row_order[sort], row_line[sort]
+    row_ts, row_return = row_ts[sort], row_return[sort]
     row_product, row_qty, row_price = row_product[sort], row_qty[sort], row_price[sort]
 
     order_number = np.full(n_orders, -1, dtype=np.int64)
@@ -392,8 +395,9 @@ def _pos_sales(w: _World, rng: np.random.Generator) -> RawTable:
     row_qty = np.concatenate([sl["qty"].to_numpy(), sl["qty"].to_numpy()[returned]])
     row_price = np.concatenate([sl["unit_pence"].to_numpy(), sl["unit_pence"].to_numpy()[returned]])
     sort = np.lexsort((row_line, row_receipt))
-    row_receipt, row_order, row_return, row_ts = row_receipt[sort], row_order[sort], row_return[sort], receipt_ts[sort]
-    row_line, row_product, row_qty, row_price = row_line[sort], row_product[sort], row_qty[sort], row_price[sort]
+    row_receipt, row_order, row_return = row_receipt[sort], row_order[sort], row_return[sort]
+    row_ts, row_line, row_product = receipt_ts[sort], row_line[sort], row_product[sort]
+    row_qty, row_price = row_qty[sort], row_price[sort]
 
     row_card = card[row_order]
     anonymous = row_card == ""
@@ -451,7 +455,8 @@ def _esp_events(w: _World, ident: _Identities, rng: np.random.Generator) -> RawT
     sub_email = _text(mess.email_case(ident.subscriber_email, rng, cfg.mess.case_whitespace_rate))
     # newsletter codes: NL-<yyyymmdd> of the day it went out
     ymd = timestamp_text(w.start_ts + np.arange(cfg.days) * DAY, "ymd_hms")
-    nl_codes = pc.binary_join_element_wise("NL-", pc.replace_substring(pc.utf8_slice_codeunits(ymd, 0, 10), "-", ""), "")
+    compact = pc.replace_substring(pc.utf8_slice_codeunits(ymd, 0, 10), "-", "")
+    nl_codes = pc.binary_join_element_wise("NL-", compact, "")
     code_pool = pa.concat_arrays([_text(w.plan.campaign_id), nl_codes])
     campaign = e["campaign"].to_numpy()
     code = np.where(campaign >= 0, campaign, w.plan.size + e["newsletter_day"].to_numpy())
@@ -476,8 +481,8 @@ def _push_events(w: _World, rng: np.random.Generator) -> RawTable:
     # the app profile: e-mail and mobile, one of them sometimes not given
     damage = mess.choose_damage(rng, pop.size, [rate.missing_rate] * 2)
     profile_email = _text(mess.email_case(pop.email, rng, rate.case_whitespace_rate), damage == 0)
-    profile_phone = _text(_phones(pop.mobile, mess.phone_style(rng, pop.size, rate.case_whitespace_rate)),
-                          damage == 1)
+    style = mess.phone_style(rng, pop.size, rate.case_whitespace_rate)
+    profile_phone = _text(_phones(pop.mobile, style), damage == 1)
     cols = {
         "event_id": id_text("PE", np.arange(n) + 1, 8),
         "app_user_id": id_text("U", user[person] + 1, 6),
@@ -501,6 +506,7 @@ def _service_contacts(w: _World, rng: np.random.Generator) -> RawTable:
     for k, values in ((0, first), (1, last)):
         values[damage == k] = mess.typo(values[damage == k], rng)
     contact_ts = c["ts"].to_numpy()
+    contact_day = (contact_ts - w.start_ts) // DAY
     # callers ring from home more often than they give it to a shop: the shared landline shows up
     has_land = pop.landline[person] != ""
     nsn = np.where(has_land & (rng.random(n) < 0.6), pop.landline[person], pop.mobile[person])
@@ -508,7 +514,7 @@ def _service_contacts(w: _World, rng: np.random.Generator) -> RawTable:
         "contact_id": id_text("C", np.arange(n) + 1, 7),
         "caller_name": _text(mess.full_name_variants(first, last, rng, cw)),
         "caller_phone": _text(_phones(nsn, mess.phone_style(rng, n, cw)), damage == 2),
-        "postcode": _text(mess.postcode_case(pop.postcode_on(person, (contact_ts - w.start_ts) // DAY), rng, cw),
+        "postcode": _text(mess.postcode_case(pop.postcode_on(person, contact_day), rng, cw),
                           damage == 3),
         "contact_time": timestamp_text(local_from_utc(contact_ts), "ymd_hm"),
         "contact_channel": _pool(("phone", "chat"), c["chat"].to_numpy().astype(np.int64)),
@@ -694,7 +700,7 @@ def record_owner(tables: dict[str, RawTable]) -> pa.Table:
 
 
 def row_defects(tables: dict[str, RawTable]) -> pa.Table:
-    """Truth: every row made malformed or repeated on purpose (``source, row_index, record_id, defect``)."""
+    """Truth: each row made malformed or repeated on purpose (source, row_index, record_id, defect)."""
     src, idx, rid, kind = [], [], [], []
     for name, t in tables.items():
         hit = np.flatnonzero(t.defects != "")

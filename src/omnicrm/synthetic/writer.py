@@ -42,7 +42,8 @@ def _lines_bytes(columns: list[pa.Array]) -> bytes:
                                        fields[-1], "")
     if isinstance(line, pa.ChunkedArray):
         line = line.combine_chunks()
-    offsets = np.frombuffer(line.buffers()[1], dtype=np.int32, count=len(line) + 1, offset=line.offset * 4)
+    offsets = np.frombuffer(line.buffers()[1], dtype=np.int32, count=len(line) + 1,
+                            offset=line.offset * 4)
     return line.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
 
 
