@@ -145,6 +145,21 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 SHIPPED_MAPPINGS = sorted((ROOT / "configs/sources/synthetic").glob("*.yaml"))
 
 
+def write_ingest_config(work: Path, raw_dir: Path) -> Path:
+    """An ingest config in ``work`` reading ``raw_dir`` with the shipped synthetic mappings."""
+    cfg = work / "ingest.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "raw_dir": str(raw_dir),
+                "store": str(work / "store.duckdb"),
+                "sources": [str(p) for p in SHIPPED_MAPPINGS],
+            }
+        )
+    )
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated world (raw files + truth), shared by the integration tests."""
@@ -164,16 +179,7 @@ def small_store(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from omnicrm.pipeline.ingest import run_ingest
 
     work = tmp_path_factory.mktemp("ingest")
-    cfg = work / "ingest.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "raw_dir": str(small_world / "raw"),
-                "store": str(work / "store.duckdb"),
-                "sources": [str(p) for p in SHIPPED_MAPPINGS],
-            }
-        )
-    )
+    cfg = write_ingest_config(work, small_world / "raw")
     old = os.environ.get("OMNICRM_SALT")
     os.environ["OMNICRM_SALT"] = "integration-test-salt"
     try:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from omnicrm.config import load_config
 from omnicrm.identity.evaluate import evaluate_store
 from omnicrm.pipeline.ingest import run_ingest
 from omnicrm.synthetic import WorldConfig, generate_world
 
-from ..conftest import ROOT, SHIPPED_MAPPINGS
+from ..conftest import ROOT, write_ingest_config
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +25,7 @@ def test_identity_precision_and_recall_targets_on_default_world(
 ) -> None:
     cfg = load_config(WorldConfig, ROOT / "configs/generate/default.yaml")
     generate_world(cfg, tmp_path / "world")
-    ingest = tmp_path / "ingest.yaml"
-    ingest.write_text(
-        yaml.safe_dump(
-            {
-                "raw_dir": str(tmp_path / "world/raw"),
-                "store": str(tmp_path / "store.duckdb"),
-                "sources": [str(p) for p in SHIPPED_MAPPINGS],
-            }
-        )
-    )
+    ingest = write_ingest_config(tmp_path, tmp_path / "world/raw")
     monkeypatch.setenv("OMNICRM_SALT", "default-world-test")
     result = run_ingest(ingest)
     m = evaluate_store(result.store, tmp_path / "world/truth/record_owner.parquet", "default-world-test")

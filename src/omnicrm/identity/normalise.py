@@ -73,3 +73,14 @@ def postcode(col: str) -> str:
 def region(postcode_expr: str) -> str:
     """Postcode area (the leading letters, e.g. ``SW``): coarse enough not to identify anyone."""
     return f"NULLIF(regexp_extract({postcode_expr}, '^[A-Z]+', 0), '')"
+
+
+#: personal-data kind of a source mapping -> its normaliser (``full_name`` splits into two fields)
+NORMALISERS = {
+    "email": email,
+    "phone": phone,
+    "card": card,
+    "first_name": name,
+    "last_name": name,
+    "postcode": postcode,
+}

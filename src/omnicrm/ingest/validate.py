@@ -216,23 +216,12 @@ def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: s
     """One identity record per customer key: the most common normalised value of each PII field."""
     exprs: dict[str, str] = {}
     for kind, col in mapping.pii.items():
-        c = ident(col)
-        if kind == "email":
-            exprs["email"] = normalise.email(c)
-        elif kind == "phone":
-            exprs["phone"] = normalise.phone(c)
-        elif kind == "card":
-            exprs["card"] = normalise.card(c)
-        elif kind == "first_name":
-            exprs["first_name"] = normalise.name(c)
-        elif kind == "last_name":
-            exprs["last_name"] = normalise.name(c)
-        elif kind == "postcode":
-            exprs["postcode"] = normalise.postcode(c)
-        elif kind == "full_name":
-            first, last = normalise.full_name_parts(c)
+        if kind == "full_name":
+            first, last = normalise.full_name_parts(ident(col))
             exprs.setdefault("first_name", first)
             exprs.setdefault("last_name", last)
+        else:
+            exprs[kind] = normalise.NORMALISERS[kind](ident(col))
     sel = ", ".join(
         f"mode({exprs[f]}) AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}"
         for f in normalise.PII_FIELDS
