@@ -83,8 +83,9 @@ class KeySpec(StrictModel):
     """The source's own customer key: the identity record its rows belong to."""
 
     column: str
-    #: ``digits`` keeps digits only (card numbers), ``lower`` trims and lower-cases, ``trim`` trims
-    normalise: Literal["trim", "digits", "lower"] = "trim"
+    #: ``digits`` keeps digits only (card numbers), ``lower`` trims and lower-cases, ``trim`` trims,
+    #: ``integer`` reads ``"17850.0"`` as ``17850`` (ids written as floats)
+    normalise: Literal["trim", "digits", "lower", "integer"] = "trim"
 
 
 class Rule(StrictModel):
@@ -101,6 +102,7 @@ class SourceMapping(StrictModel):
     file: str
     format: Literal["csv", "parquet"] = "csv"
     target: Target
+    #: columns that identify a row; ``_row`` (the row number in the file) may be one of them
     row_id: list[str] = Field(min_length=1)
     customer_key: KeySpec | None = None
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
@@ -139,7 +141,7 @@ class SourceMapping(StrictModel):
 
     def raw_columns(self) -> list[str]:
         """Every raw column the mapping names, in a stable order: all are required in the file."""
-        cols: list[str] = list(self.row_id)
+        cols: list[str] = [c for c in self.row_id if c != "_row"]
         if self.customer_key:
             cols.append(self.customer_key.column)
         cols += list(self.fields) + list(self.pii.values())

@@ -86,6 +86,8 @@ def _key_expr(mapping: SourceMapping) -> str:
     how = mapping.customer_key.normalise
     if how == "digits":
         e = f"regexp_replace({col}, '[^0-9]', '', 'g')"
+    elif how == "integer":  # ids exported as floats ("17850.0") by tools that had NULLs
+        e = f"CAST(TRY_CAST(TRY_CAST(trim({col}) AS DOUBLE) AS BIGINT) AS VARCHAR)"
     elif how == "lower":
         e = f"lower(trim({col}))"
     else:
@@ -143,11 +145,13 @@ def validate_source(
     parsed_cols = [f"{_parse_expr(c, s)} AS {ident(c)}" for c, s in mapping.fields.items()]
     raw_cols = [f"r.{ident(c)} AS {ident('_raw_' + c)}" for c in mapping.fields]
     other = [c for c in mapping.raw_columns() if c not in mapping.fields]
-    row_id = " || '|' || ".join(f"coalesce(trim({ident(c)}), '')" for c in mapping.row_id)
-    row_id_missing = " OR ".join(f"NULLIF(trim({ident(c)}), '') IS NULL" for c in mapping.row_id)
+    # ``_row`` (the file row number) may be part of a row id, for files whose rows have none
+    id_cols = [f"CAST(r.{ROW} AS VARCHAR)" if c == ROW else f"r.{ident(c)}" for c in mapping.row_id]
+    row_id = " || '|' || ".join(f"coalesce(trim({c}), '')" for c in id_cols)
+    row_id_missing = " OR ".join(f"NULLIF(trim({c}), '') IS NULL" for c in id_cols)
     key = _key_expr(mapping) if mapping.customer_key else "NULL"
 
-    checks: list[tuple[str, str]] = [(row_id_missing, f"missing row id ({', '.join(mapping.row_id)})")]
+    checks: list[tuple[str, str]] = [("_row_id_missing", f"missing row id ({', '.join(mapping.row_id)})")]
     if mapping.customer_key:
         checks.append((f"{KEY} IS NULL", f"missing key: {mapping.customer_key.column}"))
     for c, s in mapping.fields.items():
@@ -180,7 +184,7 @@ def validate_source(
     pii_cols = [f"{ident(c)}" for c in dict.fromkeys(mapping.pii.values())]
     stage = f"_stage_{src}"
     base = ", ".join(
-        [f"r.{ROW}", f"{row_id} AS {ROW_ID}", f"{key} AS {KEY}"]
+        [f"r.{ROW}", f"{row_id} AS {ROW_ID}", f"({row_id_missing}) AS _row_id_missing", f"{key} AS {KEY}"]
         + [f"r.{ident(c)}" for c in other]
         + parsed_cols
         + raw_cols

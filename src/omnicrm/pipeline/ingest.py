@@ -80,7 +80,8 @@ def load_ingest(path: str | Path) -> tuple[IngestConfig, list[tuple[SourceMappin
 def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestResult:
     """Run the whole ingest described by ``config_path`` and publish the store."""
     cfg, mappings = load_ingest(config_path)
-    salt = resolve_salt(cfg.privacy)
+    # no salt is needed (nor asked for) when no mapping declares personal data
+    salt = resolve_salt(cfg.privacy) if any(m.pii for m, _ in mappings) else ""
     raw_dir = Path(cfg.raw_dir)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
