@@ -19,23 +19,25 @@ CONFIGS = ROOT / "configs"
 
 
 def _model_for(path: Path):  # noqa: ANN202
-    rel = path.relative_to(CONFIGS).parts
-    if rel[0] == "sources":
-        return None  # source mappings: load_mapping
-    if rel[0] == "generate":
+    """The typed model of a shipped config, by where it lives (None: a source mapping)."""
+    rel = path.relative_to(CONFIGS)
+    top, name = rel.parts[0], rel.name
+    if top == "sources" or (top == "examples" and name not in ("ingest.yaml", "features.yaml")):
+        return None
+    if top == "generate":
         from omnicrm.synthetic import WorldConfig
 
         return WorldConfig
-    if rel[0] == "ingest":
+    if top == "ingest" or name == "ingest.yaml":
         from omnicrm.pipeline.ingest import IngestConfig
 
         return IngestConfig
-    if rel[0] == "features":
+    if top == "features" or name == "features.yaml":
         from omnicrm.features.config import FeatureConfig
         from omnicrm.pipeline.features import FeaturesRunConfig
 
         return FeaturesRunConfig if "store:" in path.read_text() else FeatureConfig
-    if rel == ("demo.yaml",):
+    if str(rel) == "demo.yaml":
         from omnicrm.pipeline.demo import DemoConfig
 
         return DemoConfig
@@ -57,7 +59,7 @@ def test_shipped_config_loads(path: Path) -> None:
 def test_ingest_configs_reference_existing_mappings() -> None:
     from omnicrm.pipeline.ingest import load_ingest
 
-    for path in (CONFIGS / "ingest").glob("*.yaml"):
+    for path in [*(CONFIGS / "ingest").glob("*.yaml"), *(CONFIGS / "examples").glob("*/ingest.yaml")]:
         load_ingest(path)
 
 
