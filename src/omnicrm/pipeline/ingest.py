@@ -7,6 +7,8 @@ so a run that fails anywhere leaves the previous store untouched.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,17 +84,47 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
     cfg, mappings = load_ingest(config_path)
     # no salt is needed (nor asked for) when no mapping declares personal data
     salt = resolve_salt(cfg.privacy) if any(m.pii for m, _ in mappings) else ""
-    raw_dir = Path(cfg.raw_dir)
+    # an in-memory session spills to a private folder (it may hold personal data) removed at the end
+    spill = tempfile.mkdtemp(prefix="omnicrm-ingest-")
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    set_salt(con, salt)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET temp_directory = {literal(spill)}")
+        set_salt(con, salt)
+        n_steps = len(mappings) + 2
+        validated, counts, products = _validate_sources(con, cfg, mappings, progress, n_steps)
+        progress("resolve identities", len(mappings) / n_steps)
+        rec_tables = [v.records for _, v in validated if v.records]
+        if not rec_tables:
+            raise ConfigError(f"{config_path}: no source has a customer_key, so there are no customers to build")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _all_records AS "
+            + " UNION ALL ".join(f"SELECT * FROM {t}" for t in rec_tables)
+        )
+        resolution = resolve_identities(con, "_all_records", cfg.identity)
+        progress("write store", (len(mappings) + 1) / n_steps)
+        tables = _write_store(con, Path(cfg.store), validated, products, counts, resolution, str(config_path))
+    finally:
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+    progress("done", 1.0)
+    return IngestResult(Path(cfg.store), counts, resolution, tables)
 
-    ordered = sorted(mappings, key=lambda mp: mp[0].target != "products")
+
+def _validate_sources(
+    con: duckdb.DuckDBPyConnection,
+    cfg: IngestConfig,
+    mappings: list[tuple[SourceMapping, str]],
+    progress: Progress,
+    n_steps: int,
+) -> tuple[list[tuple[SourceMapping, ValidatedSource]], list[SourceCounts], str | None]:
+    """Read and validate every source (the product catalogue first, so events can check ids)."""
+    raw_dir = Path(cfg.raw_dir)
     counts: list[SourceCounts] = []
     validated: list[tuple[SourceMapping, ValidatedSource]] = []
     products = None
-    for i, (m, mpath) in enumerate(ordered):
-        progress(f"ingest {m.source}", i / (len(ordered) + 2))
+    for i, (m, mpath) in enumerate(sorted(mappings, key=lambda mp: mp[0].target != "products")):
+        progress(f"ingest {m.source}", i / n_steps)
         table = read_source_table(raw_dir / m.file, m.format, m.raw_columns())
         raw = f"_raw_{m.source}"
         con.register("_arrow_in", table)
@@ -113,22 +145,7 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
             raise RuntimeError(f"{m.source}: {table.num_rows} rows in but {acc} accepted + {quar} quarantined")
         counts.append(SourceCounts(m.source, str(raw_dir / m.file), table.num_rows, acc, quar, reasons))
         validated.append((m, v))
-
-    progress("resolve identities", len(ordered) / (len(ordered) + 2))
-    rec_tables = [v.records for _, v in validated if v.records]
-    if not rec_tables:
-        raise ConfigError(f"{config_path}: no source has a customer_key, so there are no customers to build")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _all_records AS "
-        + " UNION ALL ".join(f"SELECT * FROM {t}" for t in rec_tables)
-    )
-    resolution = resolve_identities(con, "_all_records", cfg.identity)
-
-    progress("write store", (len(ordered) + 1) / (len(ordered) + 2))
-    tables = _write_store(con, Path(cfg.store), validated, products, counts, resolution, str(config_path))
-    progress("done", 1.0)
-    con.close()
-    return IngestResult(Path(cfg.store), counts, resolution, tables)
+    return validated, counts, products
 
 
 def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: str | None) -> str:
