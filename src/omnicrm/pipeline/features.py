@@ -12,6 +12,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import pandas as pd
 from pydantic import model_validator
 
 from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
@@ -96,9 +97,15 @@ def run_features(
         raise ConfigError("features: at least one --cutoff is required (cutoffs are never derived from the data)")
     run, feats = load_features_config(config_path)
     con = open_store(run.store)
-    progress(f"features for {len(cutoffs)} cutoff(s)", 0.0)
-    frame = build_features(con, list(cutoffs), feats)
-    con.close()
+    parts = []
+    try:
+        # one snapshot at a time (what build_features does inside) so progress can be shown
+        for i, cutoff in enumerate(sorted(set(cutoffs))):
+            progress(f"features at {cutoff:%Y-%m-%d}", i / len(cutoffs))
+            parts.append(build_features(con, [cutoff], feats))
+    finally:
+        con.close()
+    frame = pd.concat(parts, ignore_index=True)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
