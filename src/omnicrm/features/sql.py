@@ -1,9 +1,10 @@
 """Building blocks of the generated feature SQL: the cutoff, requested aggregates, output columns.
 
 The SQL is written in a portable subset (DuckDB dialect that ``sqlglot`` transpiles to Spark SQL):
-plain ``SELECT``/``GROUP BY``/``LEFT JOIN``, aggregate ``FILTER (WHERE …)`` clauses, ``LAG``,
-``RANK`` and ``ROW_NUMBER`` windows, ``date_diff``, ``ln``, ``NULLIF``/``COALESCE`` and timestamp
-literals. Window bounds are computed here in Python and written as literals, so the SQL needs no
+plain ``SELECT``/``GROUP BY``/``LEFT JOIN``, aggregate ``FILTER (WHERE …)`` clauses, ``max_by``,
+``LAG``, ``RANK`` and ``ROW_NUMBER`` windows, ``date_diff``, ``ln``, ``greatest``,
+``NULLIF``/``COALESCE`` and timestamp literals (``tests/unit/test_features.py`` transpiles every
+group's SQL with ``unsupported_level=RAISE``). Window bounds are computed here in Python and written as literals, so the SQL needs no
 interval arithmetic (whose syntax differs between engines) and DuckDB can prune row groups on ``ts``.
 """
 
