@@ -196,11 +196,15 @@ def pandas_features(events: pd.DataFrame, customers: pd.DataFrame, cutoff: datet
     visits = other[other["event_type"] == "visit"]
     out["visits_30d"] = (
         visits[visits["ts"] >= t - pd.Timedelta(days=30)]
-        .groupby("customer_id").size().reindex(base.index, fill_value=0)
+        .groupby("customer_id")
+        .size()
+        .reindex(base.index, fill_value=0)
     )
     out["visits_90d"] = n90["visit"]
     refunds = (
-        other[other["event_type"] == "return"].groupby("customer_id")["amount"].sum()
+        other[other["event_type"] == "return"]
+        .groupby("customer_id")["amount"]
+        .sum()
         .reindex(base.index, fill_value=0.0)
     )
     out["return_amount_365d"] = refunds
@@ -354,14 +358,29 @@ def main() -> None:
         start = time.perf_counter()
         # generated in a subprocess too, so this process stays small while it starts the workers
         subprocess.run(
-            [sys.executable, __file__, "--worker", "generate", "--db", str(db),
-             "--events", str(args.events), "--customers", str(args.customers), "--seed", str(args.seed)],
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                "generate",
+                "--db",
+                str(db),
+                "--events",
+                str(args.events),
+                "--customers",
+                str(args.customers),
+                "--seed",
+                str(args.seed),
+            ],
             check=True,
         )
         with duckdb.connect(str(db), read_only=True) as con:
             n_events = con.sql("SELECT count(*) FROM events").fetchall()[0][0]
-        print(f"store: {n_events:,} events, {args.customers:,} customers "
-              f"({time.perf_counter() - start:.1f} s to generate)", flush=True)
+        print(
+            f"store: {n_events:,} events, {args.customers:,} customers "
+            f"({time.perf_counter() - start:.1f} s to generate)",
+            flush=True,
+        )
 
         names = ["handwritten", "features", "pandas", "features_full", "handwritten_6", "features_6", "union_6"]
         res = {n: _run_worker(n, db, args.repeat, tmp) for n in names}
@@ -388,22 +407,30 @@ def main() -> None:
         ("one UNION ALL query of the 6 generated snapshots (6 cutoffs)", "union_6", six),
     ]
     print()
-    print(f"{n_events:,} events, {args.customers:,} customers, best of {args.repeat}; "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"duckdb {__import__('duckdb').__version__}, pandas {pd.__version__}")
+    print(
+        f"{n_events:,} events, {args.customers:,} customers, best of {args.repeat}; "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"duckdb {__import__('duckdb').__version__}, pandas {pd.__version__}"
+    )
     print()
     print("| implementation | wall time | vs hand-written | peak RSS | peak RSS before the timed runs |")
     print("|---|---:|---:|---:|---:|")
     for label, key, ref in rows:
         r = res[key]
-        print(f"| {label} | {r['best_s']:.2f} s | {r['best_s'] / ref:.2f}× | "
-              f"{r['peak_mb'] / 1024:.2f} GB | {r['baseline_mb'] / 1024:.2f} GB |")
+        print(
+            f"| {label} | {r['best_s']:.2f} s | {r['best_s'] / ref:.2f}× | "
+            f"{r['peak_mb'] / 1024:.2f} GB | {r['baseline_mb'] / 1024:.2f} GB |"
+        )
     print()
-    print(f"pandas: loading the events and customers from DuckDB into pandas took "
-          f"{res['pandas']['load_s']:.1f} s (not in its wall time; in its memory).")
+    print(
+        f"pandas: loading the events and customers from DuckDB into pandas took "
+        f"{res['pandas']['load_s']:.1f} s (not in its wall time; in its memory)."
+    )
     print(f"build_features vs pandas: {res['pandas']['best_s'] / res['features']['best_s']:.1f}× faster")
-    print(f"6 cutoffs / 1 cutoff: build_features {res['features_6']['best_s'] / res['features']['best_s']:.2f}×, "
-          f"hand-written {six / one:.2f}×")
+    print(
+        f"6 cutoffs / 1 cutoff: build_features {res['features_6']['best_s'] / res['features']['best_s']:.2f}×, "
+        f"hand-written {six / one:.2f}×"
+    )
     for line in checks:
         print(line)
 

@@ -37,9 +37,7 @@ def _sql_list(values: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-def generate_store(
-    con: duckdb.DuckDBPyConnection, n_events: int, n_customers: int, seed: int = 0
-) -> None:
+def generate_store(con: duckdb.DuckDBPyConnection, n_events: int, n_customers: int, seed: int = 0) -> None:
     """Create and fill ``customers``, ``events``, ``surveys`` and ``treatments`` in ``con``.
 
     Parameters
@@ -162,13 +160,10 @@ def generate_store(
     # --- surveys (~ one per 25 customers per year) and treatments
     n_surveys = max(1, n_customers // 6)
     s_cust = rng.integers(0, n_customers, n_surveys)
-    surveys = pd.DataFrame(
-        {"c": s_cust, "ts_us": times_for(s_cust), "score": rng.integers(0, 11, n_surveys)}
-    )
+    surveys = pd.DataFrame({"c": s_cust, "ts_us": times_for(s_cust), "score": rng.integers(0, 11, n_surveys)})
     con.register("sv_src", surveys)
     con.execute(
-        f"INSERT INTO {SURVEYS} SELECT printf('C%07d', c), make_timestamp(ts_us), score "
-        "FROM sv_src ORDER BY ts_us"
+        f"INSERT INTO {SURVEYS} SELECT printf('C%07d', c), make_timestamp(ts_us), score FROM sv_src ORDER BY ts_us"
     )
     con.unregister("sv_src")
     n_treat = max(1, n_customers // 2)

@@ -89,7 +89,8 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         fields:
           joined_on: {type: timestamp, format: "%d/%m/%Y", nullable: false}
           opt_in_email: {type: boolean}
-        pii: {card: card_no, first_name: first_name, last_name: last_name, email: email, phone: phone, postcode: postcode}
+        pii:
+          {card: card_no, first_name: first_name, last_name: last_name, email: email, phone: phone, postcode: postcode}
         output: {first_seen: joined_on, consent_email: "coalesce(opt_in_email, FALSE)"}
         """,
     )
@@ -108,7 +109,14 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
           qty: {type: double, nullable: false}
           unit_price: {type: double, nullable: false}
         pii: {card: card_no}
-        output: {ts: till_time, channel: "'store'", event_type: kind, order_id: receipt_no, product_id: sku, quantity: qty, amount: qty * unit_price}
+        output:
+          ts: till_time
+          channel: "'store'"
+          event_type: kind
+          order_id: receipt_no
+          product_id: sku
+          quantity: qty
+          amount: qty * unit_price
         rules:
           - {check: "unit_price >= 0", reason: "negative price on a sale"}
         """,
@@ -128,7 +136,14 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
           qty: {type: double}
           unit_price: {type: double}
         pii: {email: email}
-        output: {ts: event_time, channel: device, event_type: "'purchase'", order_id: order_id, product_id: sku, quantity: qty, amount: qty * unit_price}
+        output:
+          ts: event_time
+          channel: device
+          event_type: "'purchase'"
+          order_id: order_id
+          product_id: sku
+          quantity: qty
+          amount: qty * unit_price
         """,
     )
     return write(

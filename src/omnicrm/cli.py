@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -99,7 +99,9 @@ def features(
     config: ConfigArg,
     cutoff: Annotated[
         list[datetime],
-        typer.Option("--cutoff", help="Cutoff date (repeatable); features read only ts < cutoff.", formats=["%Y-%m-%d"]),
+        typer.Option(
+            "--cutoff", help="Cutoff date (repeatable); features read only ts < cutoff.", formats=["%Y-%m-%d"]
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
 ) -> None:
@@ -110,7 +112,8 @@ def features(
         with _progress() as progress:
             result = run_features(config, [c.date() for c in cutoff], out, progress=progress)
         console.print(
-            f"features: {result.rows:,} rows x {result.columns} columns for {len(result.cutoffs)} cutoff(s) -> {result.out}"
+            f"features: {result.rows:,} rows x {result.columns} columns "
+            f"for {len(result.cutoffs)} cutoff(s) -> {result.out}"
         )
 
 
@@ -157,12 +160,16 @@ def _print_ingest(result) -> None:  # noqa: ANN001
         t.add_row(c.source, f"{c.rows_in:,}", f"{c.accepted:,}", f"{c.quarantined:,}", f"{share:.2f}")
     total_in = sum(c.rows_in for c in result.sources)
     total_q = sum(c.quarantined for c in result.sources)
-    t.add_row("all", f"{total_in:,}", f"{total_in - total_q:,}", f"{total_q:,}",
-              f"{100 * total_q / max(total_in, 1):.2f}", style="bold")
-    console.print(t)
-    reasons = sorted(
-        ((n, c.source, r) for c in result.sources for r, n in c.reasons.items()), reverse=True
+    t.add_row(
+        "all",
+        f"{total_in:,}",
+        f"{total_in - total_q:,}",
+        f"{total_q:,}",
+        f"{100 * total_q / max(total_in, 1):.2f}",
+        style="bold",
     )
+    console.print(t)
+    reasons = sorted(((n, c.source, r) for c in result.sources for r, n in c.reasons.items()), reverse=True)
     if reasons:
         q = Table(title="quarantine reasons (top 12; all rows are in the store's quarantine table)")
         q.add_column("source")

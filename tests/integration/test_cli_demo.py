@@ -45,9 +45,7 @@ def _demo_configs(tmp_path: Path, raw_dir: str = "world/raw") -> Path:
     return demo
 
 
-def test_demo_prints_counts_identity_metrics_and_feature_shape(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_demo_prints_counts_identity_metrics_and_feature_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OMNICRM_SALT", raising=False)
     result = CliRunner().invoke(app, ["demo", str(_demo_configs(tmp_path))], terminal_width=200)
@@ -61,9 +59,7 @@ def test_demo_prints_counts_identity_metrics_and_feature_shape(
     assert (tmp_path / "features/demo.parquet").is_file()
 
 
-def test_demo_refuses_configs_that_disagree_on_the_raw_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_demo_refuses_configs_that_disagree_on_the_raw_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["demo", str(_demo_configs(tmp_path, raw_dir="elsewhere/raw"))])
     assert result.exit_code == 2

@@ -31,8 +31,9 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
         pytest.skip(f"{DATA} not present (it is part of ../shared on every omnicrm machine)")
     work = tmp_path_factory.mktemp("retail")
     cfg = yaml.safe_load((EXAMPLE / "ingest.yaml").read_text())
-    cfg.update(raw_dir=str(DATA.parent), store=str(work / "store.duckdb"),
-               sources=[str(EXAMPLE / s) for s in cfg["sources"]])
+    cfg.update(
+        raw_dir=str(DATA.parent), store=str(work / "store.duckdb"), sources=[str(EXAMPLE / s) for s in cfg["sources"]]
+    )
     (work / "ingest.yaml").write_text(yaml.safe_dump(cfg))
     run_ingest(work / "ingest.yaml")
     return work, pd.read_parquet(DATA)

@@ -39,9 +39,7 @@ def test_every_row_is_accounted_for(store: duckdb.DuckDBPyConnection, small_worl
 
 
 def test_store_is_consistent(store: duckdb.DuckDBPyConnection) -> None:
-    orphans = store.sql(
-        "SELECT count(*) FROM events e ANTI JOIN customers c USING (customer_id)"
-    ).fetchall()[0][0]
+    orphans = store.sql("SELECT count(*) FROM events e ANTI JOIN customers c USING (customer_id)").fetchall()[0][0]
     assert orphans == 0
     dup = store.sql("SELECT count(*) - count(DISTINCT event_id) FROM events").fetchall()[0][0]
     assert dup == 0

@@ -52,7 +52,10 @@ amounts = st.floats(0.01, 500.0, allow_nan=False).map(lambda x: round(x, 2))
 any_amounts = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
 
 
-def event_rows(customers, times, amount, channels=st.sampled_from(schema.CHANNELS)):
+ANY_CHANNEL = st.sampled_from(schema.CHANNELS)
+
+
+def event_rows(customers, times, amount, channels=ANY_CHANNEL):
     return st.tuples(
         customers,
         times,

@@ -364,9 +364,7 @@ def test_many_cutoffs_ordered_deduplicated_and_normalised():
     assert frame["cutoff"].drop_duplicates().tolist() == [datetime(2024, 1, 1), T]
     assert frame.equals(frame.sort_values(["cutoff", "customer_id"], ignore_index=True))
     one = build_features(con, [T], cfg)
-    pd.testing.assert_frame_equal(
-        frame[frame["cutoff"] == T].reset_index(drop=True), one, check_exact=True
-    )
+    pd.testing.assert_frame_equal(frame[frame["cutoff"] == T].reset_index(drop=True), one, check_exact=True)
     # at 2024-01-01 only A, B, D, F were known; A's o3 (2024-01-03) is still in the future
     early = frame[frame["cutoff"] == datetime(2024, 1, 1)].set_index("customer_id")
     assert list(early.index) == ["A", "B", "D", "F"]
@@ -387,14 +385,18 @@ def test_frame_layout_and_dtypes_are_fixed_even_when_empty():
 def test_groups_select_columns_in_canonical_order():
     a = feature_dtypes(FeatureConfig(groups=["returns", "tenure"]))
     b = feature_dtypes(FeatureConfig(groups=["tenure", "returns"]))
-    assert list(a) == list(b) == [
-        "customer_id",
-        "cutoff",
-        "tenure_days",
-        "first_purchase_days",
-        "return_amount_365d",
-        "returns_share_365d",
-    ]
+    assert (
+        list(a)
+        == list(b)
+        == [
+            "customer_id",
+            "cutoff",
+            "tenure_days",
+            "first_purchase_days",
+            "return_amount_365d",
+            "returns_share_365d",
+        ]
+    )
 
 
 def test_unknown_group_gives_clear_error():
@@ -422,8 +424,15 @@ def test_every_group_has_a_definition():
 
 def test_event_types_and_channels_come_from_the_schema():
     used = [
-        sources.PURCHASE, sources.RETURN, sources.VISIT, sources.EMAIL_SENT, sources.EMAIL_OPEN,
-        sources.EMAIL_CLICK, sources.PUSH_SENT, sources.PUSH_OPEN, sources.SERVICE_CONTACT,
+        sources.PURCHASE,
+        sources.RETURN,
+        sources.VISIT,
+        sources.EMAIL_SENT,
+        sources.EMAIL_OPEN,
+        sources.EMAIL_CLICK,
+        sources.PUSH_SENT,
+        sources.PUSH_OPEN,
+        sources.SERVICE_CONTACT,
     ]
     assert set(used) <= set(schema.EVENT_TYPES)
     assert sources.TREATED in schema.TREATMENT_GROUPS
@@ -450,9 +459,7 @@ def _configs() -> list[FeatureConfig]:
 def test_generated_sql_transpiles_to_spark(config):
     for cutoff in (T, datetime(2024, 2, 29, 13, 5, 7, 123456)):
         sql = feature_sql(cutoff, config)
-        (spark,) = sqlglot.transpile(
-            sql, read="duckdb", write="spark", unsupported_level=ErrorLevel.RAISE
-        )
+        (spark,) = sqlglot.transpile(sql, read="duckdb", write="spark", unsupported_level=ErrorLevel.RAISE)
         assert "SELECT" in spark
 
 

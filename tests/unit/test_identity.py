@@ -38,7 +38,9 @@ def test_phone_too_short_is_missing() -> None:
     assert _one(normalise.phone("v"), "12345") is None
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("sw1a1aa", "SW1A 1AA"), (" SW1A 1AA ", "SW1A 1AA"), ("n19gu", "N1 9GU")])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("sw1a1aa", "SW1A 1AA"), (" SW1A 1AA ", "SW1A 1AA"), ("n19gu", "N1 9GU")]
+)
 def test_postcode(raw: str, expected: str) -> None:
     assert _one(normalise.postcode("v"), raw) == expected
     assert _one(normalise.region(normalise.postcode("v")), raw) == ("SW" if expected.startswith("SW") else "N")
@@ -46,7 +48,12 @@ def test_postcode(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "first", "last"),
-    [("John Smith", "john", "smith"), ("SMITH, John", "john", "smith"), (" john  smith ", "john", "smith"), ("Mary Ann O'Neil", "mary", "o'neil")],
+    [
+        ("John Smith", "john", "smith"),
+        ("SMITH, John", "john", "smith"),
+        (" john  smith ", "john", "smith"),
+        ("Mary Ann O'Neil", "mary", "o'neil"),
+    ],
 )
 def test_full_name(raw: str, first: str, last: str) -> None:
     f, l = normalise.full_name_parts("v")
@@ -55,7 +62,9 @@ def test_full_name(raw: str, first: str, last: str) -> None:
 
 def _records(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    df = pd.DataFrame(rows, columns=["source", "source_record_id", "email", "phone", "card", "first_name", "last_name", "postcode"])
+    df = pd.DataFrame(
+        rows, columns=["source", "source_record_id", "email", "phone", "card", "first_name", "last_name", "postcode"]
+    )
     con.register("df", df)
     con.execute("CREATE TABLE recs AS SELECT * FROM df")
     return con
@@ -93,8 +102,12 @@ def test_deterministic_email_and_card_links() -> None:
 def test_giant_component_guard_keeps_only_strong_links() -> None:
     # a chain of 6 records: two people joined by one weak link between them
     edges = pd.DataFrame(
-        {"l": [0, 1, 2, 3, 4], "r": [1, 2, 3, 4, 5], "rule": ["email", "email", "splink", "card", "card"],
-         "score": [1.0, 1.0, 0.991, 1.0, 1.0]}
+        {
+            "l": [0, 1, 2, 3, 4],
+            "r": [1, 2, 3, 4, 5],
+            "rule": ["email", "email", "splink", "card", "card"],
+            "score": [1.0, 1.0, 0.991, 1.0, 1.0],
+        }
     )
     unguarded = cluster(6, edges, max_component_size=10, strict_threshold=0.999)
     assert unguarded["component"].nunique() == 1

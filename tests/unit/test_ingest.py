@@ -71,19 +71,24 @@ def test_missing_required_column_names_file_and_column(tiny_sources: Path) -> No
 def test_unknown_config_key_names_file_key_and_allowed(tiny_sources: Path) -> None:
     m = tiny_sources.parent / "maps/pos.yaml"
     m.write_text(m.read_text().replace("rules:", "rule:"))
-    with pytest.raises(ConfigError, match=r"pos\.yaml: key 'rule': unknown key 'rule' \(did you mean 'rules'\?\); allowed keys: .*customer_key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"pos\.yaml: key 'rule': unknown key 'rule' \(did you mean 'rules'\?\); allowed keys: .*customer_key",
+    ):
         run_ingest(tiny_sources)
 
 
 def test_mistyped_value_names_key_and_allowed_values(tiny_sources: Path) -> None:
     m = tiny_sources.parent / "maps/pos.yaml"
     m.write_text(m.read_text().replace("target: events", "target: event"))
-    with pytest.raises(ConfigError, match=r"pos\.yaml: key 'target': .*'events', 'surveys', 'treatments', 'profiles' or 'products'"):
+    with pytest.raises(
+        ConfigError, match=r"pos\.yaml: key 'target': .*'events', 'surveys', 'treatments', 'profiles' or 'products'"
+    ):
         run_ingest(tiny_sources)
 
 
 def test_unreadable_file_is_named(tiny_sources: Path) -> None:
-    (tiny_sources.parent / "raw/pos.csv").write_bytes(b"receipt_no,line_no\n\"unterminated,1\n\xff\xfe\x00")
+    (tiny_sources.parent / "raw/pos.csv").write_bytes(b'receipt_no,line_no\n"unterminated,1\n\xff\xfe\x00')
     with pytest.raises(InputError, match=r"pos\.csv: cannot read as csv"):
         run_ingest(tiny_sources)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -136,8 +136,7 @@ def test_campaigns_have_treatment_and_control(world: tuple[Path, WorldSummary]) 
 def test_personal_data_is_messy(world: tuple[Path, WorldSummary]) -> None:
     out, _ = world
     crm = _raw(out, "crm_members")
-    emails = pd.concat([crm["email"], _raw(out, "esp_events")["email"],
-                        _raw(out, "ecom_orders")["email"]])
+    emails = pd.concat([crm["email"], _raw(out, "esp_events")["email"], _raw(out, "ecom_orders")["email"]])
     assert emails.str.contains("[A-Z]").any()
     assert (emails != emails.str.strip()).any()
     assert (crm["email"] == "").any()
@@ -186,8 +185,10 @@ def test_records_carry_at_most_one_damage(world: tuple[Path, WorldSummary]) -> N
         + (norm(crm["last_name"]).to_numpy() != norm(truth["last_name"]).to_numpy())
         + ((email != truth["email"].to_numpy()) & (email != truth["email2"].to_numpy()))
         + (crm["phone"] == "").to_numpy()
-        + ((norm(crm["postcode"]).to_numpy() != norm(truth["postcode"]).to_numpy())
-           & (norm(crm["postcode"]).to_numpy() != norm(truth["new_postcode"]).to_numpy()))
+        + (
+            (norm(crm["postcode"]).to_numpy() != norm(truth["postcode"]).to_numpy())
+            & (norm(crm["postcode"]).to_numpy() != norm(truth["new_postcode"]).to_numpy())
+        )
     )
     assert off.max() <= 1
     assert 0 < (off == 1).mean() < 0.5
@@ -212,7 +213,7 @@ def test_timestamps_follow_their_formats(world: tuple[Path, WorldSummary]) -> No
     pd.to_datetime(good("campaign_exposures")["sent_at"], format="%Y-%m-%d %H:%M:%S")
     pd.to_datetime(_raw(out, "crm_members")["joined_on"], format="%d/%m/%Y")
     started = good("web_sessions")["started_at"].astype("int64")
-    start = datetime(2023, 1, 1, tzinfo=timezone.utc).timestamp()
+    start = datetime(2023, 1, 1, tzinfo=UTC).timestamp()
     assert started.min() >= start and started.max() < start + 120 * 86400
 
 
@@ -226,7 +227,11 @@ def test_london_offset_matches_the_tz_database() -> None:
 def test_phone_variants_share_their_digits() -> None:
     forms = phone_variants(np.array(["7700900123", "2079460123"]))
     assert forms[0].tolist() == [
-        "07700 900123", "+44 7700 900123", "(07700) 900-123", "447700900123", "07700900123",
+        "07700 900123",
+        "+44 7700 900123",
+        "(07700) 900-123",
+        "447700900123",
+        "07700900123",
     ]
     assert forms[1, 0] == "020 7946 0123"
     for row, nsn in zip(forms, ["7700900123", "2079460123"], strict=True):
@@ -270,11 +275,11 @@ def test_truth_people_and_summary(world: tuple[Path, WorldSummary]) -> None:
 
 
 def test_progress_is_reported_and_nothing_printed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     calls: list[tuple[str, float]] = []
-    generate_world(_tiny(n_people=50, days=28, n_campaigns=1), tmp_path,
-                   progress=lambda s, f: calls.append((s, f)))
+    generate_world(_tiny(n_people=50, days=28, n_campaigns=1), tmp_path, progress=lambda s, f: calls.append((s, f)))
     steps = [s for s, _ in calls]
     assert set(steps) == {"people", "simulate", "sources", "write"}
     assert all(0.0 <= f <= 1.0 for _, f in calls)
@@ -284,8 +289,7 @@ def test_progress_is_reported_and_nothing_printed(
 
 def test_start_date_is_honoured(tmp_path: Path) -> None:
     generate_world(_tiny(n_people=60, days=35, start_date=date(2024, 6, 1), n_campaigns=0), tmp_path)
-    sent = pd.to_datetime(_raw(tmp_path, "esp_events")["event_time"], format="%Y-%m-%d %H:%M:%S",
-                          errors="coerce")
+    sent = pd.to_datetime(_raw(tmp_path, "esp_events")["event_time"], format="%Y-%m-%d %H:%M:%S", errors="coerce")
     assert sent.min() >= pd.Timestamp("2024-06-01") and sent.max() < pd.Timestamp("2024-07-06")
     assert len(_raw(tmp_path, "campaign_exposures")) == 0
 

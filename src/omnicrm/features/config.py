@@ -76,9 +76,7 @@ class CategoriesConfig(StrictModel):
             if not slug:
                 raise ValueError(f"category {value!r} has no letters or digits to name a column")
             if slug in slugs:
-                raise ValueError(
-                    f"categories {slugs[slug]!r} and {value!r} map to the same column name '{slug}'"
-                )
+                raise ValueError(f"categories {slugs[slug]!r} and {value!r} map to the same column name '{slug}'")
             slugs[slug] = value
         return values
 
@@ -205,9 +203,7 @@ class FeatureConfig(StrictModel):
         allowed = ", ".join(FEATURE_GROUPS)
         unknown = [v for v in values if v not in FEATURE_GROUPS]
         if unknown:
-            raise ValueError(
-                f"unknown feature group(s) {', '.join(map(repr, unknown))}; allowed values: {allowed}"
-            )
+            raise ValueError(f"unknown feature group(s) {', '.join(map(repr, unknown))}; allowed values: {allowed}")
         if len(set(values)) != len(values):
             raise ValueError(f"a feature group is listed twice: {values}")
         if not values:

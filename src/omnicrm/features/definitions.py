@@ -145,9 +145,7 @@ def trend(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
         Agg(f"spend_prev_{d}d", f"sum(amount) FILTER (WHERE {earlier})"),
     )
     g.column(f"spend_prev_{d}d", zero_if_null(f"pa.spend_prev_{d}d"), "float")
-    g.column(
-        f"spend_trend_{d}d", ratio(zero_if_null(f"pa.spend_{d}d"), f"pa.spend_prev_{d}d"), "float"
-    )
+    g.column(f"spend_trend_{d}d", ratio(zero_if_null(f"pa.spend_{d}d"), f"pa.spend_prev_{d}d"), "float")
     g.column(
         f"orders_trend_{d}d",
         ratio(zero_if_null(f"pa.orders_{d}d"), f"pa.orders_prev_{d}d"),
@@ -165,9 +163,7 @@ def categories(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     g.column(f"top_category_{d}d", "ca.top_category", "str")
     g.column(f"top_category_share_{d}d", "ca.top_share", "float")
     for c in config.categories.shares:
-        g.column(
-            f"category_share_{category_slug(c)}_{d}d", f"ca.{category_share_alias(c)}", "float"
-        )
+        g.column(f"category_share_{category_slug(c)}_{d}d", f"ca.{category_share_alias(c)}", "float")
     return g
 
 
@@ -192,9 +188,7 @@ def channels(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     )
     g.column(f"online_share_{d}d", ratio(f"pa.orders_online_{d}d", f"pa.orders_{d}d"), "float")
     for ch in PURCHASE_CHANNELS:
-        g.column(
-            f"channel_share_{ch}_{d}d", ratio(f"pa.orders_{ch}_{d}d", f"pa.orders_{d}d"), "float"
-        )
+        g.column(f"channel_share_{ch}_{d}d", ratio(f"pa.orders_{ch}_{d}d", f"pa.orders_{d}d"), "float")
     return g
 
 
@@ -211,9 +205,7 @@ def engagement(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     g.need("ea", *(event_count(alias, (t,), cutoff, d) for alias, t in counts.items()))
     g.column(f"email_sent_{d}d", zero_if_null(f"ea.email_sent_{d}d"), "int")
     g.column(f"email_open_rate_{d}d", ratio(f"ea.email_open_{d}d", f"ea.email_sent_{d}d"), "float")
-    g.column(
-        f"email_click_rate_{d}d", ratio(f"ea.email_click_{d}d", f"ea.email_sent_{d}d"), "float"
-    )
+    g.column(f"email_click_rate_{d}d", ratio(f"ea.email_click_{d}d", f"ea.email_sent_{d}d"), "float")
     g.column(f"push_sent_{d}d", zero_if_null(f"ea.push_sent_{d}d"), "int")
     g.column(f"push_open_rate_{d}d", ratio(f"ea.push_open_{d}d", f"ea.push_sent_{d}d"), "float")
     for v in config.engagement.visit_windows:
@@ -257,9 +249,7 @@ def contacts(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     g = GroupSql()
     g.need("ea", event_count(f"messages_{d}d", (EMAIL_SENT, PUSH_SENT), cutoff, d))
     g.need("tr")
-    g.column(
-        f"contacts_{d}d", f"{zero_if_null(f'ea.messages_{d}d')} + {zero_if_null('tr.treated')}", "int"
-    )
+    g.column(f"contacts_{d}d", f"{zero_if_null(f'ea.messages_{d}d')} + {zero_if_null('tr.treated')}", "int")
     return g
 
 

@@ -89,8 +89,7 @@ def lifecycle(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
 def _score(value: str, bins: int) -> str:
     # RANK (not NTILE): ties share a score, so the result never depends on row order.
     return (
-        f"1 + CAST(floor(CAST({bins} * (rank() OVER (ORDER BY {value}) - 1) AS DOUBLE)"
-        " / count(*) OVER ()) AS INTEGER)"
+        f"1 + CAST(floor(CAST({bins} * (rank() OVER (ORDER BY {value}) - 1) AS DOUBLE) / count(*) OVER ()) AS INTEGER)"
     )
 
 

@@ -85,9 +85,7 @@ def feature_sql(cutoff: datetime | date, config: FeatureConfig) -> str:
         if source.joined:
             joins.append(f"LEFT JOIN {name} ON {name}.customer_id = base.customer_id")
     with_sql = ",\n".join(f"{cte} AS (\n  {body}\n)" for cte, body in ctes)
-    select = ",\n  ".join(
-        ["base.customer_id", f"{at.lit} AS cutoff", *(c.select_sql() for c in columns)]
-    )
+    select = ",\n  ".join(["base.customer_id", f"{at.lit} AS cutoff", *(c.select_sql() for c in columns)])
     return (
         f"WITH {with_sql}\n"
         f"SELECT\n  {select}\n"

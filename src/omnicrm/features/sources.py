@@ -89,9 +89,7 @@ def _orders(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tupl
     ]
 
 
-def _purchase_aggregates(
-    cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]
-) -> list[tuple[str, str]]:
+def _purchase_aggregates(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
     return [("pa", f"SELECT customer_id{_select_aggs(aggs)}\n  FROM orders GROUP BY customer_id")]
 
 

@@ -4,8 +4,9 @@ The SQL is written in a portable subset (DuckDB dialect that ``sqlglot`` transpi
 plain ``SELECT``/``GROUP BY``/``LEFT JOIN``, aggregate ``FILTER (WHERE …)`` clauses, ``max_by``,
 ``LAG``, ``RANK`` and ``ROW_NUMBER`` windows, ``date_diff``, ``ln``, ``greatest``,
 ``NULLIF``/``COALESCE`` and timestamp literals (``tests/unit/test_features.py`` transpiles every
-group's SQL with ``unsupported_level=RAISE``). Window bounds are computed here in Python and written as literals, so the SQL needs no
-interval arithmetic (whose syntax differs between engines) and DuckDB can prune row groups on ``ts``.
+group's SQL with ``unsupported_level=RAISE``). Window bounds are computed here in Python and
+written as literals, so the SQL needs no interval arithmetic (whose syntax differs between engines)
+and DuckDB can prune row groups on ``ts``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,13 @@ def normalize_cutoff(cutoff: datetime | date) -> datetime:
             cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)
         # pandas.Timestamp -> plain datetime, so literals and equality behave the same everywhere
         return datetime(
-            cutoff.year, cutoff.month, cutoff.day, cutoff.hour, cutoff.minute,
-            cutoff.second, cutoff.microsecond,
+            cutoff.year,
+            cutoff.month,
+            cutoff.day,
+            cutoff.hour,
+            cutoff.minute,
+            cutoff.second,
+            cutoff.microsecond,
         )
     if isinstance(cutoff, date):
         return datetime.combine(cutoff, time())

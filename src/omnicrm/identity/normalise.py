@@ -50,14 +50,8 @@ def name(col: str) -> str:
 def full_name_parts(col: str) -> tuple[str, str]:
     """(first, last) from ``"John Smith"`` or ``"SMITH, John"``: a comma means *last, first*."""
     c = f"trim({col})"
-    first = (
-        f"CASE WHEN contains({c}, ',') THEN split_part({c}, ',', 2) "
-        f"ELSE regexp_extract({c}, '^\\s*(\\S+)', 1) END"
-    )
-    last = (
-        f"CASE WHEN contains({c}, ',') THEN split_part({c}, ',', 1) "
-        f"ELSE regexp_extract({c}, '(\\S+)\\s*$', 1) END"
-    )
+    first = f"CASE WHEN contains({c}, ',') THEN split_part({c}, ',', 2) ELSE regexp_extract({c}, '^\\s*(\\S+)', 1) END"
+    last = f"CASE WHEN contains({c}, ',') THEN split_part({c}, ',', 1) ELSE regexp_extract({c}, '(\\S+)\\s*$', 1) END"
     first_n, last_n = name(first), name(last)
     # a single word is a last name only if there was a comma; otherwise we cannot tell: keep first
     last_n = f"CASE WHEN contains({c}, ',') OR regexp_matches({c}, '\\S\\s+\\S') THEN {last_n} END"

@@ -57,7 +57,8 @@ def set_salt(con: duckdb.DuckDBPyConnection, salt: str) -> None:
 
 def hash_sql(col: str, field: str) -> str:
     """SQL for the salted SHA-256 of ``col`` (NULL stays NULL)."""
-    return f"CASE WHEN {col} IS NOT NULL THEN sha256(getvariable('omnicrm_salt') || {literal(':' + field + ':')} || {col}) END"
+    salted = f"getvariable('omnicrm_salt') || {literal(':' + field + ':')} || {col}"
+    return f"CASE WHEN {col} IS NOT NULL THEN sha256({salted}) END"
 
 
 def stored_key_sql(key_col: str, source_col: str, pii_key_sources: list[str]) -> str:

@@ -62,5 +62,6 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, records: str, cfg: Identi
     con.unregister("_labels")
     customers = con.sql("SELECT count(DISTINCT customer_id) FROM _links").fetchall()[0][0]
     by_rule = edges.groupby("rule").size().to_dict() if len(edges) else {}
-    return Resolution("_links", int(n), int(customers), {k: int(v) for k, v in by_rule.items()},
-                      int(labels["guarded"].sum()))
+    return Resolution(
+        "_links", int(n), int(customers), {k: int(v) for k, v in by_rule.items()}, int(labels["guarded"].sum())
+    )

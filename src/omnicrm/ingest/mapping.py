@@ -71,7 +71,7 @@ class FieldSpec(StrictModel):
     nullable: bool = True
 
     @model_validator(mode="after")
-    def _check(self) -> "FieldSpec":
+    def _check(self) -> FieldSpec:
         if self.type == "category" and not self.values:
             raise ValueError("a 'category' field needs 'values' (raw value -> canonical value)")
         if self.type in ("timestamp", "date") and not self.format:
@@ -120,13 +120,12 @@ class SourceMapping(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _check(self) -> "SourceMapping":
+    def _check(self) -> SourceMapping:
         allowed = TARGET_COLUMNS[self.target]
         unknown = sorted(set(self.output) - set(allowed))
         if unknown:
             raise ValueError(
-                f"output column(s) {unknown} are not columns of target '{self.target}'; "
-                f"allowed: {', '.join(allowed)}"
+                f"output column(s) {unknown} are not columns of target '{self.target}'; allowed: {', '.join(allowed)}"
             )
         missing = [c for c in TARGET_REQUIRED[self.target] if c not in self.output]
         if missing:

@@ -64,9 +64,7 @@ def _csv_header(path: Path) -> list[str]:
     if not first.strip():
         raise InputError(f"{path}: empty file, expected a CSV header row")
     try:
-        header = pacsv.read_csv(
-            pa.py_buffer(first), read_options=pacsv.ReadOptions(autogenerate_column_names=False)
-        )
+        header = pacsv.read_csv(pa.py_buffer(first), read_options=pacsv.ReadOptions(autogenerate_column_names=False))
     except pa.ArrowInvalid:
         # header-only file: arrow sees no data rows but still the names
         header = None

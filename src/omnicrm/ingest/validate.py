@@ -21,7 +21,7 @@ import duckdb
 from omnicrm import schema
 from omnicrm.errors import ConfigError
 from omnicrm.identity import normalise
-from omnicrm.ingest.mapping import FieldSpec, SourceMapping
+from omnicrm.ingest.mapping import TARGET_REQUIRED, FieldSpec, SourceMapping
 from omnicrm.ingest.read import ROW
 from omnicrm.sql import ident, in_list, literal
 
@@ -57,9 +57,7 @@ def _parse_expr(col: str, spec: FieldSpec) -> str:
         )
     if t == "category":
         assert spec.values is not None
-        whens = " ".join(
-            f"WHEN {literal(k.strip().lower())} THEN {literal(v)}" for k, v in spec.values.items()
-        )
+        whens = " ".join(f"WHEN {literal(k.strip().lower())} THEN {literal(v)}" for k, v in spec.values.items())
         return f"CASE lower({raw}) {whens} END"
     # timestamps and dates -> naive UTC timestamps
     tz = literal(spec.timezone)
@@ -117,16 +115,10 @@ def _vocabulary_checks(mapping: SourceMapping) -> list[tuple[str, str]]:
         vocab("channel", schema.CHANNELS)
     if mapping.target == "surveys":
         checks.append((f"NOT coalesce(({out['score']}) BETWEEN 0 AND 10, FALSE)", "score outside 0-10"))
-    for col in schema_required(mapping):
+    for col in TARGET_REQUIRED[mapping.target]:
         if col in out and col not in ("event_type", "channel", "group"):
             checks.append((f"({out[col]}) IS NULL", f"missing {col} after mapping"))
     return checks
-
-
-def schema_required(mapping: SourceMapping) -> tuple[str, ...]:
-    from omnicrm.ingest.mapping import TARGET_REQUIRED
-
-    return TARGET_REQUIRED[mapping.target]
 
 
 def validate_source(
@@ -175,9 +167,7 @@ def validate_source(
             )
         )
     if mapping.quarantine_duplicates:
-        checks.append(
-            (f"row_number() OVER (PARTITION BY {ROW_ID} ORDER BY {ROW}) > 1", "duplicate row id")
-        )
+        checks.append((f"row_number() OVER (PARTITION BY {ROW_ID} ORDER BY {ROW}) > 1", "duplicate row id"))
 
     case = "CASE " + " ".join(f"WHEN {cond} THEN {literal(reason)}" for cond, reason in checks) + " END"
     outputs = [f"({expr}) AS {ident(col)}" for col, expr in mapping.output.items()]
@@ -227,8 +217,7 @@ def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: s
         else:
             exprs[kind] = normalise.NORMALISERS[kind](ident(col))
     sel = ", ".join(
-        f"mode({exprs[f]}) AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}"
-        for f in normalise.PII_FIELDS
+        f"mode({exprs[f]}) AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}" for f in normalise.PII_FIELDS
     )
     rec = f"_records_{mapping.source}"
     con.execute(

@@ -64,4 +64,3 @@ def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult
         metrics = evaluate_store(ingested.store, Path(cfg.truth_dir) / "record_owner.parquet", salt)
     feats = run_features(base / cfg.features, cfg.cutoffs.as_list(), Path(cfg.features_out), progress=progress)
     return DemoResult(world, ingested, metrics, feats)
-

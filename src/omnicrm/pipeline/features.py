@@ -29,7 +29,7 @@ class CutoffSpec(StrictModel):
     every: Literal["month"] = "month"
 
     @model_validator(mode="after")
-    def _check(self) -> "CutoffSpec":
+    def _check(self) -> CutoffSpec:
         if self.dates is None and (self.start is None or self.end is None):
             raise ValueError("give either 'dates' (a list) or both 'start' and 'end'")
         if self.start and self.end and self.end < self.start:
@@ -114,6 +114,9 @@ def run_features(
     progress("features written", 1.0)
     per = frame.groupby("cutoff").size()
     return FeaturesResult(
-        out, len(frame), frame.shape[1], sorted({c for c in cutoffs}),
+        out,
+        len(frame),
+        frame.shape[1],
+        sorted({c for c in cutoffs}),
         {str(k.date() if hasattr(k, "date") else k): int(v) for k, v in per.items()},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import duckdb
@@ -193,9 +193,11 @@ def _write_store(
         return " UNION ALL ".join(f"({p})" for p in parts) if parts else None
 
     def empty(table: str) -> str:
-        return "SELECT " + ", ".join(
-            f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in schema.TABLES[table].items()
-        ) + " WHERE FALSE"
+        return (
+            "SELECT "
+            + ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in schema.TABLES[table].items())
+            + " WHERE FALSE"
+        )
 
     for target in ("events", "surveys", "treatments", "profiles"):
         con.execute(f"CREATE OR REPLACE TEMP TABLE _t_{target} AS {union(target) or _empty_target(target)}")
@@ -211,7 +213,9 @@ def _write_store(
             f"{normalise.region('postcode')} AS region",
         ]
     )
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _source_records AS SELECT source, source_record_id, {hashes} FROM _all_records")
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _source_records AS SELECT source, source_record_id, {hashes} FROM _all_records"
+    )
     # source keys that are personal data themselves (a card number) are stored hashed
     pii_keys = [m.source for m, _ in validated if m.customer_key and m.customer_key.column in m.pii.values()]
     stored_id = stored_key_sql("source_record_id", "source", pii_keys)
@@ -261,7 +265,7 @@ def _write_store(
         for (m, v), c in zip(validated, counts, strict=True)
     )
     meta = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "omnicrm_version": __version__,
         "ingest_config": config_path,
         "sources": ",".join(m.source for m, _ in validated),

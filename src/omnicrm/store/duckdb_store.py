@@ -8,6 +8,7 @@ both paths are on one file system, which is why the temporary file lives in the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -44,7 +45,7 @@ class StoreWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.tmp")
         self._committed = False
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con.execute(f"ATTACH {literal(str(self.tmp))} AS {self.ALIAS}")
         return self
@@ -73,10 +74,8 @@ class StoreWriter:
         tb: TracebackType | None,
     ) -> None:
         if not self._committed:
-            try:
+            with contextlib.suppress(duckdb.Error):  # not attached if __enter__ failed half-way
                 self.con.execute(f"DETACH {self.ALIAS}")
-            except duckdb.Error:
-                pass
             for p in (self.tmp, self.tmp.with_name(self.tmp.name + ".wal")):
                 p.unlink(missing_ok=True)
 
@@ -89,4 +88,3 @@ def open_store(path: str | Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path), read_only=True)
     con.execute("SET TimeZone = 'UTC'")
     return con
-

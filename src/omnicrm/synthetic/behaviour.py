@@ -40,8 +40,7 @@ from omnicrm.synthetic.vocabulary import SERVICE_REASONS
 DAY = 86400
 HOUR = 3600
 # Share of online shopping and browsing by local hour of day (evening peak, quiet nights).
-_ONLINE_HOURS = np.array([2, 1, 1, 1, 1, 1, 2, 4, 5, 5, 5, 6, 7, 6, 5, 5, 5, 6, 8, 10, 11, 10, 7, 4],
-                         dtype=float)
+_ONLINE_HOURS = np.array([2, 1, 1, 1, 1, 1, 2, 4, 5, 5, 5, 6, 7, 6, 5, 5, 5, 6, 8, 10, 11, 10, 7, 4], dtype=float)
 _LINES_PER_ORDER = (np.array([1, 2, 3, 4]), np.array([0.45, 0.30, 0.15, 0.10]))
 _MARKDOWN_SHARE = 0.15  # lines sold below list price (sales, clearance)
 _RETURN_SCALE = 1.05  # scales category return rates to ~8% of lines overall
@@ -158,9 +157,16 @@ class _Chunks:
         return pd.DataFrame(data)
 
 
-def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: CampaignPlan,
-             effects: np.ndarray, config: WorldConfig, rng: np.random.Generator,
-             progress: Callable[[float], None] | None = None) -> Simulation:
+def simulate(
+    pop: Population,
+    stores: Stores,
+    catalogue: Catalogue,
+    plan: CampaignPlan,
+    effects: np.ndarray,
+    config: WorldConfig,
+    rng: np.random.Generator,
+    progress: Callable[[float], None] | None = None,
+) -> Simulation:
     """Simulate the period week by week.
 
     Parameters
@@ -225,8 +231,13 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
         for event, mask, ts in ((0, None, sent), (1, opened, open_ts), (2, clicked, click_ts)):
             keep = (ts < end_ts) if mask is None else mask & (ts < end_ts)
             m = int(keep.sum())
-            emails.add(person=who[keep], ts=ts[keep], event=np.full(m, event),
-                       campaign=np.full(m, campaign), newsletter_day=np.full(m, nl_day))
+            emails.add(
+                person=who[keep],
+                ts=ts[keep],
+                event=np.full(m, event),
+                campaign=np.full(m, campaign),
+                newsletter_day=np.full(m, nl_day),
+            )
 
     def push_events(who: np.ndarray, sent: np.ndarray, campaign: int) -> None:
         """Sends and opens of pushes to ``who``; churned people no longer open the app."""
@@ -235,8 +246,7 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
         for event, mask, ts in ((0, np.ones(who.size, bool), sent), (1, opened, open_ts)):
             keep = mask & (ts < end_ts)
             m = int(keep.sum())
-            pushes.add(person=who[keep], ts=ts[keep], event=np.full(m, event),
-                       campaign=np.full(m, campaign))
+            pushes.add(person=who[keep], ts=ts[keep], event=np.full(m, event), campaign=np.full(m, campaign))
 
     for week in range(n_weeks):
         d0, d1 = 7 * week, min(7 * week + 7, days)
@@ -246,9 +256,13 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
 
         # 1. churn (the newly acquired are safe in their first week)
         at_risk = signed & ~new & ~churned
-        hazard = pop.base_hazard * np.exp(
-            pop.neglect_sensitivity * np.minimum(neglect, 52) / 13 - 0.3 * pop.satisfaction
-        ) * (1 + 1.5 * unresolved) * nd / 7
+        hazard = (
+            pop.base_hazard
+            * np.exp(pop.neglect_sensitivity * np.minimum(neglect, 52) / 13 - 0.3 * pop.satisfaction)
+            * (1 + 1.5 * unresolved)
+            * nd
+            / 7
+        )
         leave = at_risk & (rng.random(n) < -np.expm1(-hazard))
         churn_day[leave] = d0 + rng.integers(0, nd, int(leave.sum()))
         churned |= leave
@@ -266,11 +280,17 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
             tau = effects[who] * CHANNEL_REACH[channel]
             baseline = -np.expm1(-pop.purchase_rate[who] * season[week])
             exposures.add(person=who, campaign=np.full(who.size, c), arm=arm, ts=sent)
-            truth.add(person=who, campaign=np.full(who.size, c), arm=arm, baseline_p=baseline,
-                      **{f"effect_{a}": tau[:, j] for j, a in enumerate(config.actions)})
+            truth.add(
+                person=who,
+                campaign=np.full(who.size, c),
+                arm=arm,
+                baseline_p=baseline,
+                **{f"effect_{a}": tau[:, j] for j, a in enumerate(config.actions)},
+            )
             treated = arm != CONTROL
-            active.append((week + EFFECT_WEEKS - 1, who[treated], tau[treated, arm[treated]],
-                           arm[treated] == discount_arm))
+            active.append(
+                (week + EFFECT_WEEKS - 1, who[treated], tau[treated, arm[treated]], arm[treated] == discount_arm)
+            )
             if channel == "email":
                 email_events(who[treated], sent[treated], int(c), -1)
             elif channel == "push":
@@ -290,10 +310,12 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
         who = np.repeat(people, count)
         channel = _sample_rows(channel_cum, who, rng)
         first = np.flatnonzero(new)  # acquisition: first order on the signup day, signup channel
-        orders.add(person=np.concatenate([who, first]),
-                   day=np.concatenate([d0 + rng.integers(0, nd, who.size), pop.signup_day[first]]),
-                   channel=np.concatenate([channel, pop.signup_channel[first]]),
-                   discount=np.concatenate([discount[who], discount[first]]))
+        orders.add(
+            person=np.concatenate([who, first]),
+            day=np.concatenate([d0 + rng.integers(0, nd, who.size), pop.signup_day[first]]),
+            channel=np.concatenate([channel, pop.signup_channel[first]]),
+            discount=np.concatenate([discount[who], discount[first]]),
+        )
         bought = np.zeros(n, dtype=bool)
         bought[who] = True
         bought[first] = True
@@ -328,20 +350,26 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
         cwho = np.flatnonzero(contact)
         chat = rng.random(cwho.size) < 0.2 + 0.5 * online[cwho]
         n_online_reasons = 4  # the first reasons in SERVICE_REASONS are about orders
-        reason = np.where(online_recent[cwho] & (rng.random(cwho.size) < 0.8),
-                          rng.integers(0, n_online_reasons, cwho.size),
-                          rng.integers(0, len(SERVICE_REASONS), cwho.size))
+        reason = np.where(
+            online_recent[cwho] & (rng.random(cwho.size) < 0.8),
+            rng.integers(0, n_online_reasons, cwho.size),
+            rng.integers(0, len(SERVICE_REASONS), cwho.size),
+        )
         resolved = rng.random(cwho.size) < np.where(chat, 0.8, 0.72)
-        contacts.add(person=cwho, day=d0 + rng.integers(0, nd, cwho.size), chat=chat, reason=reason,
-                     resolved=resolved)
+        contacts.add(person=cwho, day=d0 + rng.integers(0, nd, cwho.size), chat=chat, reason=reason, resolved=resolved)
         unresolved *= 0.85 ** (nd / 7)
         unresolved[cwho[~resolved]] += 1.0
         online_recent = online_now
 
         # 8. NPS answers from subscribers still shopping
         respond = np.flatnonzero(alive & subscribed & (rng.random(n) < 0.002))
-        score = np.clip(np.round(7.8 + 1.4 * pop.satisfaction[respond] - 2.5 * unresolved[respond]
-                                 + rng.normal(0.0, 1.0, respond.size)), 0, 10)
+        score = np.clip(
+            np.round(
+                7.8 + 1.4 * pop.satisfaction[respond] - 2.5 * unresolved[respond] + rng.normal(0.0, 1.0, respond.size)
+            ),
+            0,
+            10,
+        )
         nps.add(person=respond, day=d0 + rng.integers(0, nd, respond.size), score=score)
         if progress is not None:
             progress((week + 1) / n_weeks)
@@ -351,11 +379,13 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
     lines = _order_lines(order_frame, pop, catalogue, start_ts, end_ts, rng)
     sessions = _sessions(visits.frame(), order_frame, start_ts, rng)
     contact_frame = contacts.frame({"chat": "bool", "resolved": "bool"})
-    contact_frame.insert(1, "ts", _to_ts(start_ts, contact_frame.pop("day").to_numpy(),
-                                         rng.integers(8 * HOUR, 20 * HOUR, len(contact_frame))))
+    contact_frame.insert(
+        1,
+        "ts",
+        _to_ts(start_ts, contact_frame.pop("day").to_numpy(), rng.integers(8 * HOUR, 20 * HOUR, len(contact_frame))),
+    )
     nps_frame = nps.frame()
-    nps_frame.insert(1, "ts", start_ts + nps_frame.pop("day").to_numpy() * DAY
-                     + rng.integers(0, DAY, len(nps_frame)))
+    nps_frame.insert(1, "ts", start_ts + nps_frame.pop("day").to_numpy() * DAY + rng.integers(0, DAY, len(nps_frame)))
     float_cols = {"baseline_p": "float64", **{f"effect_{a}": "float64" for a in config.actions}}
     return Simulation(
         orders=order_frame,
@@ -373,9 +403,15 @@ def simulate(pop: Population, stores: Stores, catalogue: Catalogue, plan: Campai
     )
 
 
-def _finish_orders(orders: pd.DataFrame, pop: Population, stores: Stores, start_ts: int,
-                   rng: np.random.Generator, exposures: pd.DataFrame,
-                   plan: CampaignPlan) -> pd.DataFrame:
+def _finish_orders(
+    orders: pd.DataFrame,
+    pop: Population,
+    stores: Stores,
+    start_ts: int,
+    rng: np.random.Generator,
+    exposures: pd.DataFrame,
+    plan: CampaignPlan,
+) -> pd.DataFrame:
     """Give orders a time of day and (in store) a store; sort by time.
 
     A campaign goes out early on the first day of its week. An exposed person's order that would
@@ -401,18 +437,21 @@ def _finish_orders(orders: pd.DataFrame, pop: Population, stores: Stores, start_
     anywhere = rng.integers(0, stores.code.size, person.size)
     roll = rng.random(person.size)
     store = np.where(roll < 0.8, home, np.where(roll < 0.95, nearby, anywhere))
-    out = pd.DataFrame({
-        "person": person,
-        "ts": ts,
-        "channel": channel,
-        "store": np.where(channel == STORE, store, -1),
-        "discount": orders["discount"].to_numpy().astype(bool),
-    })
+    out = pd.DataFrame(
+        {
+            "person": person,
+            "ts": ts,
+            "channel": channel,
+            "store": np.where(channel == STORE, store, -1),
+            "discount": orders["discount"].to_numpy().astype(bool),
+        }
+    )
     return out.sort_values(["ts", "person"], kind="stable", ignore_index=True)
 
 
-def _order_lines(orders: pd.DataFrame, pop: Population, catalogue: Catalogue, start_ts: int,
-                 end_ts: int, rng: np.random.Generator) -> pd.DataFrame:
+def _order_lines(
+    orders: pd.DataFrame, pop: Population, catalogue: Catalogue, start_ts: int, end_ts: int, rng: np.random.Generator
+) -> pd.DataFrame:
     """Lines of every order: products by category preference, quantities, prices paid, returns."""
     n_orders = len(orders)
     sizes, shares = _LINES_PER_ORDER
@@ -424,8 +463,7 @@ def _order_lines(orders: pd.DataFrame, pop: Population, catalogue: Catalogue, st
     product = pick_products(catalogue, category, rng)
     list_pence = catalogue.price_pence[product]
     qty = 1 + rng.poisson(np.where(list_pence < 1000, 0.5, 0.08))
-    markdown = np.where(rng.random(order.size) < _MARKDOWN_SHARE,
-                        rng.choice([0.7, 0.8, 0.9], order.size), 1.0)
+    markdown = np.where(rng.random(order.size) < _MARKDOWN_SHARE, rng.choice([0.7, 0.8, 0.9], order.size), 1.0)
     discount = np.where(orders["discount"].to_numpy()[order], 0.9, 1.0)
     unit_pence = np.maximum(np.round(list_pence * markdown * discount), 1).astype(np.int64)
     # returns: a whole order's returned lines go back together, 3-30 days later
@@ -435,18 +473,19 @@ def _order_lines(orders: pd.DataFrame, pop: Population, catalogue: Catalogue, st
     return_ts = _to_ts(start_ts, return_day, _local_seconds(channel, rng))
     p_return = catalogue.return_rate[category] * _RETURN_SCALE
     returned = (rng.random(order.size) < p_return) & (return_ts[order] < end_ts)
-    return pd.DataFrame({
-        "order": order,
-        "line_no": line_no,
-        "product": product,
-        "qty": qty,
-        "unit_pence": unit_pence,
-        "return_ts": np.where(returned, return_ts[order], -1),
-    })
+    return pd.DataFrame(
+        {
+            "order": order,
+            "line_no": line_no,
+            "product": product,
+            "qty": qty,
+            "unit_pence": unit_pence,
+            "return_ts": np.where(returned, return_ts[order], -1),
+        }
+    )
 
 
-def _sessions(visits: pd.DataFrame, orders: pd.DataFrame, start_ts: int,
-              rng: np.random.Generator) -> pd.DataFrame:
+def _sessions(visits: pd.DataFrame, orders: pd.DataFrame, start_ts: int, rng: np.random.Generator) -> pd.DataFrame:
     """Browsing sessions plus the sessions around each online order (checkout and research)."""
     vwho = visits["person"].to_numpy()
     platform = visits["platform"].to_numpy()
@@ -465,12 +504,14 @@ def _sessions(visits: pd.DataFrame, orders: pd.DataFrame, start_ts: int,
     research_ts = o_ts[r_idx] - rng.integers(HOUR, 72 * HOUR, r_idx.size)
     research_views = rng.geometric(0.2, r_idx.size)
 
-    frame = pd.DataFrame({
-        "person": np.concatenate([vwho, o_person, o_person[r_idx]]),
-        "ts": np.concatenate([browse_ts, checkout_ts, research_ts]),
-        "platform": np.concatenate([platform, o_platform, o_platform[r_idx]]),
-        "page_views": np.concatenate([browse_views, checkout_views, research_views]),
-        "order": np.concatenate([np.full(vwho.size, -1), online, np.full(r_idx.size, -1)]),
-    })
+    frame = pd.DataFrame(
+        {
+            "person": np.concatenate([vwho, o_person, o_person[r_idx]]),
+            "ts": np.concatenate([browse_ts, checkout_ts, research_ts]),
+            "platform": np.concatenate([platform, o_platform, o_platform[r_idx]]),
+            "page_views": np.concatenate([browse_views, checkout_views, research_views]),
+            "order": np.concatenate([np.full(vwho.size, -1), online, np.full(r_idx.size, -1)]),
+        }
+    )
     frame = frame[frame["ts"] >= start_ts]
     return frame.sort_values(["ts", "person"], kind="stable", ignore_index=True)

@@ -69,15 +69,23 @@ def make_catalogue(config: WorldConfig, rng: np.random.Generator) -> Catalogue:
     price = median * rng.lognormal(0.0, spread, n)
     # retail price points: .99 below 20 pounds, .49/.99 up to 100, whole pounds above
     pence = np.where(
-        price < 20, np.maximum(np.round(price) * 100 - 1, 49),
+        price < 20,
+        np.maximum(np.round(price) * 100 - 1, 49),
         np.where(price < 100, np.round(price * 2) * 50 - 1, np.round(price) * 100),
     ).astype(np.int64)
     margin = np.array([c.margin_rate for c in cats])[category] + rng.normal(0.0, 0.06, n)
     margin_pct = np.clip(np.round(margin * 100), 5, 80).astype(np.int64)
     sku = zero_pad(np.arange(n) + 1, 5, "SKU-")
     return_rate = np.array([c.return_rate for c in cats])
-    return Catalogue(sku=sku, category=category, price_pence=pence, margin_pct=margin_pct,
-                     first=first, count=count, return_rate=return_rate)
+    return Catalogue(
+        sku=sku,
+        category=category,
+        price_pence=pence,
+        margin_pct=margin_pct,
+        first=first,
+        count=count,
+        return_rate=return_rate,
+    )
 
 
 def pick_products(catalogue: Catalogue, category: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -19,7 +19,6 @@ from omnicrm.synthetic.vocabulary import CATEGORIES
 KNOWN_ACTIONS: Final = ("discount_10pct", "free_shipping", "new_arrivals")
 
 
-
 def _rate(default: float, high: float = 0.5) -> float:
     """A probability field; rates of damage are capped at 0.5 so the mess stays resolvable."""
     return Field(default=default, ge=0.0, le=high)
@@ -106,8 +105,7 @@ class WorldConfig(StrictModel):
         unknown = [a for a in value if a not in KNOWN_ACTIONS]
         if unknown:
             raise ValueError(
-                f"The 'actions' parameter must be a list of str among {set(KNOWN_ACTIONS)}. "
-                f"Got {unknown} instead."
+                f"The 'actions' parameter must be a list of str among {set(KNOWN_ACTIONS)}. Got {unknown} instead."
             )
         if len(set(value)) != len(value):
             raise ValueError(f"The 'actions' parameter must not repeat an action. Got {value} instead.")

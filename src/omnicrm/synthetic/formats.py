@@ -8,7 +8,7 @@ Timestamps are int64 seconds since the Unix epoch (UTC) throughout the generator
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,7 @@ _HOUR = 3600
 
 def epoch_seconds(day: date) -> int:
     """Seconds since the Unix epoch of midnight UTC at the start of ``day``."""
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def london_offset(ts: np.ndarray) -> np.ndarray:
@@ -108,8 +108,10 @@ def timestamp_text(ts: np.ndarray, layout: str) -> pa.Array:
         return dmy
     if layout == "dmy_hms":
         return pc.binary_join_element_wise(dmy, _cut(s, 11, 19), " ")
-    raise ValueError(f"The 'layout' parameter must be a str among {{'ymd_hms', 'ymd_hm', 'iso_t', "
-                     f"'iso_z', 'dmy_hms', 'dmy'}}. Got {layout!r} instead.")
+    raise ValueError(
+        f"The 'layout' parameter must be a str among {{'ymd_hms', 'ymd_hm', 'iso_t', "
+        f"'iso_z', 'dmy_hms', 'dmy'}}. Got {layout!r} instead."
+    )
 
 
 def london_iso_with_offset(ts: np.ndarray, zulu: np.ndarray) -> pa.Array:
@@ -181,8 +183,7 @@ def phone_variants(nsn: np.ndarray) -> np.ndarray:
     london = pc.starts_with(n, "20")
     # group boundaries: London 2+4+4, everything else 4+6 (brackets split the 6 as 3-3)
     area = pc.if_else(london, _cut(n, 0, 2), _cut(n, 0, 4))
-    rest = pc.if_else(london, pc.binary_join_element_wise(_cut(n, 2, 6), _cut(n, 6, 10), " "),
-                      _cut(n, 4, 10))
+    rest = pc.if_else(london, pc.binary_join_element_wise(_cut(n, 2, 6), _cut(n, 6, 10), " "), _cut(n, 4, 10))
     rest_dash = pc.if_else(
         london,
         pc.binary_join_element_wise(_cut(n, 2, 6), _cut(n, 6, 10), "-"),

@@ -21,10 +21,32 @@ from omnicrm.synthetic.vocabulary import BAD_TIMESTAMPS, EMAIL_DOMAINS, UNKNOWN_
 
 # Keys next to each letter on a UK QWERTY keyboard (the slip a fast typist makes).
 _NEIGHBOURS = {
-    "a": "qsz", "b": "vgn", "c": "xdv", "d": "sfe", "e": "wrd", "f": "dgr", "g": "fht", "h": "gjy",
-    "i": "uok", "j": "hku", "k": "jli", "l": "kop", "m": "nkj", "n": "bmh", "o": "ipl", "p": "ol0",
-    "q": "wa1", "r": "etf", "s": "adw", "t": "ryg", "u": "yij", "v": "cbf", "w": "qes", "x": "zcs",
-    "y": "tuh", "z": "xas",
+    "a": "qsz",
+    "b": "vgn",
+    "c": "xdv",
+    "d": "sfe",
+    "e": "wrd",
+    "f": "dgr",
+    "g": "fht",
+    "h": "gjy",
+    "i": "uok",
+    "j": "hku",
+    "k": "jli",
+    "l": "kop",
+    "m": "nkj",
+    "n": "bmh",
+    "o": "ipl",
+    "p": "ol0",
+    "q": "wa1",
+    "r": "etf",
+    "s": "adw",
+    "t": "ryg",
+    "u": "yij",
+    "v": "cbf",
+    "w": "qes",
+    "x": "zcs",
+    "y": "tuh",
+    "z": "xas",
 }
 _NEIGHBOUR_TABLE = np.arange(128, dtype=np.uint32)[:, None].repeat(3, axis=1)
 for _letter, _keys in _NEIGHBOURS.items():
@@ -34,8 +56,9 @@ for _letter, _keys in _NEIGHBOURS.items():
 _DOMAIN_TYPOS = {domain: typos for domain, _, typos in EMAIL_DOMAINS}
 
 
-def typo(values: np.ndarray, rng: np.random.Generator, start: np.ndarray | None = None,
-         stop: np.ndarray | None = None) -> np.ndarray:
+def typo(
+    values: np.ndarray, rng: np.random.Generator, start: np.ndarray | None = None, stop: np.ndarray | None = None
+) -> np.ndarray:
     """Put one keyboard slip in each value, inside the character range ``[start, stop)``.
 
     The slip is a swap of two adjacent characters, a dropped character, a doubled character or a
@@ -78,8 +101,9 @@ def typo(values: np.ndarray, rng: np.random.Generator, start: np.ndarray | None 
     swap_idx = np.where(cols == p, p + 1, np.where(cols == p + 1, p, cols))
     drop_idx = np.minimum(cols + (cols >= p), span_width - 1)
     double_idx = cols - (cols > p)
-    idx = np.select([kind[:, None] == 0, kind[:, None] == 1, kind[:, None] == 2],
-                    [swap_idx, drop_idx, double_idx], cols)
+    idx = np.select(
+        [kind[:, None] == 0, kind[:, None] == 1, kind[:, None] == 2], [swap_idx, drop_idx, double_idx], cols
+    )
     out = chars[rows, idx]
     # neighbouring key: replace the character at pos by one of its keyboard neighbours
     nb = (kind == 3) & ok
@@ -119,8 +143,9 @@ def _apply(values: np.ndarray, variant: np.ndarray, forms: Sequence) -> np.ndarr
     return out.astype(str)
 
 
-def _variant(rng: np.random.Generator, n: int, rate: float, n_forms: int,
-             weights: Sequence[float] | None = None) -> np.ndarray:
+def _variant(
+    rng: np.random.Generator, n: int, rate: float, n_forms: int, weights: Sequence[float] | None = None
+) -> np.ndarray:
     """-1 (canonical) or the index of a non-canonical form, drawn with probability ``rate``."""
     w = np.ones(n_forms) if weights is None else np.asarray(weights, dtype=float)
     form = rng.choice(n_forms, size=n, p=w / w.sum())
@@ -133,30 +158,36 @@ def _pad(s: np.ndarray) -> np.ndarray:
 
 def name_case(values: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
     """Case and whitespace variants of names: ``JOHN``, ``john``, ``John ``, `` John``."""
-    forms = (np.strings.upper, np.strings.lower, lambda s: np.strings.add(s, " "),
-             lambda s: np.strings.add(" ", s))
+    forms = (np.strings.upper, np.strings.lower, lambda s: np.strings.add(s, " "), lambda s: np.strings.add(" ", s))
     return _apply(values, _variant(rng, len(values), rate, len(forms), (3, 3, 2, 1)), forms)
 
 
 def email_case(values: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
     """Case and whitespace variants of e-mails: `` John.Smith@Gmail.Com ``, ``JOHN.SMITH@GMAIL.COM``."""
-    forms = (np.strings.title, np.strings.upper, np.strings.capitalize, _pad,
-             lambda s: _pad(np.strings.title(s)), lambda s: np.strings.add(s, " "))
+    forms = (
+        np.strings.title,
+        np.strings.upper,
+        np.strings.capitalize,
+        _pad,
+        lambda s: _pad(np.strings.title(s)),
+        lambda s: np.strings.add(s, " "),
+    )
     return _apply(values, _variant(rng, len(values), rate, len(forms), (3, 1, 2, 2, 1, 1)), forms)
 
 
 def postcode_case(values: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
     """Case and spacing variants of postcodes: ``sw1a1aa``, ``SW1A1AA``, ``sw1a 1aa``, ``SW1A  1AA``."""
-    forms = (lambda s: np.strings.lower(np.strings.replace(s, " ", "")),
-             lambda s: np.strings.replace(s, " ", ""),
-             np.strings.lower,
-             lambda s: np.strings.replace(s, " ", "  "),
-             lambda s: np.strings.add(s, " "))
+    forms = (
+        lambda s: np.strings.lower(np.strings.replace(s, " ", "")),
+        lambda s: np.strings.replace(s, " ", ""),
+        np.strings.lower,
+        lambda s: np.strings.replace(s, " ", "  "),
+        lambda s: np.strings.add(s, " "),
+    )
     return _apply(values, _variant(rng, len(values), rate, len(forms), (3, 3, 2, 1, 1)), forms)
 
 
-def full_name_variants(first: np.ndarray, last: np.ndarray, rng: np.random.Generator,
-                       rate: float) -> np.ndarray:
+def full_name_variants(first: np.ndarray, last: np.ndarray, rng: np.random.Generator, rate: float) -> np.ndarray:
     """How a call-centre agent writes a caller's name.
 
     Canonical ``John Smith``; with probability ``rate`` one of ``SMITH, John``, ``Smith, John``,
@@ -244,8 +275,13 @@ def _bad_values(defect: Defect, column_is_epoch: bool, rng: np.random.Generator,
     return np.asarray(pool)[rng.integers(0, len(pool), n)]
 
 
-def inject_bad_rows(columns: dict[str, pa.Array], defects: Sequence[Defect], rate: float,
-                    rng: np.random.Generator, epoch_columns: Sequence[str] = ()) -> np.ndarray:
+def inject_bad_rows(
+    columns: dict[str, pa.Array],
+    defects: Sequence[Defect],
+    rate: float,
+    rng: np.random.Generator,
+    epoch_columns: Sequence[str] = (),
+) -> np.ndarray:
     """Make a share ``rate`` of rows malformed, in place in ``columns``.
 
     Parameters

@@ -158,16 +158,22 @@ def _mobiles(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.strings.add(prefixes[number // 10**8], zero_pad(number % 10**8, 8))
 
 
-def _email_local(first: np.ndarray, last: np.ndarray, pattern: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
+def _email_local(first: np.ndarray, last: np.ndarray, pattern: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """E-mail local parts in the patterns people use: ``john.smith``, ``jsmith84``, ``smith_john``."""
     f = np.strings.lower(np.strings.replace(first, "'", ""))
     lname = np.strings.lower(np.strings.replace(last, "'", ""))
     fi = np.strings.slice(f, 0, 1)
     li = np.strings.slice(lname, 0, 1)
     dot = lambda a, b, sep=".": np.strings.add(np.strings.add(a, sep), b)  # noqa: E731
-    forms = [dot(f, lname), np.strings.add(f, lname), dot(fi, lname), dot(f, lname, "_"),
-             dot(lname, f), np.strings.add(f, li), np.strings.add(fi, lname)]
+    forms = [
+        dot(f, lname),
+        np.strings.add(f, lname),
+        dot(fi, lname),
+        dot(f, lname, "_"),
+        dot(lname, f),
+        np.strings.add(f, li),
+        np.strings.add(fi, lname),
+    ]
     local = np.choose(pattern, [x.astype("U64") for x in forms])
     # half the addresses carry a number (birth year or a favourite number)
     year = zero_pad(rng.integers(50, 106, local.size) % 100, 2)
@@ -176,8 +182,13 @@ def _email_local(first: np.ndarray, last: np.ndarray, pattern: np.ndarray,
     return np.where(rng.random(local.size) < 0.5, np.strings.add(local, suffix), local)
 
 
-def _emails(first: np.ndarray, last: np.ndarray, rng: np.random.Generator,
-            taken: np.ndarray | None = None, avoid_domain: np.ndarray | None = None) -> np.ndarray:
+def _emails(
+    first: np.ndarray,
+    last: np.ndarray,
+    rng: np.random.Generator,
+    taken: np.ndarray | None = None,
+    avoid_domain: np.ndarray | None = None,
+) -> np.ndarray:
     """Distinct lower-case e-mail addresses for people named ``first last``."""
     n = first.size
     pattern = rng.integers(0, 7, n)
@@ -197,7 +208,7 @@ def _emails(first: np.ndarray, last: np.ndarray, rng: np.random.Generator,
         _, first_at = np.unique(seen, return_index=True)
         dup = np.ones(seen.size, dtype=bool)
         dup[first_at] = False  # ``taken`` comes first, so a clash with it counts as a duplicate
-        dup = dup[taken.size:]
+        dup = dup[taken.size :]
         if not dup.any():
             return email
         at = np.strings.find(email[dup], "@")
@@ -218,8 +229,7 @@ def _postcodes(region: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     area = all_areas[offset[region] + (rng.random(n) * n_areas[region]).astype(int)]
     district = rng.integers(1, 30, n).astype(str)
     letters = np.array(list(POSTCODE_UNIT_LETTERS))
-    unit = np.strings.add(letters[rng.integers(0, letters.size, n)],
-                          letters[rng.integers(0, letters.size, n)])
+    unit = np.strings.add(letters[rng.integers(0, letters.size, n)], letters[rng.integers(0, letters.size, n)])
     inward = np.strings.add(rng.integers(0, 10, n).astype(str), unit)
     return np.strings.add(np.strings.add(np.strings.add(area, district), " "), inward)
 
@@ -336,7 +346,7 @@ def make_population(config: WorldConfig, stores: Stores, rng: np.random.Generato
     cards = _unique_digits(rng, members.size + dups.size, "6337", 8)
     card[members] = cards[: members.size]
     card2 = np.full(n, "", dtype="U12")
-    card2[dups] = cards[members.size:]
+    card2[dups] = cards[members.size :]
     # a second member record is created later (lost card, re-registration online)
     far = np.iinfo(np.int64).max
     card2_day = np.full(n, far, dtype=np.int64)
@@ -349,23 +359,43 @@ def make_population(config: WorldConfig, stores: Stores, rng: np.random.Generato
 
     # moving house: the whole household gets a new postcode (same region) on one day
     hh_moves = rng.random(n_hh) < _MOVE_RATE
-    hh_move_day = np.where(hh_moves, rng.integers(30, max(config.days - 30, 31), n_hh),
-                           np.iinfo(np.int64).max)
+    hh_move_day = np.where(hh_moves, rng.integers(30, max(config.days - 30, 31), n_hh), np.iinfo(np.int64).max)
     hh_new_postcode = np.where(hh_moves, _postcodes(hh_region, rng), "")
     nickname = np.asarray([NICKNAMES.get(name, "") for name in FIRST_NAMES])[first_index]
 
     return Population(
-        household=household, region=region, postcode=postcode,
-        new_postcode=hh_new_postcode[household], move_day=hh_move_day[household],
-        first_name=first_name, nickname=nickname,
-        last_name=last_name, email=email, email2=email2, mobile=mobile, landline=landline,
-        home_store=home_store, signup_day=signup_day, signup_channel=signup_channel,
-        is_member=is_member, card=card, card2=card2, card2_day=card2_day,
-        email_consent=email_consent, sms_consent=sms_consent, push_consent=push_consent,
-        has_app=has_app, purchase_rate=purchase_rate, base_hazard=base_hazard,
-        neglect_sensitivity=neglect_sensitivity, price_sensitivity=price_sensitivity,
-        email_responsiveness=email_responsiveness, satisfaction=satisfaction,
-        visit_rate=visit_rate, channel_pref=channel_pref, category_pref=category_pref,
+        household=household,
+        region=region,
+        postcode=postcode,
+        new_postcode=hh_new_postcode[household],
+        move_day=hh_move_day[household],
+        first_name=first_name,
+        nickname=nickname,
+        last_name=last_name,
+        email=email,
+        email2=email2,
+        mobile=mobile,
+        landline=landline,
+        home_store=home_store,
+        signup_day=signup_day,
+        signup_channel=signup_channel,
+        is_member=is_member,
+        card=card,
+        card2=card2,
+        card2_day=card2_day,
+        email_consent=email_consent,
+        sms_consent=sms_consent,
+        push_consent=push_consent,
+        has_app=has_app,
+        purchase_rate=purchase_rate,
+        base_hazard=base_hazard,
+        neglect_sensitivity=neglect_sensitivity,
+        price_sensitivity=price_sensitivity,
+        email_responsiveness=email_responsiveness,
+        satisfaction=satisfaction,
+        visit_rate=visit_rate,
+        channel_pref=channel_pref,
+        category_pref=category_pref,
     )
 
 

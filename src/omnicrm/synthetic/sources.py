@@ -166,8 +166,7 @@ def _yes_no(values: np.ndarray, missing: np.ndarray) -> pa.Array:
     return _text(np.where(values, "Y", "N"), missing)
 
 
-def _case_variant(values: np.ndarray, rng: np.random.Generator, rate: float,
-                  variants: tuple[str, ...]) -> np.ndarray:
+def _case_variant(values: np.ndarray, rng: np.random.Generator, rate: float, variants: tuple[str, ...]) -> np.ndarray:
     """Canonical value, or with probability ``rate`` the same word in another case (``Web``, ``WEB``)."""
     messy = rng.random(values.size) < rate
     pick = rng.integers(0, len(variants), values.size)
@@ -228,8 +227,9 @@ def _crm_members(w: _World, rng: np.random.Generator) -> tuple[RawTable, np.ndar
     nsn = np.where(has_land & (rng.random(m) < 0.5), pop.landline[person], pop.mobile[person])
     other_email = is_dup & (pop.email2[person] != "") & (rng.random(m) < 0.5)
     email = np.where(other_email, pop.email2[person], pop.email[person])
-    signup_channel = np.where(is_dup, np.where(pop.has_app[person], rng.integers(0, 3, m),
-                                               rng.integers(0, 2, m)), pop.signup_channel[person])
+    signup_channel = np.where(
+        is_dup, np.where(pop.has_app[person], rng.integers(0, 3, m), rng.integers(0, 2, m)), pop.signup_channel[person]
+    )
 
     damage = mess.choose_damage(rng, m, [rate.typo_rate] * 3 + [rate.missing_rate] * 3)
     first = pop.first_name[person].astype("U40")
@@ -247,8 +247,9 @@ def _crm_members(w: _World, rng: np.random.Generator) -> tuple[RawTable, np.ndar
         "last_name": _text(mess.name_case(last, rng, rate.case_whitespace_rate)),
         "email": _text(email_text, email_missing),
         "phone": _text(_phones(nsn, mess.phone_style(rng, m, rate.case_whitespace_rate)), damage == 4),
-        "postcode": _text(mess.postcode_case(pop.postcode_on(person, join_day), rng,
-                                             rate.case_whitespace_rate), damage == 5),
+        "postcode": _text(
+            mess.postcode_case(pop.postcode_on(person, join_day), rng, rate.case_whitespace_rate), damage == 5
+        ),
         "joined_on": timestamp_text(w.start_ts + join_day * DAY, "dmy"),
         "signup_channel": _pool(CHANNELS, signup_channel),
         # consent as exported at the end of the period; some forms left the box blank
@@ -331,17 +332,20 @@ def _ecom_orders(w: _World, rng: np.random.Generator) -> tuple[RawTable, np.ndar
     o_account = account_of_key[o_person[online] * 2 + slot[online]]
     o_day = (o_ts[online] - w.start_ts) // DAY
     platform = np.where(o_channel[online] == APP, "app", "web")
-    device = np.where(platform == "app", _case_variant(platform, rng, cw, ("App", "APP")),
-                      _case_variant(platform, rng, cw, ("Web", "WEB")))
+    device = np.where(
+        platform == "app",
+        _case_variant(platform, rng, cw, ("App", "APP")),
+        _case_variant(platform, rng, cw, ("Web", "WEB")),
+    )
     form = {
         "account_id": id_text("A", o_account + 1, 6),
         "email": _text(mess.email_case(a_email[o_account], rng, cw)),
         "first_name": _text(mess.name_case(a_first[o_account], rng, cw)),
         "last_name": _text(mess.name_case(a_last[o_account], rng, cw)),
-        "phone": _text(_phones(a_nsn[o_account], mess.phone_style(rng, online.size, cw)),
-                       (damage == 2)[o_account]),
-        "postcode": _text(mess.postcode_case(pop.postcode_on(a_person[o_account], o_day), rng, cw),
-                          (damage == 3)[o_account]),
+        "phone": _text(_phones(a_nsn[o_account], mess.phone_style(rng, online.size, cw)), (damage == 2)[o_account]),
+        "postcode": _text(
+            mess.postcode_case(pop.postcode_on(a_person[o_account], o_day), rng, cw), (damage == 3)[o_account]
+        ),
         "device": _text(device),
     }
     zulu = rng.random(online.size) < 0.5  # platforms write UTC as Z or +00:00
@@ -514,8 +518,7 @@ def _service_contacts(w: _World, rng: np.random.Generator) -> RawTable:
         "contact_id": id_text("C", np.arange(n) + 1, 7),
         "caller_name": _text(mess.full_name_variants(first, last, rng, cw)),
         "caller_phone": _text(_phones(nsn, mess.phone_style(rng, n, cw)), damage == 2),
-        "postcode": _text(mess.postcode_case(pop.postcode_on(person, contact_day), rng, cw),
-                          damage == 3),
+        "postcode": _text(mess.postcode_case(pop.postcode_on(person, contact_day), rng, cw), damage == 3),
         "contact_time": timestamp_text(local_from_utc(contact_ts), "ymd_hm"),
         "contact_channel": _pool(("phone", "chat"), c["chat"].to_numpy().astype(np.int64)),
         "reason": _pool(SERVICE_REASONS, c["reason"].to_numpy()),
@@ -614,8 +617,9 @@ _EPOCH_COLUMNS = ("started_at",)
 def add_row_defects(table: RawTable, config: WorldConfig, rng: np.random.Generator) -> RawTable:
     """Make some rows malformed and repeat some rows exactly, recording which (``table.defects``)."""
     columns = dict(table.columns)
-    labels = mess.inject_bad_rows(columns, _DEFECTS.get(table.name, ()), config.mess.bad_row_rate, rng,
-                                  epoch_columns=_EPOCH_COLUMNS)
+    labels = mess.inject_bad_rows(
+        columns, _DEFECTS.get(table.name, ()), config.mess.bad_row_rate, rng, epoch_columns=_EPOCH_COLUMNS
+    )
     dup_rate = config.mess.duplicate_row_rate if table.name != "products" else 0.0
     order, is_copy = mess.duplicate_rows(table.n_rows, dup_rate, rng)
     index = pa.array(order)
@@ -625,9 +629,15 @@ def add_row_defects(table: RawTable, config: WorldConfig, rng: np.random.Generat
 
 
 # --- entry point -------------------------------------------------------------------------------------
-def render_sources(config: WorldConfig, pop: Population, stores: Stores, catalogue: Catalogue,
-                   plan: CampaignPlan, sim: Simulation,
-                   progress: Callable[[float], None] | None = None) -> dict[str, RawTable]:
+def render_sources(
+    config: WorldConfig,
+    pop: Population,
+    stores: Stores,
+    catalogue: Catalogue,
+    plan: CampaignPlan,
+    sim: Simulation,
+    progress: Callable[[float], None] | None = None,
+) -> dict[str, RawTable]:
     """Render every raw source file (with mess) from the simulated world.
 
     Returns
@@ -692,11 +702,13 @@ def record_owner(tables: dict[str, RawTable]) -> pa.Table:
             raise RuntimeError(f"{name}: a record key belongs to more than one person")
         order = pc.sort_indices(encoded.dictionary).to_numpy()
         parts.append((name, encoded.dictionary.take(pa.array(order)), owner[order]))
-    return pa.table({
-        "source": pa.array(np.concatenate([np.full(len(k), name) for name, k, _ in parts]), pa.string()),
-        "record_key": pa.concat_arrays([k for _, k, _ in parts]),
-        "person_id": pa.array(person_ids(np.concatenate([o for _, _, o in parts])), pa.string()),
-    })
+    return pa.table(
+        {
+            "source": pa.array(np.concatenate([np.full(len(k), name) for name, k, _ in parts]), pa.string()),
+            "record_key": pa.concat_arrays([k for _, k, _ in parts]),
+            "person_id": pa.array(person_ids(np.concatenate([o for _, _, o in parts])), pa.string()),
+        }
+    )
 
 
 def row_defects(tables: dict[str, RawTable]) -> pa.Table:
@@ -710,9 +722,11 @@ def row_defects(tables: dict[str, RawTable]) -> pa.Table:
         idx.append(hit)
         rid.append(np.asarray(ids.to_numpy(zero_copy_only=False), dtype=object))
         kind.append(t.defects[hit].astype(str))
-    return pa.table({
-        "source": pa.array(np.concatenate(src), pa.string()),
-        "row_index": pa.array(np.concatenate(idx), pa.int64()),
-        "record_id": pa.array(np.concatenate(rid), pa.string()),
-        "defect": pa.array(np.concatenate(kind), pa.string()),
-    })
+    return pa.table(
+        {
+            "source": pa.array(np.concatenate(src), pa.string()),
+            "row_index": pa.array(np.concatenate(idx), pa.int64()),
+            "record_id": pa.array(np.concatenate(rid), pa.string()),
+            "defect": pa.array(np.concatenate(kind), pa.string()),
+        }
+    )

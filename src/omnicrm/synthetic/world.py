@@ -123,10 +123,17 @@ def generate_world(config: WorldConfig, out_dir: Path, progress: Progress | None
     effects = person_effects(pop, list(config.actions), stream(config.seed, "effects"))
     report("people", 1.0)
 
-    sim = simulate(pop, stores, catalogue, plan, effects, config, stream(config.seed, "behaviour"),
-                   progress=lambda f: report("simulate", f))
-    tables = render_sources(config, pop, stores, catalogue, plan, sim,
-                            progress=lambda f: report("sources", f))
+    sim = simulate(
+        pop,
+        stores,
+        catalogue,
+        plan,
+        effects,
+        config,
+        stream(config.seed, "behaviour"),
+        progress=lambda f: report("simulate", f),
+    )
+    tables = render_sources(config, pop, stores, catalogue, plan, sim, progress=lambda f: report("sources", f))
 
     rows: dict[str, int] = {}
     for i, (name, table) in enumerate(tables.items()):
@@ -142,18 +149,22 @@ def generate_world(config: WorldConfig, out_dir: Path, progress: Progress | None
         write_parquet(out_dir / TRUTH_DIR / f"{name}.parquet", table)
     truth_rows = {name: table.num_rows for name, table in truth.items()}
     end = np.datetime64(config.start_date, "D") + np.timedelta64(config.days, "D")
-    write_json(out_dir / WORLD_JSON, {
-        "generator": "omnicrm.synthetic",
-        "config": config.model_dump(mode="json", exclude={"out_dir"}),
-        "period": {"start": str(config.start_date), "end_exclusive": str(end), "weeks": n_weeks},
-        "people": pop.size,
-        "rows": rows,
-        "truth_rows": truth_rows,
-        "campaigns": [
-            {"campaign_id": str(c), "channel": str(ch), "sent_at": str(np.datetime64(int(ts), "s"))}
-            for c, ch, ts in zip(plan.campaign_id, plan.channel, plan.send_ts, strict=True)
-        ],
-    })
+    write_json(
+        out_dir / WORLD_JSON,
+        {
+            "generator": "omnicrm.synthetic",
+            "config": config.model_dump(mode="json", exclude={"out_dir"}),
+            "period": {"start": str(config.start_date), "end_exclusive": str(end), "weeks": n_weeks},
+            "people": pop.size,
+            "rows": rows,
+            "truth_rows": truth_rows,
+            "campaigns": [
+                {"campaign_id": str(c), "channel": str(ch), "sent_at": str(np.datetime64(int(ts), "s"))}
+                for c, ch, ts in zip(plan.campaign_id, plan.channel, plan.send_ts, strict=True)
+            ],
+        },
+    )
     report("write", 1.0)
-    return WorldSummary(out_dir=out_dir, people=pop.size, rows=rows, truth_rows=truth_rows,
-                        elapsed_seconds=time.perf_counter() - began)
+    return WorldSummary(
+        out_dir=out_dir, people=pop.size, rows=rows, truth_rows=truth_rows, elapsed_seconds=time.perf_counter() - began
+    )

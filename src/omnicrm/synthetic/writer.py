@@ -38,13 +38,11 @@ def _lines_bytes(columns: list[pa.Array]) -> bytes:
     fields = [_csv_field(c) for c in columns]
     n = len(fields[0])
     fields.append(pa.repeat("\n", n))
-    line = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields[:-1], pa.repeat(",", n)),
-                                       fields[-1], "")
+    line = pc.binary_join_element_wise(pc.binary_join_element_wise(*fields[:-1], pa.repeat(",", n)), fields[-1], "")
     if isinstance(line, pa.ChunkedArray):
         line = line.combine_chunks()
-    offsets = np.frombuffer(line.buffers()[1], dtype=np.int32, count=len(line) + 1,
-                            offset=line.offset * 4)
-    return line.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    offsets = np.frombuffer(line.buffers()[1], dtype=np.int32, count=len(line) + 1, offset=line.offset * 4)
+    return line.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
 def write_csv(path: Path, columns: dict[str, pa.Array]) -> int:
