@@ -23,7 +23,7 @@ from omnicrm.errors import ConfigError
 from omnicrm.identity import normalise
 from omnicrm.ingest.mapping import TARGET_REQUIRED, FieldSpec, SourceMapping
 from omnicrm.ingest.read import ROW
-from omnicrm.sql import ident, in_list, literal
+from omnicrm.sql import ident, in_list, literal, stable_mode
 
 KEY = "_key"
 ROW_ID = "_row_id"
@@ -207,7 +207,7 @@ def validate_source(
 
 
 def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: str) -> str:
-    """One identity record per customer key: the most common normalised value of each PII field."""
+    """One identity record per customer key: the most frequent normalised value of each PII field."""
     exprs: dict[str, str] = {}
     for kind, col in mapping.pii.items():
         if kind == "full_name":
@@ -217,7 +217,7 @@ def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: s
         else:
             exprs[kind] = normalise.NORMALISERS[kind](ident(col))
     sel = ", ".join(
-        f"mode({exprs[f]}) AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}" for f in normalise.PII_FIELDS
+        f"{stable_mode(exprs[f])} AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}" for f in normalise.PII_FIELDS
     )
     rec = f"_records_{mapping.source}"
     con.execute(

@@ -26,7 +26,7 @@ from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
 from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, validate_source
 from omnicrm.pipeline.progress import Progress, silent
-from omnicrm.sql import ident, literal
+from omnicrm.sql import ident, literal, stable_mode
 from omnicrm.store import StoreWriter
 
 
@@ -219,7 +219,7 @@ def _write_store(
     # source keys that are personal data themselves (a card number) are stored hashed
     pii_keys = [m.source for m, _ in validated if m.customer_key and m.customer_key.column in m.pii.values()]
     stored_id = stored_key_sql("source_record_id", "source", pii_keys)
-    customers_sql = """
+    customers_sql = f"""
         WITH firsts AS (
             SELECT customer_id, min(ts) AS ts FROM (
                 SELECT customer_id, ts FROM _t_events UNION ALL
@@ -229,18 +229,19 @@ def _write_store(
         ),
         prof AS (
             SELECT customer_id,
-                   arg_min(signup_channel, first_seen) AS signup_channel,
-                   arg_max(consent_email, first_seen) AS consent_email,
-                   arg_max(consent_sms, first_seen) AS consent_sms,
-                   arg_max(consent_push, first_seen) AS consent_push
+                   -- earliest record's signup channel; latest record's consent (a tie: no consent)
+                   arg_min(signup_channel, row(first_seen, signup_channel)) AS signup_channel,
+                   arg_max(consent_email, row(first_seen, NOT consent_email)) AS consent_email,
+                   arg_max(consent_sms, row(first_seen, NOT consent_sms)) AS consent_sms,
+                   arg_max(consent_push, row(first_seen, NOT consent_push)) AS consent_push
             FROM _t_profiles GROUP BY customer_id
         ),
         first_channel AS (
-            SELECT customer_id, arg_min(channel, ts) AS channel
+            SELECT customer_id, arg_min(channel, row(ts, channel)) AS channel
             FROM _t_events WHERE event_type IN ('purchase', 'visit') GROUP BY customer_id
         ),
         reg AS (
-            SELECT l.customer_id, mode(s.region) AS region, count(*) AS n
+            SELECT l.customer_id, {stable_mode('s.region')} AS region, count(*) AS n
             FROM _links l JOIN _source_records s USING (source, source_record_id)
             GROUP BY l.customer_id
         )
