@@ -217,7 +217,8 @@ def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: s
         else:
             exprs[kind] = normalise.NORMALISERS[kind](ident(col))
     sel = ", ".join(
-        f"{stable_mode(exprs[f])} AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}" for f in normalise.PII_FIELDS
+        f"{stable_mode(exprs[f])} AS {f}" if f in exprs else f"CAST(NULL AS VARCHAR) AS {f}"
+        for f in normalise.PII_FIELDS
     )
     rec = f"_records_{mapping.source}"
     con.execute(

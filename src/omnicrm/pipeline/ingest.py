@@ -241,7 +241,7 @@ def _write_store(
             FROM _t_events WHERE event_type IN ('purchase', 'visit') GROUP BY customer_id
         ),
         reg AS (
-            SELECT l.customer_id, {stable_mode('s.region')} AS region, count(*) AS n
+            SELECT l.customer_id, {stable_mode("s.region")} AS region, count(*) AS n
             FROM _links l JOIN _source_records s USING (source, source_record_id)
             GROUP BY l.customer_id
         )
