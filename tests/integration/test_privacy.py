@@ -61,6 +61,13 @@ def test_no_raw_personal_data_in_outputs(small_world: Path, small_store: Path, t
         found += _scan_frame(con.sql(f'SELECT * FROM "{table}"').df(), tokens, table)
     con.close()
 
+    # what `omnicrm ingest` prints (counts, reasons, warnings) is an output too
+    cfg = yaml.safe_load(small_store.read_text())
+    cfg["store"] = str(tmp_path / "cli-store.duckdb")
+    (tmp_path / "ingest.yaml").write_text(yaml.safe_dump(cfg))
+    ingest = CliRunner().invoke(app, ["ingest", str(tmp_path / "ingest.yaml")], env={"OMNICRM_SALT": "x"})
+    assert ingest.exit_code == 0, ingest.output
+
     feats_cfg = tmp_path / "features.yaml"
     feats_cfg.write_text(yaml.safe_dump({"store": str(store_path), "features": {}}))
     result = CliRunner().invoke(
@@ -68,7 +75,7 @@ def test_no_raw_personal_data_in_outputs(small_world: Path, small_store: Path, t
     )
     assert result.exit_code == 0, result.output
     found += _scan_frame(pd.read_parquet(tmp_path / "f.parquet"), tokens, "features")
-    printed = set(re.split(r"[\s,;()|]+", result.output.lower()))
+    printed = set(re.split(r"[\s,;()|│]+", (ingest.output + result.output).lower()))
     found += [f"cli output: {t!r}" for t in printed & tokens]
     assert not found, "raw personal data found:\n" + "\n".join(found[:20])
 
