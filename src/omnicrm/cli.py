@@ -84,14 +84,22 @@ def generate(config: ConfigArg = Path("configs/generate/default.yaml")) -> None:
 
 
 @app.command()
-def ingest(config: ConfigArg = Path("configs/ingest/synthetic.yaml")) -> None:
+def ingest(
+    config: ConfigArg = Path("configs/ingest/synthetic.yaml"),
+    truth: Annotated[
+        Path | None,
+        typer.Option("--truth", help="A synthetic world's truth folder: report identity precision / recall."),
+    ] = None,
+) -> None:
     """Validate, quarantine, pseudonymise and link every source; publish the store atomically."""
-    from omnicrm.pipeline.ingest import run_ingest
+    from omnicrm.pipeline.ingest import evaluate_identity, run_ingest
 
     with _user_errors():
         with _progress() as progress:
             result = run_ingest(config, progress=progress)
         _print_ingest(result)
+        if truth is not None:
+            _print_identity(evaluate_identity(config, truth))
 
 
 @app.command()
@@ -128,11 +136,7 @@ def demo(config: ConfigArg = Path("configs/demo.yaml")) -> None:
         _print_world(result.world)
         _print_ingest(result.ingest)
         if result.identity:
-            m = result.identity
-            console.print(
-                f"identity vs truth: precision {m.precision:.4f}  recall {m.recall:.4f}  F1 {m.f1:.4f}  "
-                f"({m.records:,} records, {m.true_pairs:,} true pairs, {m.predicted_pairs:,} predicted)"
-            )
+            _print_identity(result.identity)
         f = result.features
         console.print(
             f"features: {f.rows:,} rows x {f.columns} columns ({len(f.cutoffs)} monthly cutoffs "
@@ -140,12 +144,18 @@ def demo(config: ConfigArg = Path("configs/demo.yaml")) -> None:
         )
 
 
-def _print_world(summary: object) -> None:
-    rows = getattr(summary, "rows", None) or getattr(summary, "row_counts", {})
-    t = Table(title=f"synthetic world ({getattr(summary, 'elapsed_s', getattr(summary, 'elapsed_seconds', 0)):.1f} s)")
+def _print_identity(m) -> None:  # noqa: ANN001 - a PairwiseMetrics
+    console.print(
+        f"identity vs truth: precision {m.precision:.4f}  recall {m.recall:.4f}  F1 {m.f1:.4f}  "
+        f"({m.records:,} records, {m.true_pairs:,} true pairs, {m.predicted_pairs:,} predicted)"
+    )
+
+
+def _print_world(summary) -> None:  # noqa: ANN001 - a WorldSummary
+    t = Table(title=f"synthetic world: {summary.people:,} people ({summary.elapsed_seconds:.1f} s)")
     t.add_column("file")
     t.add_column("rows", justify="right")
-    for name, n in rows.items():
+    for name, n in summary.rows.items():
         t.add_row(name, f"{n:,}")
     console.print(t)
 

@@ -6,7 +6,6 @@ resolution recovered the true people. The pipeline steps themselves never see it
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +13,9 @@ from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
 from omnicrm.identity.evaluate import PairwiseMetrics
 from omnicrm.pipeline.features import CutoffSpec, FeaturesResult, run_features
-from omnicrm.pipeline.ingest import IngestResult, load_ingest, run_ingest
+from omnicrm.pipeline.ingest import IngestResult, evaluate_identity, load_ingest, run_ingest
 from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.synthetic import WorldSummary
 
 
 class DemoConfig(StrictModel):
@@ -31,7 +31,7 @@ class DemoConfig(StrictModel):
 
 @dataclass
 class DemoResult:
-    world: object
+    world: WorldSummary
     ingest: IngestResult
     identity: PairwiseMetrics | None
     features: FeaturesResult
@@ -39,8 +39,6 @@ class DemoResult:
 
 def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult:
     """Run every step of the demo in order; see the module docstring."""
-    from omnicrm.identity.evaluate import evaluate_store
-    from omnicrm.identity.pseudonymise import DefaultSaltWarning, resolve_salt
     from omnicrm.synthetic import WorldConfig, generate_world
 
     config_path = Path(config_path)
@@ -56,11 +54,6 @@ def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult
         )
     world = generate_world(world_cfg, Path(world_cfg.out_dir), progress=lambda s, f: progress(f"generate: {s}", f))
     ingested = run_ingest(base / cfg.ingest, progress=progress)
-    metrics = None
-    if cfg.truth_dir:
-        with warnings.catch_warnings():  # ingest has already warned about a demo salt
-            warnings.simplefilter("ignore", DefaultSaltWarning)
-            salt = resolve_salt(ingest_cfg.privacy)
-        metrics = evaluate_store(ingested.store, Path(cfg.truth_dir) / "record_owner.parquet", salt)
+    metrics = evaluate_identity(base / cfg.ingest, cfg.truth_dir) if cfg.truth_dir else None
     feats = run_features(base / cfg.features, cfg.cutoffs.as_list(), Path(cfg.features_out), progress=progress)
     return DemoResult(world, ingested, metrics, feats)
