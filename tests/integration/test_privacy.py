@@ -65,8 +65,13 @@ def test_no_raw_personal_data_in_outputs(small_world: Path, small_store: Path, t
     cfg = yaml.safe_load(small_store.read_text())
     cfg["store"] = str(tmp_path / "cli-store.duckdb")
     (tmp_path / "ingest.yaml").write_text(yaml.safe_dump(cfg))
-    ingest = CliRunner().invoke(app, ["ingest", str(tmp_path / "ingest.yaml")], env={"OMNICRM_SALT": "x"})
+    ingest = CliRunner().invoke(
+        app,
+        ["ingest", str(tmp_path / "ingest.yaml"), "--truth", str(small_world / "truth")],
+        env={"OMNICRM_SALT": "x"},
+    )
     assert ingest.exit_code == 0, ingest.output
+    assert "identity vs truth: precision" in ingest.output
 
     feats_cfg = tmp_path / "features.yaml"
     feats_cfg.write_text(yaml.safe_dump({"store": str(store_path), "features": {}}))
