@@ -7,6 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from omnicrm import schema
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.pipeline.ingest import run_ingest
 
@@ -113,3 +114,16 @@ def test_missing_salt_is_an_error_unless_demo(tiny_sources: Path, monkeypatch: p
     monkeypatch.delenv("OMNICRM_SALT")
     with pytest.raises(ConfigError, match="no salt found; set the environment variable OMNICRM_SALT"):
         run_ingest(tiny_sources)
+
+
+def test_event_types_and_channels_extendable_by_config(tiny_sources: Path) -> None:
+    shop = tiny_sources.parent / "maps/shop.yaml"
+    shop.write_text(shop.read_text().replace("event_type: \"'purchase'\"", "event_type: \"'gift_card'\""))
+    result = run_ingest(tiny_sources)
+    assert next(c for c in result.sources if c.source == "shop").reasons == {
+        "unknown event_type: expected one of " + ", ".join(schema.EVENT_TYPES): 1
+    }
+    cfg = tiny_sources.read_text() + "extra_event_types: [gift_card]\n"
+    tiny_sources.write_text(cfg)
+    result = run_ingest(tiny_sources)
+    assert next(c for c in result.sources if c.source == "shop").accepted == 1

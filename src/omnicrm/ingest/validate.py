@@ -93,7 +93,15 @@ def _key_expr(mapping: SourceMapping) -> str:
     return f"NULLIF({e}, '')"
 
 
-def _vocabulary_checks(mapping: SourceMapping) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class Vocabulary:
+    """Canonical values the store accepts: the contract's, plus any a config adds."""
+
+    event_types: tuple[str, ...] = schema.EVENT_TYPES
+    channels: tuple[str, ...] = schema.CHANNELS
+
+
+def _vocabulary_checks(mapping: SourceMapping, vocabulary: Vocabulary) -> list[tuple[str, str]]:
     """(condition that is TRUE for a bad row, reason) for canonical values outside the contract."""
     checks = []
     out = mapping.output
@@ -108,11 +116,11 @@ def _vocabulary_checks(mapping: SourceMapping) -> list[tuple[str, str]]:
             )
 
     if mapping.target == "events":
-        vocab("event_type", schema.EVENT_TYPES)
-        vocab("channel", schema.CHANNELS)
+        vocab("event_type", vocabulary.event_types)
+        vocab("channel", vocabulary.channels)
     if mapping.target == "treatments":
         vocab("group", schema.TREATMENT_GROUPS)
-        vocab("channel", schema.CHANNELS)
+        vocab("channel", vocabulary.channels)
     if mapping.target == "surveys":
         checks.append((f"NOT coalesce(({out['score']}) BETWEEN 0 AND 10, FALSE)", "score outside 0-10"))
     for col in TARGET_REQUIRED[mapping.target]:
@@ -127,6 +135,7 @@ def validate_source(
     raw_table: str,
     products_table: str | None,
     mapping_path: str,
+    vocabulary: Vocabulary = Vocabulary(),
 ) -> ValidatedSource:
     """Validate ``raw_table`` (text columns + ``_row``) against ``mapping`` inside ``con``.
 
@@ -157,7 +166,7 @@ def validate_source(
             checks.append((f"{ident(c)} IS NULL", f"missing value in {c}"))
     for rule in mapping.rules:
         checks.append((f"NOT coalesce(({rule.check}), FALSE)", rule.reason))
-    checks += _vocabulary_checks(mapping)
+    checks += _vocabulary_checks(mapping, vocabulary)
     if products_table and mapping.target == "events" and "product_id" in mapping.output:
         pid = f"({mapping.output['product_id']})"
         checks.append(

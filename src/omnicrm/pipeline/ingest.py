@@ -26,7 +26,7 @@ from omnicrm.identity.pseudonymise import DefaultSaltWarning, hash_sql, resolve_
 from omnicrm.identity.resolve import Resolution, resolve_identities
 from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
-from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, validate_source
+from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, Vocabulary, validate_source
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.sql import ident, literal, stable_mode
 from omnicrm.store import StoreWriter
@@ -44,6 +44,9 @@ class IngestConfig(StrictModel):
     sources: list[str]
     privacy: PrivacyConfig = PrivacyConfig()
     identity: IdentityConfig = IdentityConfig()
+    #: event types and channels accepted beyond the store contract's (e.g. ``sms_sent``, ``kiosk``)
+    extra_event_types: list[str] = []
+    extra_channels: list[str] = []
 
 
 @dataclass
@@ -122,6 +125,10 @@ def _validate_sources(
 ) -> tuple[list[tuple[SourceMapping, ValidatedSource]], list[SourceCounts], str | None]:
     """Read and validate every source (the product catalogue first, so events can check ids)."""
     raw_dir = Path(cfg.raw_dir)
+    vocabulary = Vocabulary(
+        event_types=schema.EVENT_TYPES + tuple(cfg.extra_event_types),
+        channels=schema.CHANNELS + tuple(cfg.extra_channels),
+    )
     counts: list[SourceCounts] = []
     validated: list[tuple[SourceMapping, ValidatedSource]] = []
     products = None
@@ -132,7 +139,7 @@ def _validate_sources(
         con.register("_arrow_in", table)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
         con.unregister("_arrow_in")
-        v = validate_source(con, m, raw, products, mpath)
+        v = validate_source(con, m, raw, products, mpath, vocabulary)
         con.execute(f"DROP TABLE {raw}")
         if m.target == "products":
             products = "_products"
