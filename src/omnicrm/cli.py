@@ -71,13 +71,22 @@ ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_defaul
 
 
 @app.command()
-def generate(config: ConfigArg = Path("configs/generate/default.yaml")) -> None:
+def generate(
+    config: ConfigArg = Path("configs/generate/default.yaml"),
+    people: Annotated[int | None, typer.Option("--people", help="Override n_people.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override seed.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Override out_dir.")] = None,
+) -> None:
     """Generate the synthetic omni-channel world (raw source files + ground truth)."""
-    from omnicrm.config import load_config
+    from omnicrm.config import load_config, validate_config
     from omnicrm.synthetic import WorldConfig, generate_world
 
     with _user_errors():
         cfg = load_config(WorldConfig, config)
+        overrides = {"n_people": people, "seed": seed, "out_dir": str(out) if out else None}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:  # re-validated, so an override gets the same checks as the file
+            cfg = validate_config(WorldConfig, cfg.model_dump() | overrides, f"{config} (command-line overrides)")
         with _progress() as progress:
             summary = generate_world(cfg, Path(cfg.out_dir), progress=progress)
         _print_world(summary)

@@ -78,3 +78,13 @@ def test_cli_reports_user_errors_without_traceback(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "unknown key 'salt'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_generate_overrides_are_validated_like_the_file(tmp_path: Path) -> None:
+    cfg = CONFIGS / "generate/small.yaml"
+    bad = CliRunner().invoke(app, ["generate", str(cfg), "--people", "0"])
+    assert bad.exit_code == 2
+    assert "(command-line overrides): key 'n_people': Input should be greater than 0" in bad.output
+    ok = CliRunner().invoke(app, ["generate", str(cfg), "--people", "50", "--out", str(tmp_path / "w")])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "w/raw/crm_members.csv").is_file()
