@@ -127,3 +127,15 @@ def test_event_types_and_channels_extendable_by_config(tiny_sources: Path) -> No
     tiny_sources.write_text(cfg)
     result = run_ingest(tiny_sources)
     assert next(c for c in result.sources if c.source == "shop").accepted == 1
+
+
+def test_data_fingerprint_follows_the_inputs(tiny_sources: Path) -> None:
+    def fingerprint() -> str:
+        con = _store(run_ingest(tiny_sources).store)
+        return dict(con.sql("SELECT key, value FROM store_meta").fetchall())["data_fingerprint"]
+
+    first = fingerprint()
+    assert fingerprint() == first
+    shop = tiny_sources.parent / "raw/shop.csv"
+    shop.write_text(shop.read_text().replace("10.00", "11.00"))
+    assert fingerprint() != first

@@ -7,6 +7,7 @@ so a run that fails anywhere leaves the previous store untouched.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import warnings
 import tempfile
@@ -57,6 +58,7 @@ class SourceCounts:
     accepted: int
     quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
+    sha256: str = ""  # of the raw file's bytes: which input built the store
 
 
 @dataclass
@@ -108,7 +110,10 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
         )
         resolution = resolve_identities(con, "_all_records", cfg.identity)
         progress("write store", (len(mappings) + 1) / n_steps)
-        tables = _write_store(con, Path(cfg.store), validated, products, counts, resolution, str(config_path))
+        fingerprint = data_fingerprint(cfg, validated, counts)
+        tables = _write_store(
+            con, Path(cfg.store), validated, products, counts, resolution, str(config_path), fingerprint
+        )
     finally:
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
@@ -152,9 +157,28 @@ def _validate_sources(
         quar = sum(reasons.values())
         if acc + quar != table.num_rows:  # the contract of validate_source; a bug if broken
             raise RuntimeError(f"{m.source}: {table.num_rows} rows in but {acc} accepted + {quar} quarantined")
-        counts.append(SourceCounts(m.source, str(raw_dir / m.file), table.num_rows, acc, quar, reasons))
+        digest = file_sha256(raw_dir / m.file)
+        counts.append(SourceCounts(m.source, str(raw_dir / m.file), table.num_rows, acc, quar, reasons, digest))
         validated.append((m, v))
     return validated, counts, products
+
+
+def data_fingerprint(
+    cfg: IngestConfig, validated: list[tuple[SourceMapping, ValidatedSource]], counts: list[SourceCounts]
+) -> str:
+    """SHA-256 over every raw file's bytes, every mapping and the linkage settings (not paths)."""
+    parts = [f"{c.source}:{c.sha256}:{m.model_dump_json()}" for (m, _), c in zip(validated, counts, strict=True)]
+    settings = cfg.model_dump_json(include={"identity", "extra_event_types", "extra_channels"})
+    return hashlib.sha256("\n".join([*parts, settings]).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 8 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 23), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: str | None) -> str:
@@ -196,6 +220,7 @@ def _write_store(
     counts: list[SourceCounts],
     resolution: Resolution,
     config_path: str,
+    fingerprint: str,
 ) -> dict[str, int]:
     def union(target: str) -> str | None:
         parts = [_select_target(m, v, target, products) for m, v in validated if m.target == target]
@@ -281,6 +306,9 @@ def _write_store(
         "sources": ",".join(m.source for m, _ in validated),
         # sources whose source_record_id is stored as hash_sql(key, 'key'): see stored_key_sql
         "pseudonymised_key_sources": ",".join(pii_keys),
+        # one hash over inputs, mappings and linkage settings: equal fingerprints, equal stores
+        "data_fingerprint": fingerprint,
+        **{f"sha256:{c.source}": c.sha256 for c in counts},
     }
     meta_sql = " UNION ALL ".join(f"SELECT {literal(k)} AS key, {literal(v)} AS value" for k, v in meta.items())
     tables = {
