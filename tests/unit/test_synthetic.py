@@ -299,3 +299,18 @@ def test_default_world_is_fast(tmp_path: Path) -> None:
     summary = generate_world(load_config(WorldConfig, CONFIG_DIR / "default.yaml"), tmp_path)
     assert summary.elapsed_seconds < 60
     assert 1_500_000 <= summary.total_rows <= 3_000_000
+
+
+def test_failed_generation_leaves_the_earlier_world_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "world"
+    generate_world(_tiny(), out)
+    before = _files(out)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("omnicrm.synthetic.world.write_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate_world(_tiny(seed=99), out)
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # no staging folder left

@@ -10,7 +10,10 @@ files. See :mod:`omnicrm.synthetic.contract` for the files and their columns.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +100,9 @@ def generate_world(config: WorldConfig, out_dir: Path, progress: Progress | None
     config
         The world configuration (``config.out_dir`` is ignored here; the caller passes ``out_dir``).
     out_dir
-        Directory to write ``raw/*.csv``, ``truth/*.parquet`` and ``world.json`` to; created if
-        needed, files of an earlier world are overwritten.
+        Directory to write ``raw/*.csv``, ``truth/*.parquet`` and ``world.json`` to. The world
+        is written to a temporary folder beside it and swapped in when complete, so an earlier
+        world stays whole if generation fails.
     progress
         Optional callback ``progress(step, fraction)`` with the name of the current step
         (``people``, ``simulate``, ``sources``, ``write``) and the fraction of it done. The
@@ -109,9 +113,24 @@ def generate_world(config: WorldConfig, out_dir: Path, progress: Progress | None
     WorldSummary
         Rows per file, number of people and elapsed seconds.
     """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        summary = _generate(config, staging, progress)
+        old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dataclasses.replace(summary, out_dir=out_dir)
+
+
+def _generate(config: WorldConfig, out_dir: Path, progress: Progress | None) -> WorldSummary:
     began = time.perf_counter()
     report: Progress = progress if progress is not None else (lambda step, fraction: None)
-    out_dir = Path(out_dir)
     start_ts = epoch_seconds(config.start_date)
     n_weeks = -(-config.days // 7)
 
