@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.omnicrm-installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-spark test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# the same feature SQL on Spark (local[2]); needs Java, installs the `spark` extra
+test-spark: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	$(BIN)/python -m pytest -m spark tests/spark
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''

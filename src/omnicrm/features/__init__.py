@@ -9,7 +9,8 @@ Public API::
 Modules: :mod:`~omnicrm.features.config` (settings), :mod:`~omnicrm.features.sql` (cutoff, SQL
 building blocks), :mod:`~omnicrm.features.sources` (aggregate CTEs), :mod:`~omnicrm.features.definitions`
 (behavioural groups), :mod:`~omnicrm.features.lifecycle` (lifecycle stage, RFM segment),
-:mod:`~omnicrm.features.snapshot` (assembly and execution).
+:mod:`~omnicrm.features.snapshot` (assembly and execution on DuckDB), :mod:`~omnicrm.features.spark`
+(the same SQL on Spark; needs the ``spark`` extra, not imported here).
 """
 
 from omnicrm.features.config import FEATURE_GROUPS, FeatureConfig

@@ -129,6 +129,12 @@ def build_features(
         :func:`feature_dtypes`; rows ordered by ``(cutoff, customer_id)``. A snapshot at ``T``
         reads only rows with ``ts < T``.
     """
+    points = cutoff_points(cutoffs, config)
+    return snapshot_frame([con.sql(feature_sql(t, config)).df() for t in points], config)
+
+
+def cutoff_points(cutoffs: Sequence[datetime | date], config: FeatureConfig) -> list[datetime]:
+    """Checked arguments of a build: the distinct cutoffs, normalised and sorted (every engine)."""
     if not isinstance(config, FeatureConfig):
         raise TypeError(f"config must be a FeatureConfig, got {type(config).__name__}")
     if isinstance(cutoffs, (str, date)):  # date also covers datetime
@@ -136,7 +142,11 @@ def build_features(
     points = sorted({normalize_cutoff(c) for c in cutoffs})
     if not points:
         raise ValueError("cutoffs is empty: give at least one cutoff")
-    frames = [con.sql(feature_sql(t, config)).df() for t in points]
+    return points
+
+
+def snapshot_frame(frames: list[pd.DataFrame], config: FeatureConfig) -> pd.DataFrame:
+    """One frame from the per-cutoff results (in cutoff order), with the fixed dtypes."""
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     # fixed dtypes: an all-NULL or empty result must not change a column's dtype
     return frame.astype(feature_dtypes(config))

@@ -4,7 +4,8 @@ The SQL is written in a portable subset (DuckDB dialect that ``sqlglot`` transpi
 plain ``SELECT``/``GROUP BY``/``LEFT JOIN``, aggregate ``FILTER (WHERE …)`` clauses, ``max_by``,
 ``LAG``, ``RANK`` and ``ROW_NUMBER`` windows, ``date_diff``, ``ln``, ``greatest``,
 ``NULLIF``/``COALESCE`` and timestamp literals (``tests/unit/test_features.py`` transpiles every
-group's SQL with ``unsupported_level=RAISE``). Window bounds are computed here in Python and
+group's SQL with ``unsupported_level=RAISE``, and ``tests/spark`` runs it on Spark and checks the
+answers equal DuckDB's; see :mod:`omnicrm.features.spark`). Window bounds are computed here in Python and
 written as literals, so the SQL needs no interval arithmetic (whose syntax differs between engines)
 and DuckDB can prune row groups on ``ts``.
 """
@@ -83,8 +84,14 @@ class Cutoff:
         return ts_literal(self.at - timedelta(days=days))
 
     def days_since(self, column: str) -> str:
-        """Fractional days from ``column`` to ``T`` (exact to the microsecond)."""
-        return f"date_diff('microsecond', {column}, {self.lit}) / {_US_PER_DAY}.0"
+        """Fractional days from ``column`` to ``T`` (exact to the microsecond).
+
+        The count is cast to DOUBLE before dividing: ``86400000000.0`` is a DECIMAL literal in both
+        engines, and BIGINT / DECIMAL is a DOUBLE in DuckDB but a DECIMAL rounded to 13 places in
+        Spark (1 µs came out as 1.16e-11 days instead of 1.1574e-11). DOUBLE / integer is a
+        DOUBLE in both.
+        """
+        return f"CAST(date_diff('microsecond', {column}, {self.lit}) AS DOUBLE) / {_US_PER_DAY}"
 
 
 def ratio(numerator: str, denominator: str) -> str:
