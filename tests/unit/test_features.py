@@ -24,8 +24,8 @@ from omnicrm.features import (
     build_features,
     feature_dtypes,
     feature_sql,
+    sources,
 )
-from omnicrm.features import sources
 from omnicrm.features.snapshot import GROUP_BUILDERS
 
 REPO = Path(__file__).resolve().parents[2]

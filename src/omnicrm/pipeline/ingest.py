@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import warnings
 import tempfile
+import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb

@@ -8,7 +8,7 @@ Timestamps are int64 seconds since the Unix epoch (UTC) throughout the generator
 
 from __future__ import annotations
 
-from datetime import date, datetime, UTC
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pyarrow as pa
