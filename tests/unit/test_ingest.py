@@ -139,3 +139,22 @@ def test_data_fingerprint_follows_the_inputs(tiny_sources: Path) -> None:
     shop = tiny_sources.parent / "raw/shop.csv"
     shop.write_text(shop.read_text().replace("10.00", "11.00"))
     assert fingerprint() != first
+
+
+def test_semicolon_latin1_csv_with_leading_zero_ids(tiny_sources: Path) -> None:
+    shop = tiny_sources.parent / "raw/shop.csv"
+    shop.write_bytes(
+        "order_id;line_no;account_id;email;event_time;device;sku;qty;unit_price\n"
+        "O1;1;007;zoë@x.com;2023-04-01T10:00:00+01:00;web;P2;1;10.00\n".encode("latin-1")
+    )
+    m = tiny_sources.parent / "maps/shop.yaml"
+    m.write_text(m.read_text().replace("target: events", "target: events\ndelimiter: ';'\nencoding: latin-1"))
+    con = _store(run_ingest(tiny_sources).store)
+    # read as text: the account id keeps its leading zeros
+    assert con.sql("SELECT source_record_id FROM identity_links WHERE source = 'shop'").fetchall() == [("007",)]
+
+
+def test_empty_file_is_named(tiny_sources: Path) -> None:
+    (tiny_sources.parent / "raw/shop.csv").write_text("")
+    with pytest.raises(InputError, match=r"shop\.csv: cannot read as csv: Empty CSV file"):
+        run_ingest(tiny_sources)

@@ -101,6 +101,9 @@ class SourceMapping(StrictModel):
     source: str
     file: str
     format: Literal["csv", "parquet"] = "csv"
+    #: for CSV files: field delimiter and text encoding (e.g. ``";"`` and ``latin-1``)
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
     target: Target
     #: columns that identify a row; ``_row`` (the row number in the file) may be one of them
     row_id: list[str] = Field(min_length=1)

@@ -18,7 +18,9 @@ from omnicrm.errors import InputError
 ROW = "_row"
 
 
-def read_source_table(path: Path, fmt: str, required: list[str]) -> pa.Table:
+def read_source_table(
+    path: Path, fmt: str, required: list[str], delimiter: str = ",", encoding: str = "utf-8"
+) -> pa.Table:
     """Read ``path`` with every column as text plus a ``_row`` number column.
 
     Raises
@@ -31,10 +33,15 @@ def read_source_table(path: Path, fmt: str, required: list[str]) -> pa.Table:
         raise InputError(f"{path}: source file not found")
     try:
         if fmt == "csv":
-            names = _csv_header(path)
+            read = pacsv.ReadOptions(block_size=1 << 24, encoding=encoding)
+            parse = pacsv.ParseOptions(delimiter=delimiter)
+            # names first, so that every column is read as text (no inference: "007" stays "007")
+            with pacsv.open_csv(path, read_options=read, parse_options=parse) as reader:
+                names = reader.schema.names
             table = pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(block_size=1 << 24),
+                read_options=read,
+                parse_options=parse,
                 convert_options=pacsv.ConvertOptions(
                     column_types={n: pa.string() for n in names},
                     strings_can_be_null=True,
@@ -45,7 +52,7 @@ def read_source_table(path: Path, fmt: str, required: list[str]) -> pa.Table:
         else:
             table = pq.read_table(path)
             table = pa.table({n: table[n].cast(pa.string()) for n in table.column_names})
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, ValueError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError, ValueError, LookupError) as exc:
         raise InputError(f"{path}: cannot read as {fmt}: {exc}") from exc
     missing = [c for c in required if c not in table.column_names]
     if missing:
@@ -55,19 +62,3 @@ def read_source_table(path: Path, fmt: str, required: list[str]) -> pa.Table:
         )
     table = table.select(list(dict.fromkeys(required)))
     return table.append_column(ROW, pa.array(range(1, table.num_rows + 1), pa.int64()))
-
-
-def _csv_header(path: Path) -> list[str]:
-    """Column names from the first line (so every column can be typed as text)."""
-    with path.open("rb") as fh:
-        first = fh.readline()
-    if not first.strip():
-        raise InputError(f"{path}: empty file, expected a CSV header row")
-    try:
-        header = pacsv.read_csv(pa.py_buffer(first), read_options=pacsv.ReadOptions(autogenerate_column_names=False))
-    except pa.ArrowInvalid:
-        # header-only file: arrow sees no data rows but still the names
-        header = None
-    if header is not None:
-        return header.column_names
-    return [c.strip().strip('"') for c in first.decode("utf-8").rstrip("\r\n").split(",")]

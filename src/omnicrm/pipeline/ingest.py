@@ -139,7 +139,7 @@ def _validate_sources(
     products = None
     for i, (m, mpath) in enumerate(sorted(mappings, key=lambda mp: mp[0].target != "products")):
         progress(f"ingest {m.source}", i / n_steps)
-        table = read_source_table(raw_dir / m.file, m.format, m.raw_columns())
+        table = read_source_table(raw_dir / m.file, m.format, m.raw_columns(), m.delimiter, m.encoding)
         raw = f"_raw_{m.source}"
         con.register("_arrow_in", table)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
