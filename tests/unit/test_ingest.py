@@ -158,3 +158,21 @@ def test_empty_file_is_named(tiny_sources: Path) -> None:
     (tiny_sources.parent / "raw/shop.csv").write_text("")
     with pytest.raises(InputError, match=r"shop\.csv: cannot read as csv: Empty CSV file"):
         run_ingest(tiny_sources)
+
+
+def test_ragged_csv_lines_are_quarantined_not_fatal(tiny_sources: Path) -> None:
+    pos = tiny_sources.parent / "raw/pos.csv"
+    lines = pos.read_text().splitlines()
+    # a line with a field too many (an unquoted comma in a value) after the first data row
+    lines.insert(2, "R0,1,05/03/2023 10:00:00,111122223333,SALE,P1,1,50.00,Ana Silva")
+    pos.write_text("\n".join(lines) + "\n")
+    result = run_ingest(tiny_sources)
+    counts = next(c for c in result.sources if c.source == "pos")
+    assert (counts.rows_in, counts.accepted, counts.quarantined) == (10, 3, 7)
+    con = _store(result.store)
+    reasons = dict(con.sql("SELECT row_number, reason FROM quarantine WHERE source = 'pos'").fetchall())
+    assert reasons[2] == "malformed CSV row: expected 8 fields, got 9"
+    assert reasons[6] == "missing key: card_no"  # later rows keep their own data row numbers
+    assert reasons[10] == "unknown product_id: not in the product catalogue"
+    stored = con.sql("SELECT string_agg(reason, ' ') FROM quarantine").fetchall()[0][0]
+    assert "Ana Silva" not in stored  # the line's text is never kept

@@ -9,7 +9,8 @@ declared type, or is not among a category's values; 4. a missing value in a non-
 event type, channel, group; survey score outside 0-10); 7. a product id not in the product
 catalogue; 8. a repeated row id (the first copy is kept).
 
-Rows without a reason are accepted; so rows in = accepted + quarantined, always.
+Rows without a reason are accepted; so rows in = accepted + quarantined, always. (Lines of a CSV
+file that do not even split into fields are quarantined by the reader, see ``read.py``.)
 """
 
 from __future__ import annotations

@@ -139,13 +139,15 @@ def _validate_sources(
     products = None
     for i, (m, mpath) in enumerate(sorted(mappings, key=lambda mp: mp[0].target != "products")):
         progress(f"ingest {m.source}", i / n_steps)
-        table = read_source_table(raw_dir / m.file, m.format, m.raw_columns(), m.delimiter, m.encoding)
+        source = read_source_table(raw_dir / m.file, m.format, m.raw_columns(), m.delimiter, m.encoding)
         raw = f"_raw_{m.source}"
-        con.register("_arrow_in", table)
+        con.register("_arrow_in", source.table)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
         con.unregister("_arrow_in")
         v = validate_source(con, m, raw, products, mpath, vocabulary)
         con.execute(f"DROP TABLE {raw}")
+        if source.malformed:  # lines arrow could not split into fields: quarantined, not lost
+            con.executemany(f"INSERT INTO {v.quarantine} VALUES (?, NULL, ?)", source.malformed)
         if m.target == "products":
             products = "_products"
             con.execute(
@@ -155,10 +157,10 @@ def _validate_sources(
         acc = con.sql(f"SELECT count(*) FROM {v.accepted}").fetchall()[0][0]
         reasons = dict(con.sql(f"SELECT _reason, count(*) FROM {v.quarantine} GROUP BY 1 ORDER BY 2 DESC").fetchall())
         quar = sum(reasons.values())
-        if acc + quar != table.num_rows:  # the contract of validate_source; a bug if broken
-            raise RuntimeError(f"{m.source}: {table.num_rows} rows in but {acc} accepted + {quar} quarantined")
+        if acc + quar != source.rows_in:  # the contract of validate_source; a bug if broken
+            raise RuntimeError(f"{m.source}: {source.rows_in} rows in but {acc} accepted + {quar} quarantined")
         digest = file_sha256(raw_dir / m.file)
-        counts.append(SourceCounts(m.source, str(raw_dir / m.file), table.num_rows, acc, quar, reasons, digest))
+        counts.append(SourceCounts(m.source, str(raw_dir / m.file), source.rows_in, acc, quar, reasons, digest))
         validated.append((m, v))
     return validated, counts, products
 
