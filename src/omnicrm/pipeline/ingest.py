@@ -203,14 +203,16 @@ def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: 
     )
 
 
+def _empty(columns: dict[str, str]) -> str:
+    """A typed, empty result with ``columns`` (name -> DuckDB type)."""
+    return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in columns.items()) + " WHERE FALSE"
+
+
 def _empty_target(target: str) -> str:
     """A typed, empty result with the columns a target's union would have."""
     table = schema.CUSTOMERS if target == "profiles" else target
-    cols = [f"CAST(NULL AS {schema.TABLES[table][c]}) AS {ident(c)}" for c in TARGET_COLUMNS[target]]
-    return (
-        "SELECT CAST(NULL AS VARCHAR) AS event_id, CAST(NULL AS VARCHAR) AS customer_id, "
-        + ", ".join(cols)
-        + " WHERE FALSE"
+    return _empty(
+        {"event_id": "VARCHAR", "customer_id": "VARCHAR"} | {c: schema.TABLES[table][c] for c in TARGET_COLUMNS[target]}
     )
 
 
@@ -227,13 +229,6 @@ def _write_store(
     def union(target: str) -> str | None:
         parts = [_select_target(m, v, target, products) for m, v in validated if m.target == target]
         return " UNION ALL ".join(f"({p})" for p in parts) if parts else None
-
-    def empty(table: str) -> str:
-        return (
-            "SELECT "
-            + ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in schema.TABLES[table].items())
-            + " WHERE FALSE"
-        )
 
     for target in ("events", "surveys", "treatments", "profiles"):
         con.execute(f"CREATE OR REPLACE TEMP TABLE _t_{target} AS {union(target) or _empty_target(target)}")
@@ -318,7 +313,7 @@ def _write_store(
         schema.SURVEYS: "SELECT * FROM _t_surveys ORDER BY customer_id, ts",
         schema.TREATMENTS: "SELECT * FROM _t_treatments ORDER BY customer_id, ts",
         schema.CUSTOMERS: customers_sql + " ORDER BY customer_id",
-        schema.PRODUCTS: f"SELECT * FROM {products}" if products else empty(schema.PRODUCTS),
+        schema.PRODUCTS: f"SELECT * FROM {products}" if products else _empty(schema.TABLES[schema.PRODUCTS]),
         schema.IDENTITY_LINKS: f"SELECT * REPLACE ({stored_id} AS source_record_id) FROM _links "
         "ORDER BY customer_id, source, source_record_id",
         schema.SOURCE_RECORDS: f"SELECT * REPLACE ({stored_id} AS source_record_id) FROM _source_records "
