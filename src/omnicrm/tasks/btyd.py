@@ -105,8 +105,9 @@ def bgnbd_expected_purchases(
       bracket into ``1 - (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z)``. The original 2F1 diverges
       like ``(1-z)^(a-1-r-x)`` as ``z -> 1`` (long horizons, heavy buyers) and is multiplied by a
       vanishing power; the transformed one is bounded there whenever ``r+x+1 > a``.
-    * At ``a = 1`` the formula is 0/0 (its limit is finite): within ``1e-4`` of 1 the value is the
-      mean of the values at ``1 +- 1e-4`` (the function is smooth in ``a``; error O(1e-8)).
+    * At ``a = 1`` the formula is 0/0 (its limit is finite): within ``1e-4`` of 1 the value is
+      interpolated linearly between ``a = 1 - 1e-4`` and ``a = 1 + 1e-4`` (the function is smooth in
+      ``a``, so the error is O(1e-8) relative; the direct formula would lose ~half its digits).
 
     Any value that still comes out non-finite or negative (e.g. ``x = 0`` with ``a + b <= 1``, where
     the 2F1's ``C`` is <= 0) is recomputed by quadrature of the equivalent integral
@@ -263,7 +264,8 @@ def gamma_gamma_expected_spend(params: ArrayLike, x: ArrayLike, zbar: ArrayLike)
     """``E[M | x, zbar] = (q-1)/(px+q-1) * p gamma/(q-1) + px/(px+q-1) * zbar`` (iso-value paper, eq. 5).
 
     A weighted mean of the population mean value ``p gamma / (q-1)`` and the customer's own mean;
-    customers with ``x = 0`` get the population mean (needs ``q > 1``, checked at fit time).
+    customers with ``x = 0`` get the population mean (needs ``q > 1``, checked at fit time). The model
+    assumes a customer's spend is independent of their purchase frequency (check before relying on it).
     """
     p, q, g = (float(v) for v in params)
     x, zbar = (np.asarray(v, dtype=float) for v in (x, zbar))
