@@ -232,7 +232,16 @@ def test_gamma_gamma_recovers_simulated_parameters() -> None:
 
 
 # --- the estimator's contract -----------------------------------------------------------------------
-def test_predict_keeps_index_and_customer_id_and_multiplies_out(cdnow_model: BtydModel) -> None:
+@pytest.fixture(scope="module")
+def simulated_model() -> BtydModel:
+    """A model fitted on simulated customers, so the contract tests do not need lifetimes' data."""
+    summary = simulate_bgnbd(3_000, 0.5, 5.0, 0.7, 2.5, seed=3)
+    rng = np.random.default_rng(5)
+    summary["monetary"] = np.where(summary["frequency"] > 0, rng.gamma(4.0, 10.0, len(summary)), 0.0)
+    return BtydModel().fit(summary)
+
+
+def test_predict_keeps_index_and_customer_id_and_multiplies_out(simulated_model: BtydModel) -> None:
     summary = pd.DataFrame(
         {
             "customer_id": ["c9", "c2", "c5"],
@@ -243,7 +252,7 @@ def test_predict_keeps_index_and_customer_id_and_multiplies_out(cdnow_model: Bty
         },
         index=[42, 7, 3],
     )
-    out = cdnow_model.predict(summary, horizon_days=91)
+    out = simulated_model.predict(summary, horizon_days=91)
     assert list(out.index) == [42, 7, 3]
     assert list(out.columns) == [
         "customer_id",
@@ -254,10 +263,10 @@ def test_predict_keeps_index_and_customer_id_and_multiplies_out(cdnow_model: Bty
     ]
     assert list(out["customer_id"]) == ["c9", "c2", "c5"]
     np.testing.assert_allclose(out["btyd_clv"], out["btyd_expected_purchases"] * out["btyd_expected_spend"])
-    p = cdnow_model.params
+    p = simulated_model.params
     assert out["btyd_expected_spend"].loc[42] == pytest.approx(p["p"] * p["gamma"] / (p["q"] - 1))
     assert out["btyd_p_alive"].loc[42] == 1.0
-    assert (cdnow_model.predict(summary, horizon_days=0)["btyd_clv"] == 0).all()
+    assert (simulated_model.predict(summary, horizon_days=0)["btyd_clv"] == 0).all()
 
 
 @pytest.mark.parametrize(
@@ -279,12 +288,12 @@ def test_bad_summaries_raise_input_error(change, match) -> None:
         BtydModel().fit(change(good))
 
 
-def test_predict_before_fit_and_bad_horizon_raise(cdnow_model: BtydModel) -> None:
+def test_predict_before_fit_and_bad_horizon_raise(simulated_model: BtydModel) -> None:
     one = pd.DataFrame({"frequency": [1], "recency": [1.0], "T": [2.0], "monetary": [3.0]})
     with pytest.raises(InputError, match="not fitted"):
         BtydModel().predict(one, horizon_days=30)
     with pytest.raises(InputError, match="horizon_days"):
-        cdnow_model.predict(one, horizon_days=-1)
+        simulated_model.predict(one, horizon_days=-1)
 
 
 def test_gamma_gamma_needs_repeat_customers() -> None:
@@ -368,8 +377,8 @@ def test_rfm_summary_lookback_window() -> None:
     assert "ts >= TIMESTAMP '2024-01-12 00:00:00'" in rfm_summary_sql(CUTOFF, lookback_days=20)
 
 
-def test_rfm_summary_feeds_the_model(cdnow_model: BtydModel) -> None:
+def test_rfm_summary_feeds_the_model(simulated_model: BtydModel) -> None:
     summary = rfm_summary(_store(BASE_EVENTS), CUTOFF)
-    out = cdnow_model.predict(summary, horizon_days=90)
+    out = simulated_model.predict(summary, horizon_days=90)
     assert list(out["customer_id"]) == ["ana", "ben", "cleo"]
     assert out[["btyd_expected_purchases", "btyd_clv"]].gt(0).all().all()
