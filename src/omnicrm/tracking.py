@@ -319,3 +319,58 @@ def list_registered_models() -> list[dict[str, Any]]:
     for rm in MlflowClient().search_registered_models():
         out.append({"name": rm.name, "aliases": dict(rm.aliases or {})})
     return out
+
+
+def load_run_text(run_id: str, path: str) -> str:
+    """A text artifact of a run (e.g. the resolved ``config.yaml`` a training run logged)."""
+    configure()
+    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+
+
+def find_version(name: str, ref: str) -> VersionInfo | None:
+    """Like :func:`get_version`, but ``None`` when the alias or version does not exist."""
+    try:
+        return get_version(name, ref)
+    except ConfigError:
+        return None
+
+
+def ui_command(port: int) -> list[str]:
+    """The ``mlflow server`` command line that serves the local store on 127.0.0.1 (one worker)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri(),
+        "--default-artifact-root",
+        (mlruns_dir() / "artifacts").as_uri(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+
+
+def serve_ui(port: int, say: Any = print) -> None:
+    """Run the MLflow UI against the local store until interrupted; prints its address first.
+
+    The job runner of ``mlflow server`` is switched off: it starts ten processes and 1.8 GB of
+    memory for features (scheduled jobs) omnicrm does not use (library notes §2).
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        say(f"MLflow UI: {uri} (MLFLOW_TRACKING_URI points at a server; nothing to start)")
+        return
+    configure()
+    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    say(f"MLflow UI: http://127.0.0.1:{port}  (store {tracking_uri()}; Ctrl-C stops it)")
+    try:
+        subprocess.run(ui_command(port), env=env, check=False)
+    except KeyboardInterrupt:
+        say("MLflow UI stopped")

@@ -1,4 +1,9 @@
-"""``omnicrm demo``: generate the synthetic world, ingest it, resolve identities, build features.
+"""``omnicrm demo``: the whole workbench on the synthetic world.
+
+Generate the world, ingest it, resolve identities, build features, then train every prediction
+task next to its baselines (one of them tuned with a short Optuna study), evaluate the recommenders
+and write recommendations, and estimate uplift and read out the campaigns. Model runs go to the
+MLflow store (``mlruns/`` unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
 
 The demo is the one place that reads the synthetic ground truth: to *report* how well identity
 resolution recovered the true people. The pipeline steps themselves never see it.
@@ -6,8 +11,10 @@ resolution recovered the true people. The pipeline steps themselves never see it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
@@ -16,6 +23,21 @@ from omnicrm.pipeline.features import CutoffSpec, FeaturesResult, run_features
 from omnicrm.pipeline.ingest import IngestResult, evaluate_identity, load_ingest, run_ingest
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.synthetic import WorldSummary
+
+
+class TuneStep(StrictModel):
+    """A short Optuna study on one task (the tuned model is registered like any trained one)."""
+
+    config: str
+    trials: int = 6
+
+
+class RecommendStep(StrictModel):
+    """Evaluate the recommenders on their time split, then write top-k lists at ``as_of``."""
+
+    config: str
+    as_of: date
+    out: str
 
 
 class DemoConfig(StrictModel):
@@ -27,6 +49,10 @@ class DemoConfig(StrictModel):
     cutoffs: CutoffSpec
     features_out: str
     truth_dir: str | None = None
+    tasks: list[str] = []  # task configs trained in order
+    tune: TuneStep | None = None
+    recommend: RecommendStep | None = None
+    uplift: str | None = None  # uplift config: effects + Qini, then the campaign readout
 
 
 @dataclass
@@ -35,6 +61,12 @@ class DemoResult:
     ingest: IngestResult
     identity: PairwiseMetrics | None
     features: FeaturesResult
+    tasks: list[Any] = field(default_factory=list)  # TargetResult of every trained target
+    tuning: list[Any] = field(default_factory=list)  # TuneResult
+    recommend_eval: Any = None
+    recommendations: Any = None
+    uplift: Any = None
+    readout: Any = None
 
 
 def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult:
@@ -56,4 +88,35 @@ def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult
     ingested = run_ingest(base / cfg.ingest, progress=progress)
     metrics = evaluate_identity(base / cfg.ingest, cfg.truth_dir) if cfg.truth_dir else None
     feats = run_features(base / cfg.features, cfg.cutoffs.as_list(), Path(cfg.features_out), progress=progress)
-    return DemoResult(world, ingested, metrics, feats)
+    result = DemoResult(world, ingested, metrics, feats)
+    _run_models(cfg, base, result, progress)
+    return result
+
+
+def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progress) -> None:
+    """Prediction tasks (one tuned), recommender, uplift: each step reads the store just published."""
+    if cfg.tasks or cfg.tune:
+        from omnicrm.tasks.train import train
+        from omnicrm.tasks.tune import tune
+
+        tuned_path = (base / cfg.tune.config).resolve() if cfg.tune else None
+        for task in cfg.tasks:
+            path = base / task
+            if tuned_path is not None and path.resolve() == tuned_path:
+                assert cfg.tune is not None
+                tuned, results = tune(path, progress=progress, n_trials=cfg.tune.trials)
+                result.tuning += tuned
+            else:
+                results = train(path, progress=progress)
+            result.tasks += results
+    if cfg.recommend:
+        from omnicrm.pipeline.recommend import evaluate_recommenders, write_recommendations
+
+        rec = base / cfg.recommend.config
+        result.recommend_eval = evaluate_recommenders(rec, progress=progress)
+        result.recommendations = write_recommendations(rec, cfg.recommend.as_of, Path(cfg.recommend.out), progress)
+    if cfg.uplift:
+        from omnicrm.pipeline.uplift import run_readout, run_uplift
+
+        result.uplift = run_uplift(base / cfg.uplift, progress=progress)
+        result.readout = run_readout(base / cfg.uplift, progress=progress)

@@ -1,0 +1,82 @@
+"""Simple baselines, fitted on the same training frame and scored on the same evaluation cutoff.
+
+A model's number means something only next to these:
+
+``recency``      logistic regression on days since the last purchase (the classic churn heuristic)
+``logistic``     logistic regression on all numeric features (median-imputed, standardised)
+``run_rate``     CLV: spend of the past year scaled to the horizon ("next period = last period")
+``btyd``         CLV: BG/NBD + Gamma-Gamma expected value, fitted on history before the cutoff
+``linear``       CLV: ridge regression on all numeric features
+``gap``          next-purchase timing: mean inter-purchase gap minus days since the last purchase
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+DEFAULTS: dict[str, list[str]] = {
+    "churn": ["recency", "logistic"],
+    "next_purchase": ["recency", "logistic"],
+    "clv": ["run_rate", "btyd", "linear"],
+    "propensity": ["logistic"],
+}
+
+
+def _numeric(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    cols = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
+    X = frame[cols].astype("float64")
+    # a column that is empty in training would be dropped by the imputer: keep shapes stable
+    return X.fillna({c: 0.0 for c in cols if X[c].isna().all()})
+
+
+@dataclass
+class Baseline:
+    name: str
+    features: list[str]
+    estimator: Any = None
+    horizon_days: int = 90
+
+    def fit(self, frame: pd.DataFrame, y: np.ndarray, kind: str) -> Baseline:
+        if self.name in ("run_rate", "btyd", "gap"):
+            return self  # nothing to learn
+        X = _numeric(frame, self.features) if self.name in ("logistic", "linear") else _recency(frame)
+        if kind == "binary":
+            self.estimator = make_pipeline(
+                SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)
+            ).fit(X, y)
+        else:
+            self.estimator = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), Ridge(alpha=1.0)).fit(
+                X, y
+            )
+        return self
+
+    def predict(self, frame: pd.DataFrame, kind: str) -> np.ndarray:
+        if self.name == "run_rate":
+            return frame["spend_365d"].fillna(0).to_numpy(dtype=float) * self.horizon_days / 365.0
+        if self.name == "btyd":
+            if "btyd_clv" not in frame.columns:
+                raise KeyError("btyd baseline needs the BG/NBD features (task.btyd_features: true)")
+            return frame["btyd_clv"].fillna(0).to_numpy(dtype=float)
+        X = _numeric(frame, self.features) if self.name in ("logistic", "linear") else _recency(frame)
+        if kind == "binary":
+            return self.estimator.predict_proba(X)[:, 1]
+        return np.clip(self.estimator.predict(X), 0, None)
+
+
+def _recency(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[["recency_days"]].astype("float64")
+
+
+def gap_days(frame: pd.DataFrame, cap: float) -> np.ndarray:
+    """Timing baseline: the customer's mean gap minus the days already elapsed, within ``[0, cap]``."""
+    gap = frame["gap_mean_days"].astype("float64")
+    since = frame["recency_days"].astype("float64")
+    return np.clip((gap - since).fillna(cap).to_numpy(), 0, cap)

@@ -1,0 +1,68 @@
+"""Populations and labels in SQL: who is scored at a cutoff ``T`` (``ts < T``) and what happens in ``[T, T+h)``.
+
+Every query takes the cutoff as a literal timestamp and reads the store's ``events``,
+``customers`` and ``products`` tables. The population reads only rows before ``T``; a label reads
+only rows in ``[T, T+h)``; nothing here reads both sides of the cutoff for the same column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from omnicrm.sql import in_list, literal
+from omnicrm.tasks.config import Population, PropensityTarget
+
+
+def _ts(t: datetime) -> str:
+    return f"TIMESTAMP {literal(t.strftime('%Y-%m-%d %H:%M:%S'))}"
+
+
+def population_sql(cutoff: datetime, pop: Population, consent: str | None = None) -> str:
+    """``customer_id`` of customers with ``min_purchases`` purchases in ``[T - active_days, T)``."""
+    start = cutoff - timedelta(days=pop.active_days)
+    consent = consent or pop.consent
+    join = ""
+    if consent:
+        join = f"JOIN customers c USING (customer_id) WHERE c.consent_{consent}"
+    return f"""
+        SELECT customer_id FROM (
+            SELECT customer_id FROM events
+            WHERE event_type = 'purchase' AND ts >= {_ts(start)} AND ts < {_ts(cutoff)}
+            GROUP BY customer_id HAVING count(DISTINCT coalesce(order_id, event_id)) >= {pop.min_purchases}
+        ) p {join}
+    """
+
+
+def _window(cutoff: datetime, days: int) -> str:
+    return f"ts >= {_ts(cutoff)} AND ts < {_ts(cutoff + timedelta(days=days))}"
+
+
+def purchase_outcomes_sql(cutoff: datetime, horizon_days: int, timing_max_days: int | None, margin: bool) -> str:
+    """Per customer with a purchase in ``[T, T+max)``: purchases/spend/margin in the horizon, days to first."""
+    span_end = _ts(cutoff + timedelta(days=max(horizon_days, timing_max_days or 0)))
+    end = _ts(cutoff + timedelta(days=horizon_days))
+    margin_expr = f"sum(CASE WHEN e.ts < {end} THEN e.quantity * p.margin END)" if margin else "NULL"
+    join = "LEFT JOIN products p USING (product_id)" if margin else ""
+    return f"""
+        SELECT e.customer_id,
+               count(DISTINCT CASE WHEN e.ts < {end} THEN coalesce(e.order_id, e.event_id) END) AS purchases,
+               coalesce(sum(CASE WHEN e.ts < {end} THEN e.amount END), 0) AS spend,
+               {margin_expr} AS margin,
+               date_diff('second', {_ts(cutoff)}, min(e.ts)) / 86400.0 AS days_to_next
+        FROM events e {join}
+        WHERE e.event_type = 'purchase' AND e.ts >= {_ts(cutoff)} AND e.ts < {span_end}
+        GROUP BY e.customer_id
+    """
+
+
+def target_sql(cutoff: datetime, horizon_days: int, target: PropensityTarget) -> str:
+    """Customers with at least one matching event in ``[T, T+h)`` (label 1)."""
+    where = f"AND ({target.where})" if target.where else ""
+    return f"""
+        SELECT DISTINCT customer_id FROM events
+        WHERE event_type IN {in_list(target.event_types)} AND {_window(cutoff, horizon_days)} {where}
+    """
+
+
+def has_margin_sql() -> str:
+    return "SELECT count(*) > 0 AND count(margin) > 0 FROM products"

@@ -1,0 +1,239 @@
+"""The registered model object and how it is fitted: LightGBM, early stopping, optional calibration.
+
+:class:`TaskModel` is what MLflow stores (through :mod:`omnicrm.tracking`): it owns the feature
+list and the categories seen in training, so scoring-time frames are encoded exactly as training
+frames were, and its :meth:`TaskModel.predict_frame` returns named score columns.
+
+Early stopping and calibration use the validation cutoff only. Calibration (``auto``) is kept only
+when it lowers the log loss *out of sample*: each calibrator is fitted on one half of the
+validation customers and scored on the other, both ways round; the winner is refitted on all of
+the validation frame.
+
+Expected days to the next purchase (``next_purchase``) come from a discrete-time hazard model
+(Singer & Willett): the horizon is cut into bins, each (customer, bin) still at risk is one row
+whose label is "first purchase in this bin", a LightGBM classifier learns the hazard with the bin
+as a feature, and the survival curve ``S(t) = prod(1 - h_k)`` gives the restricted mean time
+``E[min(T, max)] = integral of S``. Customers who do not buy within the horizon are censored at it
+and still contribute every bin they survived, so censoring is used, not dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "n_estimators": 2000,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_child_samples": 50,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "deterministic": True,
+    "force_row_wise": True,
+    "n_jobs": 2,
+    "verbose": -1,
+}
+
+
+@dataclass
+class Encoding:
+    """Feature order and the categories of each str column, fixed at training time."""
+
+    features: list[str]
+    categories: dict[str, list[str]]
+
+    @classmethod
+    def learn(cls, frame: pd.DataFrame, features: list[str]) -> Encoding:
+        cats = {}
+        for c in features:
+            if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])):
+                cats[c] = sorted(frame[c].dropna().astype(str).unique().tolist())
+        return cls(list(features), cats)
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            from omnicrm.errors import InputError
+
+            raise InputError(f"scoring frame: missing feature column(s) {', '.join(missing)}")
+        out = {}
+        for c in self.features:
+            if c in self.categories:
+                out[c] = pd.Categorical(
+                    frame[c].astype("object").where(frame[c].notna(), None), categories=self.categories[c]
+                )
+            else:
+                out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+        return pd.DataFrame(out, index=frame.index)
+
+
+class Calibrator:
+    """Isotonic or Platt (sigmoid) mapping of raw probabilities."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._iso: IsotonicRegression | None = None
+        self._lr: LogisticRegression | None = None
+
+    def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        if self.method == "isotonic":
+            self._iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(p, y)
+        else:
+            self._lr = LogisticRegression(C=1e6).fit(_logit(p)[:, None], y)
+        return self
+
+    def transform(self, p: np.ndarray) -> np.ndarray:
+        if self._iso is not None:
+            return self._iso.predict(p)
+        assert self._lr is not None
+        return self._lr.predict_proba(_logit(p)[:, None])[:, 1]
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-15, 1 - 1e-15)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, mode: str, seed: int) -> tuple[Calibrator | None, dict]:
+    """Pick a calibrator on validation data by 2-fold cross-fitting; ``None`` when none helps."""
+    if mode == "none" or len(np.unique(y)) < 2:
+        return None, {"calibration": "none"}
+    rng = np.random.default_rng(seed)
+    fold = rng.random(len(y)) < 0.5
+    methods = ["isotonic", "sigmoid"] if mode == "auto" else [mode]
+    raw = np.mean([_log_loss(y[~fold], p[~fold]), _log_loss(y[fold], p[fold])])
+    scores = {}
+    for m in methods:
+        losses = []
+        for a, b in ((fold, ~fold), (~fold, fold)):
+            cal = Calibrator(m).fit(p[a], y[a])
+            losses.append(_log_loss(y[b], cal.transform(p[b])))
+        scores[m] = float(np.mean(losses))
+    best = min(scores, key=scores.get)
+    info = {"calibration_raw_logloss": float(raw), **{f"calibration_{m}_logloss": v for m, v in scores.items()}}
+    if mode == "auto" and scores[best] >= raw:
+        return None, info | {"calibration": "none"}
+    return Calibrator(best).fit(p, y), info | {"calibration": best}
+
+
+def fit_lgbm(
+    kind: str,
+    X_tr: pd.DataFrame,
+    y_tr: np.ndarray,
+    X_va: pd.DataFrame,
+    y_va: np.ndarray,
+    params: dict[str, Any],
+    early_stopping_rounds: int,
+    callbacks: list | None = None,
+) -> lgb.LGBMModel:
+    """A seeded LightGBM fitted with early stopping on the validation frame."""
+    est_cls = lgb.LGBMClassifier if kind == "binary" else lgb.LGBMRegressor
+    est = est_cls(**(DEFAULT_PARAMS | params))
+    est.fit(
+        X_tr,
+        y_tr,
+        eval_X=(X_va,),
+        eval_y=(y_va,),
+        eval_names=["valid"],
+        callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False), lgb.log_evaluation(0), *(callbacks or [])],
+    )
+    return est
+
+
+@dataclass
+class HazardModel:
+    """Discrete-time hazard of the first purchase after the cutoff (see module docstring)."""
+
+    edges: list[float]
+    estimator: Any = None
+
+    @staticmethod
+    def person_period(X: pd.DataFrame, duration: np.ndarray, event: np.ndarray, edges: list[float]):
+        """(customer, bin) rows still at risk at the start of each bin, labelled by a purchase in it."""
+        starts = np.asarray(edges[:-1], dtype=float)
+        ends = np.asarray(edges[1:], dtype=float)
+        at_risk = duration[:, None] >= starts[None, :]
+        hit = (event[:, None] == 1) & (duration[:, None] >= starts[None, :]) & (duration[:, None] < ends[None, :])
+        rows, bins = np.nonzero(at_risk)
+        Xp = X.iloc[rows].reset_index(drop=True)
+        Xp.insert(0, "bin_start", starts[bins])
+        return Xp, hit[rows, bins].astype(np.int8)
+
+    def survival(self, X: pd.DataFrame) -> np.ndarray:
+        """``S`` at every edge (first column 1.0), shape ``(n, len(edges))``."""
+        n, k = len(X), len(self.edges) - 1
+        S = np.ones((n, k + 1))
+        for b in range(k):
+            Xb = X.copy()
+            Xb.insert(0, "bin_start", float(self.edges[b]))
+            h = self.estimator.predict_proba(Xb)[:, 1]
+            S[:, b + 1] = S[:, b] * (1 - h)
+        return S
+
+    def expected_days(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Restricted mean ``E[min(T, max)]``, ``E[T | T < max]`` and ``P(T < max)`` (trapezoid rule)."""
+        S = self.survival(X)
+        e = np.asarray(self.edges, dtype=float)
+        width = np.diff(e)
+        rmst = ((S[:, :-1] + S[:, 1:]) / 2 * width).sum(axis=1)
+        p_event = 1 - S[:, -1]
+        # E[T | T < max] from E[min(T,max)] = E[T | T<max] P(T<max) + max (1 - P(T<max))
+        cond = np.where(p_event > 1e-9, (rmst - e[-1] * S[:, -1]) / np.maximum(p_event, 1e-9), e[-1])
+        return rmst, np.clip(cond, 0, e[-1]), p_event
+
+
+@dataclass
+class TaskModel:
+    """One fitted target: encoding + LightGBM (+ calibrator, + timing model). Registered in MLflow."""
+
+    task: str
+    target: str
+    kind: str  # binary | regression
+    encoding: Encoding
+    estimator: Any
+    calibrator: Calibrator | None = None
+    timing: HazardModel | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score_column(self) -> str:
+        return {"churn": "p_churn", "next_purchase": "p_purchase", "clv": f"pred_{self.target}"}.get(
+            self.task, f"p_{self.target}"
+        )
+
+    def predict_score(self, frame: pd.DataFrame) -> np.ndarray:
+        X = self.encoding.transform(frame)
+        if self.kind == "binary":
+            p = self.estimator.predict_proba(X)[:, 1]
+            return self.calibrator.transform(p) if self.calibrator is not None else p
+        return np.clip(self.estimator.predict(X), 0, None)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Named score columns for each input row (the pyfunc output)."""
+        out = pd.DataFrame({self.score_column: self.predict_score(frame)}, index=frame.index)
+        if self.timing is not None:
+            rmst, cond, p_event = self.timing.expected_days(self.encoding.transform(frame))
+            out["expected_days"] = rmst
+            out["expected_days_if_purchase"] = cond
+            out[f"p_purchase_{int(self.timing.edges[-1])}d"] = p_event
+        return out.reset_index(drop=True)
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Exact per-row feature contributions (raw score units; LightGBM ``pred_contrib`` = TreeSHAP)."""
+        X = self.encoding.transform(frame)
+        contrib = self.estimator.booster_.predict(X, pred_contrib=True)
+        return pd.DataFrame(contrib[:, :-1], columns=self.encoding.features, index=frame.index)

@@ -1,0 +1,100 @@
+"""``omnicrm predict CONFIG --as-of DATE --out FILE``: score every customer of the population at a date.
+
+Features are built at ``as_of`` (``ts < as_of``); every customer of the task's population at that
+date gets one row, keyed by ``customer_id`` and by the source systems' own keys (one column per
+source from ``identity_links``, several keys joined by ``|``) so a business can join scores back.
+Models come from the registry (``champion`` by default, or ``--model candidate`` / a version
+number). Top reasons (``--reasons``) are exact per-customer contributions, computed only when asked
+for because they cost about 400x a prediction. The output is written to a temporary file and
+moved into place, so a failed run leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from omnicrm import tracking
+from omnicrm.errors import ConfigError
+from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.tasks.config import as_datetime, load_task_config
+from omnicrm.tasks.explain import top_reasons
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    rows: int
+    models: dict[str, str]  # registered name -> version
+    columns: list[str]
+
+
+def source_keys(con, customer_ids: pd.Series) -> pd.DataFrame:  # noqa: ANN001
+    """One column ``<source>_key`` per source: the customer's record ids there, ``|``-joined."""
+    links = con.sql(
+        "SELECT customer_id, source, string_agg(source_record_id, '|' ORDER BY source_record_id) AS k "
+        "FROM identity_links GROUP BY customer_id, source"
+    ).df()
+    links = links[links["customer_id"].isin(customer_ids)]
+    wide = links.pivot(index="customer_id", columns="source", values="k")
+    wide.columns = [f"{c}_key" for c in wide.columns]
+    return wide.reset_index()
+
+
+def predict(
+    config_path: str | Path,
+    as_of: date,
+    out: Path,
+    model: str | None = None,
+    reasons: bool = False,
+    progress: Progress = silent,
+) -> PredictResult:
+    from omnicrm.store import open_store
+    from omnicrm.tasks.frames import build_frame
+    from omnicrm.tasks.train import registered_name, targets_of
+
+    cfg = load_task_config(config_path)
+    con = open_store(cfg.dataset.store)
+    try:
+        progress(f"features at {as_of}", 0.1)
+        frame = build_frame(con, cfg, [as_of], with_labels=False, what="scoring")
+        keys = source_keys(con, frame["customer_id"])
+    finally:
+        con.close()
+    ref = model or "champion"
+    result = frame[["customer_id"]].copy()
+    result.insert(0, "as_of", pd.Timestamp(as_datetime(as_of)))
+    versions: dict[str, str] = {}
+    for i, target in enumerate(targets_of(cfg, frame)):
+        name = registered_name(cfg, target)
+        info = tracking.find_version(name, ref)
+        if info is None:
+            raise ConfigError(
+                f"predict: registered model '{name}' has no version '{ref}'"
+                + (" (promote one with `omnicrm promote`, or pass --model candidate)" if ref == "champion" else "")
+            )
+        progress(f"scoring {name} v{info.version}", 0.3 + 0.2 * i)
+        m = tracking.load_model(tracking.model_uri(name, info.version))
+        scores = m.predict_frame(frame)
+        result = pd.concat([result, scores.set_axis(result.index)], axis=1)
+        versions[name] = info.version
+        if reasons:
+            r = top_reasons(m, frame).set_axis(result.index)
+            multi = cfg.task.kind in ("propensity", "clv")  # several models: say whose reasons they are
+            result = pd.concat([result, r.add_prefix(f"{target.name}_") if multi else r], axis=1)
+    result["model_versions"] = ",".join(f"{k}:{v}" for k, v in versions.items())
+    result = result.merge(keys, on="customer_id", how="left")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".csv":
+        result.to_csv(tmp, index=False)
+    else:
+        result.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+    progress("scores written", 1.0)
+    return PredictResult(out, len(result), versions, list(result.columns))

@@ -1,0 +1,88 @@
+"""``omnicrm promote TASK``: move the ``champion`` alias to the ``candidate`` if it is not worse.
+
+Both versions are scored on the **same** evaluation frame: the candidate's evaluation cutoff,
+population and labels, rebuilt from the resolved config its training run logged. Comparing the
+numbers each run logged would compare different cutoffs whenever the champion is older. A worse
+candidate is refused unless ``force``; the first candidate of a model becomes champion directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from omnicrm import tracking
+from omnicrm.errors import ConfigError, OmnicrmError
+from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.tasks.config import task_config_from_dict
+from omnicrm.tasks.train import PRIMARY, Target, _metrics, _rows
+
+
+class PromotionRefused(OmnicrmError):
+    """The candidate scored worse than the champion on the same evaluation cutoff."""
+
+
+@dataclass
+class PromoteResult:
+    name: str
+    candidate: str
+    champion_before: str | None
+    metric: str
+    candidate_value: float | None
+    champion_value: float | None
+    evaluation_cutoff: str
+    promoted: bool
+    note: str
+
+
+def _label(task: str, target: str) -> str:
+    return {"churn": "y_churn", "next_purchase": "y_purchase"}.get(task, f"y_{target}")
+
+
+def promote(task: str, force: bool = False, progress: Progress = silent) -> PromoteResult:
+    from omnicrm.store import open_store
+    from omnicrm.tasks.frames import build_frame
+
+    name = task if task.startswith("omnicrm-") else f"omnicrm-{task}"
+    cand = tracking.find_version(name, "candidate")
+    if cand is None:
+        raise ConfigError(f"promote: registered model '{name}' has no 'candidate' version; run omnicrm train first")
+    champ = tracking.find_version(name, "champion")
+    if champ is None:
+        tracking.set_alias(name, "champion", cand.version)
+        return PromoteResult(name, cand.version, None, "", None, None, "", True, "no champion yet: candidate promoted")
+    if champ.version == cand.version:
+        return PromoteResult(
+            name, cand.version, champ.version, "", None, None, "", False, "candidate is already champion"
+        )
+    cfg = task_config_from_dict(
+        yaml.safe_load(tracking.load_run_text(cand.run_id, "config.yaml")), f"config of run {cand.run_id}"
+    )
+    progress(f"promote {name}: evaluation frame at {cfg.cutoffs.evaluation}", 0.2)
+    con = open_store(cfg.dataset.store)
+    try:
+        frame = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation")
+    finally:
+        con.close()
+    models = {v: tracking.load_model(tracking.model_uri(name, v)) for v in (cand.version, champ.version)}
+    m = models[cand.version]
+    consent = next((t.consent for t in cfg.task.targets if t.name == m.target), None)
+    rows = _rows(frame, Target(m.target, _label(m.task, m.target), m.kind, consent))
+    y = rows[_label(m.task, m.target)].to_numpy()
+    metric = PRIMARY[m.kind]
+    progress(f"promote {name}: scoring both versions", 0.7)
+    values = {v: _metrics(m.kind, y, models[v].predict_score(rows))[metric] for v in models}
+    better = values[cand.version] >= values[champ.version]
+    cut = str(cfg.cutoffs.evaluation)
+    if not better and not force:
+        raise PromotionRefused(
+            f"promote {name}: candidate v{cand.version} {metric} {values[cand.version]:.4f} is worse than champion "
+            f"v{champ.version} {values[champ.version]:.4f} on the evaluation cutoff {cut}; not promoted "
+            "(use --force to promote anyway)"
+        )
+    tracking.set_alias(name, "champion", cand.version)
+    note = "candidate is at least as good" if better else "forced: candidate is worse"
+    return PromoteResult(
+        name, cand.version, champ.version, metric, values[cand.version], values[champ.version], cut, True, note
+    )

@@ -1,0 +1,99 @@
+"""What a training run logs to MLflow (through :mod:`omnicrm.tracking`): one run per target.
+
+Run names read ``churn · synthetic · eval 2024-10-01``; tags carry task, target, dataset, cutoffs,
+model family and data fingerprint, so the MLflow UI's comparison view lines runs up. Metrics are
+named ``model.<m>``, ``baseline.<name>.<m>`` and ``val.model.<m>``, side by side.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from omnicrm import tracking
+from omnicrm.tasks import metrics as mt
+from omnicrm.tasks import plots
+from omnicrm.tasks.explain import importance, shap_summary_figure
+
+if TYPE_CHECKING:
+    from omnicrm.tasks.config import TaskConfig
+    from omnicrm.tasks.train import Frames, TargetResult
+
+
+def run_name(cfg: TaskConfig, target: str) -> str:
+    label = cfg.task.kind if target == cfg.task.kind else f"{cfg.task.kind}[{target}]"
+    return f"{label} · {cfg.dataset.name} · eval {cfg.cutoffs.evaluation}"
+
+
+def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
+    return {
+        "task": cfg.task.kind,
+        "target": target,
+        "dataset": cfg.dataset.name,
+        "config": cfg.name,
+        "model_family": cfg.model.family,
+        "train_cutoffs": ",".join(str(d) for d in cfg.train_cutoffs()),
+        "validation_cutoff": str(cfg.cutoffs.validation),
+        "evaluation_cutoff": str(cfg.cutoffs.evaluation),
+        "horizon_days": str(cfg.task.horizon_days),
+        "data_fingerprint": fingerprint,
+    }
+
+
+def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFrame, extra_tags: dict[str, str]) -> None:
+    """Log one target's run and register its model as ``candidate`` (sets ``r.run_id``, ``r.version``)."""
+    tags = run_tags(cfg, r.target, frames.fingerprint) | extra_tags
+    y = ev[_label(r)].to_numpy()
+    title = run_name(cfg, r.target)
+    with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags) as run:
+        tracking.log_config(cfg.model_dump(mode="json"))
+        tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info)}})
+        tracking.log_metrics({"model": r.model_metrics, "val": {"model": r.validation_metrics}})
+        tracking.log_metrics({"baseline": r.baseline_metrics})
+        best, value = r.best_baseline
+        tracking.log_metrics({f"model_minus_best_baseline.{r.primary}": r.model_metrics[r.primary] - value})
+        if r.timing_metrics:
+            tracking.log_metrics({"timing": r.timing_metrics})
+        tracking.set_tags({"best_baseline": best, "beats_baseline": r.beats_baseline, "primary_metric": r.primary})
+        if r.kind == "binary":
+            tracking.log_figure(plots.roc_pr_figure(y, r.scores, title), "plots/roc_pr.png")
+            tracking.log_figure(plots.calibration_figure(y, r.scores, title), "plots/calibration.png")
+            tracking.log_figure(plots.lift_gain_figure(y, r.scores, title), "plots/lift_gain.png")
+            tracking.log_table(mt.calibration_table(y, r.scores["model"]), "tables/calibration.csv")
+        else:
+            tracking.log_figure(plots.decile_figure(y, r.scores, title), "plots/deciles.png")
+            tracking.log_figure(plots.lift_gain_figure(y, r.scores, title), "plots/lift_gain.png")
+            tracking.log_table(mt.decile_table(y, r.scores["model"]), "tables/deciles.csv")
+        tracking.log_figure(shap_summary_figure(r.model, ev, f"SHAP summary: {title}"), "plots/shap_summary.png")
+        tracking.log_table(importance(r.model, ev), "tables/importance.csv")
+        tracking.log_table(metrics_table(r), "tables/metrics.csv")
+        ref = tracking.log_model(
+            r.model,
+            ev[r.model.encoding.features].head(5),
+            registered_name=r.registered_name,
+            tags={
+                "evaluation_cutoff": str(cfg.cutoffs.evaluation),
+                "primary_metric": r.primary,
+                r.primary: f"{r.model_metrics[r.primary]:.6f}",
+                "data_fingerprint": frames.fingerprint,
+                "config": cfg.name,
+            },
+        )
+        r.run_id, r.version = run.run_id, ref.version
+
+
+def _label(r: TargetResult) -> str:
+    return {"churn": "y_churn", "next_purchase": "y_purchase"}.get(r.task, f"y_{r.target}")
+
+
+def _info(info: dict) -> dict:
+    return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in info.items()}
+
+
+def metrics_table(r: TargetResult) -> pd.DataFrame:
+    """Model and baselines as rows, metrics as columns (the evaluation cutoff)."""
+    rows = [{"score": "model", **r.model_metrics}]
+    rows += [{"score": f"baseline_{k}", **v} for k, v in r.baseline_metrics.items()]
+    return pd.DataFrame(rows)
