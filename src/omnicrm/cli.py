@@ -134,6 +134,107 @@ def features(
         )
 
 
+# --- prediction tasks (issue 3) ---
+
+
+@app.command()
+def train(config: ConfigArg) -> None:
+    """Train a task's model(s) with baselines, evaluate on the later cutoff, log and register in MLflow."""
+    from omnicrm.tasks.train import summary_table, train
+
+    with _user_errors():
+        with _progress() as progress:
+            results = train(config, progress=progress)
+        _print_task_table(summary_table(results), f"{config}: evaluation cutoff")
+
+
+@app.command()
+def tune(
+    config: ConfigArg,
+    trials: Annotated[
+        int | None, typer.Option("--trials", help="Total trials wanted (default: search.n_trials).")
+    ] = None,
+) -> None:
+    """Optuna study (resumable, pruned, nested MLflow runs), then train and register the best model."""
+    from omnicrm.tasks.train import summary_table
+    from omnicrm.tasks.tune import tune
+
+    with _user_errors():
+        with _progress() as progress:
+            tuned, results = tune(config, progress=progress, n_trials=trials)
+        for t in tuned:
+            console.print(
+                f"study {t.study}: {t.trials_total} trials ({t.trials_run} run now, {t.pruned} pruned); "
+                f"best validation value {t.best_value:.4f} with {t.best_params}"
+            )
+        _print_task_table(summary_table(results), f"{config}: tuned models on the evaluation cutoff")
+
+
+@app.command()
+def promote(
+    task: Annotated[str, typer.Argument(help="churn, next_purchase, clv, clv-margin, propensity-<target>.")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the candidate is worse.")] = False,
+) -> None:
+    """Move the champion alias to the candidate after comparing both on the same evaluation cutoff."""
+    from omnicrm.tasks.promote import promote
+
+    with _user_errors():
+        with _progress() as progress:
+            r = promote(task, force=force, progress=progress)
+        detail = (
+            f" ({r.metric} on {r.evaluation_cutoff}: candidate {r.candidate_value:.4f}, "
+            f"champion v{r.champion_before} {r.champion_value:.4f})"
+            if r.candidate_value is not None
+            else ""
+        )
+        verb = "promoted" if r.promoted else "unchanged"
+        console.print(f"{r.name}: {verb}: v{r.candidate} {r.note}{detail}")
+
+
+@app.command()
+def predict(
+    config: ConfigArg,
+    as_of: Annotated[
+        datetime, typer.Option("--as-of", help="Score date: features read ts < as-of.", formats=["%Y-%m-%d"])
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    model: Annotated[str | None, typer.Option("--model", help="Alias or version (default: champion).")] = None,
+    reasons: Annotated[bool, typer.Option("--reasons", help="Add each customer's top 3 reasons.")] = False,
+) -> None:
+    """Score every customer of the task's population at a date with a registered model."""
+    from omnicrm.tasks.predict import predict
+
+    with _user_errors():
+        with _progress() as progress:
+            r = predict(config, as_of.date(), out, model=model, reasons=reasons, progress=progress)
+        models = ", ".join(f"{k} v{v}" for k, v in r.models.items())
+        console.print(f"scores: {r.rows:,} customers x {len(r.columns)} columns ({models}) -> {r.out}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 against the local tracking store and print its address."""
+    from omnicrm.tracking import serve_ui as serve
+
+    with _user_errors():
+        serve(port, console.print)
+
+
+def _print_task_table(frame, title: str) -> None:  # noqa: ANN001 - a DataFrame from summary_table
+    t = Table(title=title)
+    for col in ("task", "target", "metric", "model", "best baseline", "baseline", "registered"):
+        t.add_column(col, justify="right" if col in ("model", "baseline") else "left")
+    for row in frame.itertuples(index=False):
+        style = "green" if row.model > row.baseline else "red"
+        t.add_row(
+            row.task, row.target, row.metric, f"[{style}]{row.model:.4f}[/]", row.best_baseline,
+            f"{row.baseline:.4f}", f"v{row.version}" if row.version else "-",
+        )
+    console.print(t)
+
+
 @app.command()
 def demo(config: ConfigArg = Path("configs/demo.yaml")) -> None:
     """Generate the default world, ingest it, resolve identities and build monthly features."""
@@ -151,6 +252,38 @@ def demo(config: ConfigArg = Path("configs/demo.yaml")) -> None:
             f"features: {f.rows:,} rows x {f.columns} columns ({len(f.cutoffs)} monthly cutoffs "
             f"{f.cutoffs[0]} .. {f.cutoffs[-1]}) -> {f.out}"
         )
+        _print_demo_models(result)
+
+
+def _print_demo_models(result) -> None:  # noqa: ANN001 - a DemoResult
+    from omnicrm.tasks.train import summary_table
+
+    for t in result.tuning:
+        console.print(
+            f"tuning {t.target}: {t.trials_total} trials ({t.pruned} pruned), best validation {t.best_value:.4f}"
+        )
+    if result.tasks:
+        _print_task_table(summary_table(result.tasks), "prediction tasks on their evaluation cutoffs (MLflow: mlruns/)")
+    if result.recommend_eval is not None:
+        _print_frame(result.recommend_eval.table, "recommenders on the time split")
+    if result.recommendations is not None:
+        r = result.recommendations
+        console.print(f"recommendations: {r.rows:,} rows for {r.customers:,} customers -> {r.out}")
+    if result.uplift is not None:
+        _print_frame(result.uplift.table, "uplift learners (held-out, vs true effects where known)")
+    if result.readout is not None:
+        _print_frame(result.readout.table, "campaign readout (A/B, 95% intervals)")
+
+
+def _print_frame(frame, title: str, max_rows: int = 40) -> None:  # noqa: ANN001 - a DataFrame
+    t = Table(title=title)
+    for col in frame.columns:
+        t.add_column(str(col), justify="right" if frame[col].dtype.kind in "fiu" else "left")
+    for row in frame.head(max_rows).itertuples(index=False):
+        t.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(t)
+    if len(frame) > max_rows:
+        console.print(f"... {len(frame) - max_rows} more rows")
 
 
 def _print_identity(m) -> None:  # noqa: ANN001 - a PairwiseMetrics
