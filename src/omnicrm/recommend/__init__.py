@@ -1,0 +1,22 @@
+"""Product recommendations per customer: baselines, implicit-feedback CF and a learned hybrid.
+
+Every method follows one contract (:class:`~omnicrm.recommend.base.Recommender`): fit on the purchase
+history before a cutoff, then ``recommend(customers, k, exclude_purchased=...)`` returns
+(customer_id, rank, product_id, score, reason). :data:`METHODS` maps a config's ``kind`` to its class.
+"""
+
+from omnicrm.recommend.base import OUTPUT_COLUMNS, Recommender
+from omnicrm.recommend.baselines import Popularity, RecentPopularity, Repurchase
+from omnicrm.recommend.collaborative import ALS, BPR, ItemKNN
+from omnicrm.recommend.history import History, build_history, load_items, load_purchases
+from omnicrm.recommend.hybrid import Hybrid
+from omnicrm.recommend.metrics import ranking_metrics
+
+METHODS: dict[str, type[Recommender]] = {
+    cls.kind: cls for cls in (Popularity, RecentPopularity, Repurchase, ALS, BPR, ItemKNN, Hybrid)
+}
+
+__all__ = [
+    "ALS", "BPR", "METHODS", "OUTPUT_COLUMNS", "History", "Hybrid", "ItemKNN", "Popularity", "RecentPopularity",
+    "Recommender", "Repurchase", "build_history", "load_items", "load_purchases", "ranking_metrics",
+]
