@@ -339,5 +339,102 @@ def _print_ingest(result) -> None:  # noqa: ANN001
     console.print("store tables: " + ", ".join(f"{k} {v:,}" for k, v in result.tables.items()))
 
 
+# --- uplift (issue 5) ---
+@app.command()
+def uplift(config: ConfigArg) -> None:
+    """Train and evaluate uplift learners (Qini, uplift AUC, policy values over several split seeds)."""
+    from omnicrm.pipeline.uplift import run_uplift
+
+    with _user_errors():
+        with _progress() as progress:
+            result = run_uplift(config, progress=progress)
+        _print_uplift(result)
+
+
+@app.command()
+def effects(
+    config: ConfigArg,
+    as_of: Annotated[
+        datetime, typer.Option("--as-of", help="Score date; features read only ts < as-of.", formats=["%Y-%m-%d"])
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file (customer_id, action, effect).")],
+) -> None:
+    """Per-customer effect of every action for every customer at a date."""
+    from omnicrm.pipeline.uplift import write_effects
+
+    with _user_errors():
+        with _progress() as progress:
+            result = write_effects(config, as_of, out, progress=progress)
+        console.print(
+            f"effects: {result.customers:,} customers x {len(result.actions)} actions ({', '.join(result.actions)}) "
+            f"from {result.training_rows:,} training rows -> {result.out}"
+        )
+
+
+@app.command()
+def readout(config: ConfigArg) -> None:
+    """Campaign readout as A/B tests: each action's effect vs control with 95% intervals and MDE."""
+    from omnicrm.pipeline.uplift import run_readout
+
+    with _user_errors():
+        with _progress() as progress:
+            result = run_readout(config, progress=progress)
+        _print_readout(result.table, "campaign readout (difference in means vs control, Welch 95% CI)")
+        if result.segments is not None:
+            _print_readout(result.segments, "readout by segment")
+
+
+def _print_uplift(result) -> None:  # noqa: ANN001 - an UpliftResult
+    t = Table(title=f"uplift: held-out Qini etc., mean +- std over split seeds ({result.rows:,} rows)")
+    for col in ("outcome", "learner", "action"):
+        t.add_column(col)
+    extra = [c for c in result.table.columns if c.startswith("uplift_at_") and not c.endswith("_std")]
+    has_truth = "spearman_truth" in result.table.columns
+    for col in ("qini", "uplift AUC", *(c.replace("_", " ") for c in extra), "ATE (random)"):
+        t.add_column(col, justify="right")
+    if has_truth:
+        t.add_column("Spearman vs truth", justify="right")
+    for r in result.table.to_dict("records"):
+        cells = [str(r["outcome"]), str(r["learner"]), str(r["action"]),
+                 f"{r['qini']:.4f} +- {r.get('qini_std', float('nan')):.4f}",
+                 f"{r['uplift_auc']:.4f} +- {r.get('uplift_auc_std', float('nan')):.4f}",
+                 *(f"{r[c]:.4g}" for c in extra), f"{r['ate']:.4g}"]
+        if has_truth:
+            cells.append(f"{r['spearman_truth']:.3f} +- {r.get('spearman_truth_std', float('nan')):.3f}")
+        t.add_row(*cells)
+    console.print(t)
+    p = Table(title="policy value per customer (IPW on held-out randomised rows; mean over seeds)")
+    for col in ("outcome", "learner", "policy"):
+        p.add_column(col)
+    for col in ("value", "+- se", "treated"):
+        p.add_column(col, justify="right")
+    for r in result.policy.to_dict("records"):
+        p.add_row(str(r["outcome"]), str(r["learner"]), str(r["policy"]), f"{r['value']:.4g}", f"{r['se']:.2g}",
+                  f"{r['treated_share']:.0%}")
+    console.print(p)
+    for outcome, by_learner in result.verdicts.items():
+        for learner, text in by_learner.items():
+            console.print(f"{outcome} / {learner}: {text}", soft_wrap=True)
+
+
+def _print_readout(frame, title: str) -> None:  # noqa: ANN001 - a DataFrame
+    t = Table(title=title)
+    keys = [c for c in frame.columns if c not in _READOUT_FIGURES]
+    for col in keys:
+        t.add_column(col)
+    for col in ("n treated", "n control", "control mean", "effect", "95% CI", "p", "MDE"):
+        t.add_column(col, justify="right")
+    for r in frame.to_dict("records"):
+        t.add_row(*(str(r[c]) for c in keys), f"{r['n_t']:,}", f"{r['n_c']:,}", f"{r['mean_c']:.4g}",
+                  f"{r['ate']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.2g}",
+                  f"{r['mde']:.3g}")
+    console.print(t)
+
+
+_READOUT_FIGURES = frozenset(
+    {"n_t", "n_c", "mean_t", "mean_c", "ate", "se", "ci_low", "ci_high", "p_value", "mde", "relative_lift"}
+)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
