@@ -8,8 +8,10 @@ probability during the two weeks starting with the send week; it depends on the 
 ==================  =================================================================
 action              effect grows with
 ==================  =================================================================
-``discount_10pct``  price sensitivity (negative for price-insensitive people: a
-                    discount cheapens the brand for them and pulls nothing forward)
+``discount_10pct``  how rarely a person buys (occasional shoppers wait for a deal),
+                    amplified by price sensitivity (negative for frequent, price-
+                    insensitive buyers: a discount cheapens the brand for them and
+                    pulls nothing forward)
 ``new_arrivals``    e-mail responsiveness
 ``free_shipping``   preference for buying online
 ==================  =================================================================
@@ -17,6 +19,13 @@ action              effect grows with
 Each has person-level noise, so some people respond negatively to every action. The channel scales
 the effect (an SMS is read but carries less; see ``CHANNEL_REACH``). Treated people get the effect
 in the simulation; control people do not.
+
+Every effect is driven by a trait that leaves traces in a retailer's data (purchase frequency,
+e-mail opens, the online share of orders), so a model can learn who responds: price sensitivity on
+its own shows nowhere in behaviour and only amplifies the discount. Sizes: the average effect is
+about +0.04 on the weekly purchase probability (standard deviation 0.03-0.05 across people), about
++8 points on two-week purchase from a base of about 21%, comparable to the Hillstrom e-mails'
+effect on visits (+4.5 and +7.7 points).
 """
 
 from __future__ import annotations
@@ -94,10 +103,12 @@ def person_effects(pop: Population, actions: list[str], rng: np.random.Generator
         Shape ``(n_people, len(actions))``.
     """
     n = pop.size
+    # rarity in (0, 1]: 1 for someone who (almost) never buys, ~0.37 at the mean rate of 0.12 orders/week
+    rarity = np.exp(-pop.purchase_rate / 0.12)
     formulas = {
-        "discount_10pct": lambda z: 0.12 * pop.price_sensitivity - 0.035 + 0.012 * z,
-        "new_arrivals": lambda z: 0.12 * pop.email_responsiveness - 0.008 + 0.010 * z,
-        "free_shipping": lambda z: 0.07 * pop.online_share - 0.012 + 0.010 * z,
+        "discount_10pct": lambda z: 0.20 * rarity * (0.5 + pop.price_sensitivity) - 0.04 + 0.008 * z,
+        "new_arrivals": lambda z: 0.36 * pop.email_responsiveness - 0.025 + 0.008 * z,
+        "free_shipping": lambda z: 0.16 * pop.online_share - 0.03 + 0.008 * z,
     }
     # draw noise for every known action so that the effects do not depend on which are configured
     noise = {name: rng.normal(size=n) for name in formulas}
