@@ -116,13 +116,13 @@ def generate(comps: Components, users: np.ndarray, n: int, exclude: bool, max_ow
         top = model._top_items(users, n, exclude=True)
         parts.append(top[["row", "i"]])
     for col in ("pop_rank", "recent_rank"):
-        best = np.argsort(comps.items[col].to_numpy(), kind="stable")[: n + 50]
+        best = np.argsort(comps.items[col].to_numpy(), kind="stable")[:n]
         parts.append(pd.DataFrame({"row": np.repeat(rows, len(best)), "i": np.tile(best, len(rows))}))
     if len(comps.categories):
         cat = comps.item_cat
         ranked = np.argsort(comps.items["pop_rank"].to_numpy(), kind="stable")
         per_cat = pd.DataFrame({"i": ranked, "c": cat[ranked]})
-        per_cat = per_cat[(per_cat["c"] >= 0) & (per_cat.groupby("c").cumcount().to_numpy() < n + 20)]
+        per_cat = per_cat[(per_cat["c"] >= 0) & (per_cat.groupby("c").cumcount().to_numpy() < n)]
         ucat = comps.user_top_category[users]
         lhs = pd.DataFrame({"row": rows, "c": ucat})
         parts.append(lhs.merge(per_cat, on="c")[["row", "i"]])
