@@ -436,5 +436,43 @@ _READOUT_FIGURES = frozenset(
 )
 
 
+# --- recommend (issue 4) ---
+@app.command("recommend-eval")
+def recommend_eval(config: ConfigArg) -> None:
+    """Tune recommenders on a validation window, score them on the test window, log to MLflow."""
+    from omnicrm.pipeline.recommend import evaluate_recommenders
+
+    with _user_errors():
+        with _progress() as progress:
+            result = evaluate_recommenders(config, progress=progress)
+        t = Table(title=f"recommenders on the test window (k = {result.k}; MLflow run {result.run_id})")
+        for col in result.table.columns:
+            t.add_column(col, justify="left" if col in ("method", "mode") else "right")
+        for row in result.table.itertuples(index=False):
+            t.add_row(*(f"{v:.2f}" if isinstance(v, float) and c.endswith("seconds") else f"{v:.4f}"
+                        if isinstance(v, float) else str(v) for c, v in zip(result.table.columns, row, strict=True)))
+        console.print(t)
+
+
+@app.command()
+def recommend(
+    config: ConfigArg,
+    as_of: Annotated[
+        datetime, typer.Option("--as-of", help="Fit on purchases before this date.", formats=["%Y-%m-%d"])
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+) -> None:
+    """Top-k products (with reasons) for every customer with a purchase before --as-of."""
+    from omnicrm.pipeline.recommend import write_recommendations
+
+    with _user_errors():
+        with _progress() as progress:
+            result = write_recommendations(config, as_of.date(), out, progress=progress)
+        console.print(
+            f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
+            f"{result.customers:,} customers -> {result.out}"
+        )
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
