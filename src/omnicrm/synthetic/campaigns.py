@@ -23,9 +23,10 @@ in the simulation; control people do not.
 Every effect is driven by a trait that leaves traces in a retailer's data (purchase frequency,
 e-mail opens, the online share of orders), so a model can learn who responds: price sensitivity on
 its own shows nowhere in behaviour and only amplifies the discount. Sizes: the average effect is
-about +0.04 on the weekly purchase probability (standard deviation 0.03-0.05 across people), about
-+8 points on two-week purchase from a base of about 21%, comparable to the Hillstrom e-mails'
-effect on visits (+4.5 and +7.7 points).
+about +0.055 on the weekly purchase probability (standard deviation 0.06-0.075 across people, about a
+quarter of people respond negatively), about +10 points on two-week purchase from a base of about
+21%; relative lifts like the Hillstrom e-mails' on visits (+72% for the Mens e-mail). Smaller or
+noisier effects could not be learnt per customer from eight campaigns of ~3,700 exposures.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def person_effects(pop: Population, actions: list[str], rng: np.random.Generator
     # rarity in (0, 1]: 1 for someone who (almost) never buys, ~0.37 at the mean rate of 0.12 orders/week
     rarity = np.exp(-pop.purchase_rate / 0.12)
     formulas = {
-        "discount_10pct": lambda z: 0.20 * rarity * (0.5 + pop.price_sensitivity) - 0.04 + 0.008 * z,
-        "new_arrivals": lambda z: 0.36 * pop.email_responsiveness - 0.025 + 0.008 * z,
-        "free_shipping": lambda z: 0.16 * pop.online_share - 0.03 + 0.008 * z,
+        "discount_10pct": lambda z: 0.28 * rarity * (0.5 + pop.price_sensitivity) - 0.065 + 0.008 * z,
+        "new_arrivals": lambda z: 0.50 * pop.email_responsiveness - 0.045 + 0.008 * z,
+        "free_shipping": lambda z: 0.28 * pop.online_share - 0.075 + 0.008 * z,
     }
     # draw noise for every known action so that the effects do not depend on which are configured
     noise = {name: rng.normal(size=n) for name in formulas}
