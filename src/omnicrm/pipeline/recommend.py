@@ -75,20 +75,37 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
     validation = pd.DataFrame(val_rows)
 
     progress("logging to MLflow", 0.93)
-    tags = {"task": TASK, "dataset": cfg.dataset, "test_cutoff": cfg.test_cutoff, "validation_cutoff":
-            cfg.validation_cutoff, "test_days": cfg.test_days, "k": cfg.k}
+    tags = {
+        "task": TASK,
+        "dataset": cfg.dataset,
+        "test_cutoff": cfg.test_cutoff,
+        "validation_cutoff": cfg.validation_cutoff,
+        "test_days": cfg.test_days,
+        "k": cfg.k,
+    }
     child_ids = {}
-    with tracking.start_run(cfg.experiment, f"recommend-eval · {cfg.dataset}", tags=tags | {"run_kind": "experiment"}
-                            ) as parent:
+    with tracking.start_run(
+        cfg.experiment, f"recommend-eval · {cfg.dataset}", tags=tags | {"run_kind": "experiment"}
+    ) as parent:
         tracking.log_config(cfg.model_dump(mode="json"))
         tracking.log_table(table, "tables/results.csv")
         tracking.log_text(markdown_table(table), "tables/results.md")
         tracking.log_table(validation, "tables/validation.csv")
-        tracking.log_metrics({f"{row.method}.{row.mode}.{col}": getattr(row, col) for row in table.itertuples()
-                              for col in table.columns if col not in ("method", "mode")})
+        tracking.log_metrics(
+            {
+                f"{row.method}.{row.mode}.{col}": getattr(row, col)
+                for row in table.itertuples()
+                for col in table.columns
+                if col not in ("method", "mode")
+            }
+        )
         for r in result.methods:
-            with tracking.start_run(cfg.experiment, r.name, tags=tags | {"run_kind": "method", "method": r.name,
-                                                                         "model_family": r.kind}, nested=True) as run:
+            with tracking.start_run(
+                cfg.experiment,
+                r.name,
+                tags=tags | {"run_kind": "method", "method": r.name, "model_family": r.kind},
+                nested=True,
+            ) as run:
                 tracking.log_params({"method": r.name, "kind": r.kind, **r.params})
                 tracking.log_metrics({mode: {k: v for k, v in r.test[mode].items()} for mode in MODES})
                 tracking.log_metrics({"val": r.validation, "fit_seconds": r.fit_seconds})
@@ -99,12 +116,14 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
                     tracking.log_artifact(path, "model")
                 child_ids[r.name] = run.run_id
     progress("done", 1.0)
-    return RecommendEvalResult(table, {r.name: r.params for r in result.methods}, validation, parent.run_id,
-                               child_ids, cfg.k)
+    return RecommendEvalResult(
+        table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k
+    )
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub markdown table (floats to ``digits`` places; seconds to 2)."""
+
     def cell(col: str, v: object) -> str:
         if isinstance(v, float):
             return f"{v:.2f}" if col.endswith("seconds") else f"{v:.{digits}f}"
@@ -112,8 +131,10 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
 
     head = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" if frame[c].dtype.kind not in "fi" else "---:" for c in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True)) + " |"
-            for row in frame.itertuples(index=False)]
+    body = [
+        "| " + " | ".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True)) + " |"
+        for row in frame.itertuples(index=False)
+    ]
     return "\n".join([head, rule, *body])
 
 

@@ -17,6 +17,19 @@ METHODS: dict[str, type[Recommender]] = {
 }
 
 __all__ = [
-    "ALS", "BPR", "METHODS", "OUTPUT_COLUMNS", "History", "Hybrid", "ItemKNN", "Popularity", "RecentPopularity",
-    "Recommender", "Repurchase", "build_history", "load_items", "load_purchases", "ranking_metrics",
+    "ALS",
+    "BPR",
+    "METHODS",
+    "OUTPUT_COLUMNS",
+    "History",
+    "Hybrid",
+    "ItemKNN",
+    "Popularity",
+    "RecentPopularity",
+    "Recommender",
+    "Repurchase",
+    "build_history",
+    "load_items",
+    "load_purchases",
+    "ranking_metrics",
 ]

@@ -219,7 +219,7 @@ def popularity_ranking(score: np.ndarray, label: str, unit: str = "customers") -
 
 
 def repurchase_reasons(history: History, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """"bought 3 times, last 20 days ago" for each bought (user, item)."""
+    """ "bought 3 times, last 20 days ago" for each bought (user, item)."""
     if len(users) == 0:
         return np.array([], dtype=object)
     p = history.pairs

@@ -85,5 +85,6 @@ def repurchase_scores(history: History, half_life_days: float | None) -> pd.Data
 
 
 def _no_rows() -> pd.DataFrame:
-    return pd.DataFrame({"row": np.array([], dtype=np.int64), "i": np.array([], dtype=np.int64),
-                         "score": np.array([], dtype=float)})
+    return pd.DataFrame(
+        {"row": np.array([], dtype=np.int64), "i": np.array([], dtype=np.int64), "score": np.array([], dtype=float)}
+    )

@@ -13,10 +13,33 @@ from omnicrm.recommend.collaborative import ALS, ItemKNN
 from omnicrm.recommend.history import History
 
 FEATURES = (
-    "ui_orders", "ui_quantity", "ui_days_since_last", "ui_days_since_first", "ui_gap_ratio", "ui_decay",
-    "ui_share", "u_orders", "u_items", "u_days_since_last", "u_days_since_first", "i_buyers", "i_buyers_recent",
-    "i_buyers_7", "i_trend", "i_repeat_rate", "i_age_days", "i_price", "price_ratio", "als_score", "knn_score",
-    "als_rank", "knn_rank", "pop_rank", "recent_rank", "cat_share", "cat_is_top",
+    "ui_orders",
+    "ui_quantity",
+    "ui_days_since_last",
+    "ui_days_since_first",
+    "ui_gap_ratio",
+    "ui_decay",
+    "ui_share",
+    "u_orders",
+    "u_items",
+    "u_days_since_last",
+    "u_days_since_first",
+    "i_buyers",
+    "i_buyers_recent",
+    "i_buyers_7",
+    "i_trend",
+    "i_repeat_rate",
+    "i_age_days",
+    "i_price",
+    "price_ratio",
+    "als_score",
+    "knn_score",
+    "als_rank",
+    "knn_rank",
+    "pop_rank",
+    "recent_rank",
+    "cat_share",
+    "cat_is_top",
 )
 
 
@@ -37,8 +60,9 @@ class Components:
     item_cat: np.ndarray  # per item: index into categories (-1: unknown)
 
 
-def fit_components(history: History, als_params: dict, knn_params: dict, recent_days: int,
-                   half_life_days: float) -> Components:
+def fit_components(
+    history: History, als_params: dict, knn_params: dict, recent_days: int, half_life_days: float
+) -> Components:
     als = ALS(**als_params).fit_history(history)
     knn = ItemKNN(**knn_params).fit_history(history)
     ln = history.lines
@@ -52,8 +76,9 @@ def fit_components(history: History, als_params: dict, knn_params: dict, recent_
     users["u_days_since_last"] = ln.groupby("u")["age_days"].min().reindex(users.index).to_numpy()
     users["u_days_since_first"] = ln.groupby("u")["age_days"].max().reindex(users.index).to_numpy()
     price = history.item_info["price"].to_numpy(float)
-    users["u_price"] = pd.Series(price[ln["i"].to_numpy()]).groupby(ln["u"].to_numpy()).median().reindex(
-        users.index).to_numpy()
+    users["u_price"] = (
+        pd.Series(price[ln["i"].to_numpy()]).groupby(ln["u"].to_numpy()).median().reindex(users.index).to_numpy()
+    )
 
     # items: buyers overall / recently / last week, trend, repeat rate, age, price
     p = history.pairs
@@ -68,7 +93,8 @@ def fit_components(history: History, als_params: dict, knn_params: dict, recent_
     items["i_buyers_7"] = buyers(0, 7)
     items["i_trend"] = (items["i_buyers_recent"] + 1) / (buyers(recent_days, 2 * recent_days) + 1)
     items["i_repeat_rate"] = np.bincount(p["i"], weights=(p["n_orders"] > 1), minlength=history.n_items) / np.maximum(
-        items["i_buyers"].to_numpy(), 1)
+        items["i_buyers"].to_numpy(), 1
+    )
     items["i_age_days"] = ln.groupby("i")["age_days"].max().reindex(items.index).to_numpy()
     items["i_price"] = price
     items["pop_rank"] = _rank_desc(items["i_buyers"].to_numpy())
@@ -85,12 +111,24 @@ def fit_components(history: History, als_params: dict, knn_params: dict, recent_
     share = counts / totals[(counts.index.to_numpy() // n_cat)]
     top = np.full(history.n_users, -1, dtype=np.int64)
     if len(counts):
-        c = pd.DataFrame({"u": counts.index.to_numpy() // n_cat, "c": counts.index.to_numpy() % n_cat,
-                          "n": counts.to_numpy()}).sort_values(["u", "n", "c"], ascending=[True, False, True])
+        c = pd.DataFrame(
+            {"u": counts.index.to_numpy() // n_cat, "c": counts.index.to_numpy() % n_cat, "n": counts.to_numpy()}
+        ).sort_values(["u", "n", "c"], ascending=[True, False, True])
         first = c.drop_duplicates("u")
         top[first["u"].to_numpy()] = first["c"].to_numpy()
-    return Components(history, als, knn, recent_days, repurchase_scores(history, half_life_days), users, items,
-                      top, share, pd.Index(categories), cat_codes)
+    return Components(
+        history,
+        als,
+        knn,
+        recent_days,
+        repurchase_scores(history, half_life_days),
+        users,
+        items,
+        top,
+        share,
+        pd.Index(categories),
+        cat_codes,
+    )
 
 
 def _rank_desc(x: np.ndarray) -> np.ndarray:
@@ -161,16 +199,26 @@ def features(comps: Components, cand: pd.DataFrame) -> pd.DataFrame:
     for col in ("u_orders", "u_items", "u_days_since_last", "u_days_since_first"):
         f[col] = comps.users[col].to_numpy()[u]
     f["ui_share"] = f["ui_orders"] / f["u_orders"].where(f["u_orders"] > 0)
-    for col in ("i_buyers", "i_buyers_recent", "i_buyers_7", "i_trend", "i_repeat_rate", "i_age_days", "i_price",
-                "pop_rank", "recent_rank"):
+    for col in (
+        "i_buyers",
+        "i_buyers_recent",
+        "i_buyers_7",
+        "i_trend",
+        "i_repeat_rate",
+        "i_age_days",
+        "i_price",
+        "pop_rank",
+        "recent_rank",
+    ):
         f[col] = comps.items[col].to_numpy()[i]
     f["price_ratio"] = f["i_price"] / comps.users["u_price"].to_numpy()[u]
     f["als_score"] = comps.als.pair_scores(u, i)
     f["knn_score"] = comps.knn.pair_scores(u, i)
     row = cand["row"].to_numpy()
     for col in ("als", "knn"):
-        f[f"{col}_rank"] = pd.Series(f[f"{col}_score"].to_numpy()).groupby(row).rank(ascending=False,
-                                                                                   method="first").to_numpy()
+        f[f"{col}_rank"] = (
+            pd.Series(f[f"{col}_score"].to_numpy()).groupby(row).rank(ascending=False, method="first").to_numpy()
+        )
     if len(comps.categories):
         n_cat = len(comps.categories)
         c = comps.item_cat[i]

@@ -27,8 +27,9 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
-def weighted_matrix(history: History, weighting: str, alpha: float = 1.0, bm25_k1: float = 100.0,
-                    bm25_b: float = 0.8) -> sp.csr_matrix:
+def weighted_matrix(
+    history: History, weighting: str, alpha: float = 1.0, bm25_k1: float = 100.0, bm25_b: float = 0.8
+) -> sp.csr_matrix:
     """The user x item confidence matrix: order counts weighted by ``count``, ``log`` or ``bm25``."""
     from implicit.nearest_neighbours import bm25_weight
 
@@ -62,8 +63,9 @@ def _implicit_top(model, user_items: sp.csr_matrix, users: np.ndarray, k: int, e
     return pd.DataFrame({"row": row[ok], "i": ids[ok].astype(np.int64), "score": scores[ok]})
 
 
-def anchors_by_similarity(history: History, users: np.ndarray, items: np.ndarray, item_sim: sp.csr_matrix
-                          ) -> np.ndarray:
+def anchors_by_similarity(
+    history: History, users: np.ndarray, items: np.ndarray, item_sim: sp.csr_matrix
+) -> np.ndarray:
     """For each (user, item): the user's bought item with the largest ``item_sim[j, item]`` (-1: none)."""
     if len(users) == 0:
         return np.array([], dtype=np.int64)
@@ -76,8 +78,9 @@ def anchors_by_similarity(history: History, users: np.ndarray, items: np.ndarray
     return np.where(has, best, -1)
 
 
-def anchors_by_factors(history: History, users: np.ndarray, items: np.ndarray, factors: np.ndarray,
-                       chunk: int = 200_000) -> np.ndarray:
+def anchors_by_factors(
+    history: History, users: np.ndarray, items: np.ndarray, factors: np.ndarray, chunk: int = 200_000
+) -> np.ndarray:
     """For each (user, item): the user's bought item whose factor vector is closest (cosine) to the item's."""
     if len(users) == 0:
         return np.array([], dtype=np.int64)
@@ -152,12 +155,26 @@ class ALS(_FactorModel):
     """Alternating least squares on implicit feedback (Hu, Koren & Volinsky), implicit's CPU model."""
 
     kind = "als"
-    _constraints = {"factors": (int, 1), "regularization": ((int, float), 0), "iterations": (int, 1),
-                    "alpha": ((int, float), 0), "num_threads": (int, 0), "random_state": (int, 0)}
+    _constraints = {
+        "factors": (int, 1),
+        "regularization": ((int, float), 0),
+        "iterations": (int, 1),
+        "alpha": ((int, float), 0),
+        "num_threads": (int, 0),
+        "random_state": (int, 0),
+    }
     _choices = {"weighting": ("bm25", "log", "count", "binary")}
 
-    def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15, alpha: float = 1.0,
-                 weighting: str = "bm25", num_threads: int = 1, random_state: int = 0) -> None:
+    def __init__(
+        self,
+        factors: int = 64,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 1.0,
+        weighting: str = "bm25",
+        num_threads: int = 1,
+        random_state: int = 0,
+    ) -> None:
         self.factors = factors
         self.regularization = regularization
         self.iterations = iterations
@@ -170,8 +187,13 @@ class ALS(_FactorModel):
         from implicit.cpu.als import AlternatingLeastSquares
 
         return AlternatingLeastSquares(
-            factors=self.factors, regularization=float(self.regularization), alpha=1.0, iterations=self.iterations,
-            calculate_training_loss=False, num_threads=self.num_threads, random_state=self.random_state,
+            factors=self.factors,
+            regularization=float(self.regularization),
+            alpha=1.0,
+            iterations=self.iterations,
+            calculate_training_loss=False,
+            num_threads=self.num_threads,
+            random_state=self.random_state,
         )
 
 
@@ -179,14 +201,28 @@ class BPR(_FactorModel):
     """Bayesian personalised ranking (SGD on sampled pairs), implicit's CPU model."""
 
     kind = "bpr"
-    _constraints = {"factors": (int, 1), "learning_rate": ((int, float), 0), "regularization": ((int, float), 0),
-                    "iterations": (int, 1), "alpha": ((int, float), 0), "num_threads": (int, 0),
-                    "random_state": (int, 0)}
+    _constraints = {
+        "factors": (int, 1),
+        "learning_rate": ((int, float), 0),
+        "regularization": ((int, float), 0),
+        "iterations": (int, 1),
+        "alpha": ((int, float), 0),
+        "num_threads": (int, 0),
+        "random_state": (int, 0),
+    }
     _choices = {"weighting": ("bm25", "log", "count", "binary")}
 
-    def __init__(self, factors: int = 64, learning_rate: float = 0.01, regularization: float = 0.01,
-                 iterations: int = 100, alpha: float = 1.0, weighting: str = "binary", num_threads: int = 1,
-                 random_state: int = 0) -> None:
+    def __init__(
+        self,
+        factors: int = 64,
+        learning_rate: float = 0.01,
+        regularization: float = 0.01,
+        iterations: int = 100,
+        alpha: float = 1.0,
+        weighting: str = "binary",
+        num_threads: int = 1,
+        random_state: int = 0,
+    ) -> None:
         self.factors = factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -200,9 +236,12 @@ class BPR(_FactorModel):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         return BayesianPersonalizedRanking(
-            factors=self.factors, learning_rate=float(self.learning_rate),
-            regularization=float(self.regularization), iterations=self.iterations,
-            num_threads=self.num_threads, random_state=self.random_state,
+            factors=self.factors,
+            learning_rate=float(self.learning_rate),
+            regularization=float(self.regularization),
+            iterations=self.iterations,
+            num_threads=self.num_threads,
+            random_state=self.random_state,
         )
 
 

@@ -36,8 +36,10 @@ class MethodSpec(StrictModel):
     def combos(self) -> list[dict[str, Any]]:
         """Every point of the grid merged over ``params`` (one point when there is no grid)."""
         keys = list(self.grid)
-        return [self.params | dict(zip(keys, values, strict=True)) for values in itertools.product(
-            *(self.grid[k] for k in keys))] or [dict(self.params)]
+        return [
+            self.params | dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(self.grid[k] for k in keys))
+        ] or [dict(self.params)]
 
 
 class RecommendConfig(StrictModel):

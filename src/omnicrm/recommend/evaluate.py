@@ -109,16 +109,22 @@ class ExperimentResult:
                 m = r.test[mode]
                 rows.append(
                     {"method": r.name, "mode": mode}
-                    | {f"{x}_at_{k}": m[f"{x}_at_{k}"] for x in ("precision", "recall", "ndcg", "map", "hit_rate",
-                                                                  "coverage")}
-                    | {"customers": int(m["customers"]), "fit_seconds": r.fit_seconds,
-                       "recommend_seconds": m["recommend_seconds"]}
+                    | {
+                        f"{x}_at_{k}": m[f"{x}_at_{k}"]
+                        for x in ("precision", "recall", "ndcg", "map", "hit_rate", "coverage")
+                    }
+                    | {
+                        "customers": int(m["customers"]),
+                        "fit_seconds": r.fit_seconds,
+                        "recommend_seconds": m["recommend_seconds"],
+                    }
                 )
         return pd.DataFrame(rows)
 
 
-def tune(spec: MethodSpec, split: Split, cfg: RecommendConfig, inherited: dict[str, Any],
-         progress: Progress = silent) -> tuple[dict[str, Any], dict[str, dict[str, float]], pd.DataFrame]:
+def tune(
+    spec: MethodSpec, split: Split, cfg: RecommendConfig, inherited: dict[str, Any], progress: Progress = silent
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], pd.DataFrame]:
     """Grid search on the validation split; returns the best params, their metrics and the grid table.
 
     The hybrid's ranker parameters are varied on one fitted hybrid (``set_ranker_params``): the
@@ -143,9 +149,10 @@ def tune(spec: MethodSpec, split: Split, cfg: RecommendConfig, inherited: dict[s
                 model.set_ranker_params(**{k: combo[k] for k in fast if k in combo})
             metrics = score(model, split, cfg.k)
             value = selection_value(metrics, cfg.select_by, cfg.k)
-            rows.append({"params": repr(combo), "value": value}
-                        | {f"{mode}.{cfg.select_by}_at_{cfg.k}": metrics[mode][f"{cfg.select_by}_at_{cfg.k}"]
-                           for mode in MODES})
+            rows.append(
+                {"params": repr(combo), "value": value}
+                | {f"{mode}.{cfg.select_by}_at_{cfg.k}": metrics[mode][f"{cfg.select_by}_at_{cfg.k}"] for mode in MODES}
+            )
             if value > best_value:
                 best, best_value, best_metrics = combo, value, metrics
             done += 1
@@ -153,8 +160,9 @@ def tune(spec: MethodSpec, split: Split, cfg: RecommendConfig, inherited: dict[s
     return best, best_metrics, pd.DataFrame(rows)
 
 
-def run_experiment(cfg: RecommendConfig, purchases: pd.DataFrame, items: pd.DataFrame | None,
-                   progress: Progress = silent) -> ExperimentResult:
+def run_experiment(
+    cfg: RecommendConfig, purchases: pd.DataFrame, items: pd.DataFrame | None, progress: Progress = silent
+) -> ExperimentResult:
     """Tune each method on the validation window, refit before the test cutoff, score the test window."""
     progress("preparing validation and test windows", 0.0)
     val = make_split(purchases, items, cfg.validation_cutoff, cfg.test_cutoff, "validation")
@@ -175,8 +183,16 @@ def run_experiment(cfg: RecommendConfig, purchases: pd.DataFrame, items: pd.Data
         model.fit(purchases, cfg.test_cutoff, items)
         fit_seconds = time.perf_counter() - start
         result.methods.append(
-            MethodResult(spec.name, spec.kind, model.get_params(), model, score(model, test, cfg.k), val_metrics,
-                         fit_seconds, grid)
+            MethodResult(
+                spec.name,
+                spec.kind,
+                model.get_params(),
+                model,
+                score(model, test, cfg.k),
+                val_metrics,
+                fit_seconds,
+                grid,
+            )
         )
     progress("evaluation done", 1.0)
     return result

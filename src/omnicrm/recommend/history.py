@@ -97,7 +97,9 @@ def build_history(
     ts = pd.to_datetime(purchases["ts"])
     if getattr(ts.dt, "tz", None) is not None:
         ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-    keep = (ts < t).to_numpy() & purchases["customer_id"].notna().to_numpy() & purchases["product_id"].notna().to_numpy()
+    keep = (
+        (ts < t).to_numpy() & purchases["customer_id"].notna().to_numpy() & purchases["product_id"].notna().to_numpy()
+    )
     p = purchases.loc[keep, list(PURCHASE_COLUMNS)].assign(ts=ts[keep])
     if p.empty:
         raise InputError(f"no purchases before the cutoff {t:%Y-%m-%d}: nothing to fit a recommender on")
@@ -110,8 +112,14 @@ def build_history(
     age = (t - p["ts"]).to_numpy() / DAY
 
     raw = pd.DataFrame(
-        {"u": u, "i": i, "order": order, "age_days": age, "quantity": p["quantity"].to_numpy(float),
-         "amount": p["amount"].to_numpy(float)}
+        {
+            "u": u,
+            "i": i,
+            "order": order,
+            "age_days": age,
+            "quantity": p["quantity"].to_numpy(float),
+            "amount": p["amount"].to_numpy(float),
+        }
     )
     # one line per (user, item, order): a basket holding an item twice is one purchase of it
     lines = (
@@ -164,7 +172,9 @@ def _item_info(item_ids: pd.Index, lines: pd.DataFrame, items: pd.DataFrame | No
     """Category and price per item; the price falls back to the median unit price paid."""
     unit = lines["amount"] / lines["quantity"].where(lines["quantity"] > 0)
     paid = unit.groupby(lines["i"]).median().reindex(range(len(item_ids)))
-    info = pd.DataFrame({"category": pd.Series(np.nan, index=range(len(item_ids)), dtype="str"), "price": paid.to_numpy()})
+    info = pd.DataFrame(
+        {"category": pd.Series(np.nan, index=range(len(item_ids)), dtype="str"), "price": paid.to_numpy()}
+    )
     if items is not None and len(items):
         master = items.assign(product_id=items["product_id"].astype(str)).drop_duplicates("product_id")
         master = master.set_index("product_id").reindex(item_ids)

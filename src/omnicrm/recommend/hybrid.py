@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from omnicrm.errors import InputError
 from omnicrm.recommend.base import Recommender
 from omnicrm.recommend.candidates import FEATURES, Components, features, fit_components, generate
 from omnicrm.recommend.collaborative import anchor_reasons, anchors_by_similarity
@@ -32,22 +33,48 @@ class Hybrid(Recommender):
 
     kind = "hybrid"
     _constraints = {
-        "label_days": (int, 1), "n_candidates": (int, 1), "max_own": (int, 1), "recent_days": (int, 1),
-        "half_life_days": ((int, float), 0.001), "n_estimators": (int, 1), "learning_rate": ((int, float), 1e-6),
-        "num_leaves": (int, 2), "min_child_samples": (int, 1), "subsample": ((int, float), 0.01),
-        "colsample_bytree": ((int, float), 0.01), "n_jobs": (int, 1), "random_state": (int, 0),
+        "label_days": (int, 1),
+        "n_candidates": (int, 1),
+        "max_own": (int, 1),
+        "recent_days": (int, 1),
+        "half_life_days": ((int, float), 0.001),
+        "n_estimators": (int, 1),
+        "learning_rate": ((int, float), 1e-6),
+        "num_leaves": (int, 2),
+        "min_child_samples": (int, 1),
+        "subsample": ((int, float), 0.01),
+        "colsample_bytree": ((int, float), 0.01),
+        "n_jobs": (int, 1),
+        "random_state": (int, 0),
         "negatives": (int, 1),
     }
     #: ranker hyper-parameters that :meth:`set_ranker_params` changes without refitting the generators
     ranker_params: ClassVar[tuple[str, ...]] = (
-        "n_estimators", "learning_rate", "num_leaves", "min_child_samples", "subsample", "colsample_bytree",
+        "n_estimators",
+        "learning_rate",
+        "num_leaves",
+        "min_child_samples",
+        "subsample",
+        "colsample_bytree",
     )
 
     def __init__(
-        self, label_days: int = 30, n_candidates: int = 50, max_own: int = 100, recent_days: int = 30,
-        half_life_days: float = 90.0, als: dict[str, Any] | None = None, knn: dict[str, Any] | None = None,
-        n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 31, min_child_samples: int = 50,
-        subsample: float = 0.8, colsample_bytree: float = 0.8, negatives: int = 50, n_jobs: int = 1,
+        self,
+        label_days: int = 30,
+        n_candidates: int = 50,
+        max_own: int = 100,
+        recent_days: int = 30,
+        half_life_days: float = 90.0,
+        als: dict[str, Any] | None = None,
+        knn: dict[str, Any] | None = None,
+        n_estimators: int = 200,
+        learning_rate: float = 0.05,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        subsample: float = 0.8,
+        colsample_bytree: float = 0.8,
+        negatives: int = 50,
+        n_jobs: int = 1,
         random_state: int = 0,
     ) -> None:
         self.label_days = label_days
@@ -68,8 +95,9 @@ class Hybrid(Recommender):
         self.random_state = random_state
 
     def _components(self, history: History) -> Components:
-        return fit_components(history, dict(self.als or {}), dict(self.knn or {}), self.recent_days,
-                              self.half_life_days)
+        return fit_components(
+            history, dict(self.als or {}), dict(self.knn or {}), self.recent_days, self.half_life_days
+        )
 
     def _fit(self, history: History) -> None:
         earlier, later = truncate(history, self.label_days)
@@ -92,6 +120,11 @@ class Hybrid(Recommender):
             draw = rng.random(len(row))
             neg_rank = pd.Series(np.where(y == 1, np.inf, draw)).groupby(row).rank(method="first").to_numpy()
             keep = np.isin(row, pos_rows) & ((y == 1) | (neg_rank <= self.negatives))
+            if not keep.any():
+                raise InputError(
+                    f"hybrid: no customer bought a candidate product ({mode} mode) in the {self.label_days} days "
+                    f"before {history.cutoff:%Y-%m-%d}; too little history to train the ranker (lower label_days?)"
+                )
             x = features(comps, cand)[keep].reset_index(drop=True)
             groups = np.bincount(row[keep], minlength=len(users))
             self._train[mode] = (x, y[keep], groups[groups > 0])
@@ -109,10 +142,19 @@ class Hybrid(Recommender):
         self.rankers_ = {}
         for mode, (x, y, groups) in self._train.items():
             ranker = LGBMRanker(
-                objective="lambdarank", n_estimators=self.n_estimators, learning_rate=float(self.learning_rate),
-                num_leaves=self.num_leaves, min_child_samples=self.min_child_samples, subsample=float(self.subsample),
-                subsample_freq=1, colsample_bytree=float(self.colsample_bytree), random_state=self.random_state,
-                deterministic=True, force_row_wise=True, n_jobs=self.n_jobs, verbose=-1,
+                objective="lambdarank",
+                n_estimators=self.n_estimators,
+                learning_rate=float(self.learning_rate),
+                num_leaves=self.num_leaves,
+                min_child_samples=self.min_child_samples,
+                subsample=float(self.subsample),
+                subsample_freq=1,
+                colsample_bytree=float(self.colsample_bytree),
+                random_state=self.random_state,
+                deterministic=True,
+                force_row_wise=True,
+                n_jobs=self.n_jobs,
+                verbose=-1,
             )
             ranker.fit(x, y, group=groups)
             self.rankers_[mode] = ranker
@@ -152,8 +194,9 @@ class Hybrid(Recommender):
         out = np.asarray(self.popular_.reasons[items], dtype=object).copy()
         recent = c.items["recent_rank"].to_numpy()[items] <= 100
         n_recent = c.items["i_buyers_recent"].to_numpy()[items].astype(np.int64).astype(str)
-        out[recent] = np.char.add(np.char.add(f"popular in the last {c.recent_days} days (", n_recent[recent]),
-                                  " customers)")
+        out[recent] = np.char.add(
+            np.char.add(f"popular in the last {c.recent_days} days (", n_recent[recent]), " customers)"
+        )
         if len(c.categories):
             ic = c.item_cat[items]
             top = (ic >= 0) & (c.user_top_category[users] == ic)
