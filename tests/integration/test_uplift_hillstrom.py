@@ -18,7 +18,7 @@ DATA = ROOT / "../shared/data/hillstrom/hillstrom.csv"
 needs_data = pytest.mark.skipif(not DATA.is_file(), reason="Hillstrom data not present under ../shared/data")
 
 
-@pytest.mark.parametrize("name", ["hillstrom.yaml", "synthetic.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs/uplift").glob("*.yaml")))
 def test_shipped_uplift_configs_load(name: str) -> None:
     cfg, feats = load_uplift_config(ROOT / "configs/uplift" / name)
     assert cfg.experiment == "omnicrm-uplift"

@@ -139,3 +139,16 @@ def test_effects_refuse_a_date_before_any_outcome_window_closed(small_store: Pat
     res = CliRunner().invoke(app, ["effects", str(config), "--as-of", "2000-01-01", "--out", str(tmp_path / "e.pq")])
     assert res.exit_code == 2
     assert "no campaign's outcome window closed" in res.output
+
+
+def test_cli_uplift_prints_metrics_policy_and_verdict(small_store: Path, small_world: Path, tmp_path: Path) -> None:
+    from omnicrm.cli import app
+
+    config = _config(tmp_path, _store_path(small_store), small_world)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["learners"]["names"] = ["S"]
+    config.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(app, ["uplift", str(config)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "Spearman vs truth" in res.output and "best action (effect > 0)" in res.output
+    assert "personalisation" in res.output
