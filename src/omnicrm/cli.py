@@ -445,12 +445,21 @@ def recommend_eval(config: ConfigArg) -> None:
     with _user_errors():
         with _progress() as progress:
             result = evaluate_recommenders(config, progress=progress)
-        t = Table(title=f"recommenders on the test window (k = {result.k}; MLflow run {result.run_id})")
-        for col in result.table.columns:
-            t.add_column(col, justify="left" if col in ("method", "mode") else "right")
-        for row in result.table.itertuples(index=False):
-            t.add_row(*(f"{v:.2f}" if isinstance(v, float) and c.endswith("seconds") else f"{v:.4f}"
-                        if isinstance(v, float) else str(v) for c, v in zip(result.table.columns, row, strict=True)))
+        from rich import box
+
+        k, table = result.k, result.table
+        cols = {"method": "method", "mode": "mode", f"ndcg_at_{k}": f"NDCG@{k}", f"map_at_{k}": f"MAP@{k}",
+                f"precision_at_{k}": f"P@{k}", f"recall_at_{k}": f"R@{k}", f"hit_rate_at_{k}": f"HR@{k}",
+                f"coverage_at_{k}": "cover", "fit_seconds": "fit s", "recommend_seconds": "rec s"}
+        customers = ", ".join(f"{m} {n:,}" for m, n in table.groupby("mode", sort=False)["customers"].first().items())
+        t = Table(title=f"recommenders, test window (run {result.run_id[:8]})", box=box.SIMPLE_HEAD, padding=(0, 0),
+                  pad_edge=False, caption=f"customers evaluated: {customers}")
+        for col, head in cols.items():
+            t.add_column(head, justify="left" if col in ("method", "mode") else "right", no_wrap=True,
+                         min_width=max(len(head), 5))
+        for row in table[list(cols)].itertuples(index=False):
+            t.add_row(*(f"{v:.1f}" if c.endswith("seconds") else f"{v:.3f}" if isinstance(v, float) else str(v)
+                        for c, v in zip(cols, row, strict=True)))
         console.print(t)
 
 
