@@ -35,8 +35,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402  (environment defaults above must precede the import)
-from mlflow.models import infer_signature  # noqa: E402
+from mlflow.models import ModelSignature, infer_signature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.types import ColSpec, Schema  # noqa: E402
 
 _PARAM_MAX = 6000  # mlflow's limit on a param value
 
@@ -235,16 +236,25 @@ def log_model(
     registered_name: str | None = None,
     aliases: tuple[str, ...] = ("candidate",),
     tags: Mapping[str, Any] | None = None,
+    signature_sample: pd.DataFrame | None = None,
 ) -> ModelRef:
     """Log ``model`` (an object with ``predict_frame``) with signature and input example.
 
     With ``registered_name`` the model becomes a new version of that registered model and gets
     ``aliases`` (``candidate`` by default; ``champion`` only moves via :func:`set_alias`).
     """
+    # The schema is inferred from a larger sample than the example, so a column that happens to
+    # be empty in the first rows still gets its type; every input column is then declared
+    # optional, since any feature may be missing for some customer at scoring time.
+    sample = (signature_sample if signature_sample is not None else input_example).reset_index(drop=True)
     example = input_example.head(5).reset_index(drop=True)
-    signature = infer_signature(example, model.predict_frame(example))
     with warnings.catch_warnings():
-        # mlflow warns that an int column "cannot hold missing values"; our inputs are floats or str
+        # mlflow hints that an integer column "cannot hold missing values": handled by optional columns
+        warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
+        inferred = infer_signature(sample, model.predict_frame(sample))
+    inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
+    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name=name,

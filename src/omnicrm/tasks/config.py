@@ -4,6 +4,7 @@ A task file names its parts by path (relative to the file) or gives them inline:
 
     dataset: ../datasets/synthetic.yaml     # store + feature definitions
     model: ../models/lightgbm.yaml          # LightGBM parameters, early stopping, calibration
+                                            # ({from: ../models/lightgbm.yaml, params: {...}} overrides keys)
     search: ../search/lightgbm.yaml         # Optuna search space (``omnicrm tune``)
     task: {kind: churn, horizon_days: 90, ...}
     cutoffs: {train: {start: 2023-06-01, end: 2024-04-01}, validation: 2024-07-01, evaluation: 2024-10-01}
@@ -187,9 +188,20 @@ def _part(value: Any, base: Path, key: str) -> Any:
     if isinstance(value, str) and value.endswith((".yaml", ".yml")):
         data = read_yaml(base / value)
         return _resolve_nested(data, (base / value).parent)
+    if isinstance(value, dict) and isinstance(value.get("from"), str):
+        # {from: part.yaml, <overrides>}: the part, with these keys merged over it
+        base_part = _part(value["from"], base, key)
+        return _merge(base_part, {k: v for k, v in value.items() if k != "from"})
     if value is not None and not isinstance(value, dict):
         raise ConfigError(f"key '{key}': expected a path to a YAML file or a mapping, got {value!r}")
     return value
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _resolve_nested(data: dict[str, Any], base: Path) -> dict[str, Any]:

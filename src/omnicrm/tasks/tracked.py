@@ -72,6 +72,7 @@ def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFram
         ref = tracking.log_model(
             r.model,
             ev[r.model.encoding.features].head(5),
+            signature_sample=ev[r.model.encoding.features].sample(min(len(ev), 2000), random_state=0),
             registered_name=r.registered_name,
             tags={
                 "evaluation_cutoff": str(cfg.cutoffs.evaluation),

@@ -1,0 +1,216 @@
+"""Prediction tasks end to end on the small world: train, evaluate, register, tune, promote, predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from omnicrm import tracking
+from omnicrm.errors import ConfigError, InputError
+from omnicrm.tasks.config import load_task_config
+from omnicrm.tasks.promote import PromotionRefused, promote
+from omnicrm.tasks.train import load_frames, summary_table, targets_of, train
+from omnicrm.tasks.tune import tune_target
+
+pytestmark = pytest.mark.integration
+
+CUTOFFS = {
+    "train": {"start": "2023-05-01", "end": "2023-10-01", "every": "month"},
+    "validation": "2024-01-01",
+    "evaluation": "2024-03-01",
+}
+TASKS = {
+    "churn": {"kind": "churn", "horizon_days": 60},
+    "next_purchase": {
+        "kind": "next_purchase", "horizon_days": 30, "timing_max_days": 60, "timing_bins": [7, 14, 30, 45],
+    },
+    "clv": {"kind": "clv", "horizon_days": 60},
+    "propensity": {
+        "kind": "propensity",
+        "horizon_days": 60,
+        "targets": [
+            {"name": "shops_online", "where": "channel IN ('web', 'app')"},
+            {"name": "clicks_email", "event_types": ["email_click"], "consent": "email"},
+        ],
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def task_dir(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Task configs on the small world, composed from parts like the shipped ones."""
+    store = yaml.safe_load(small_store.read_text())["store"]
+    d = tmp_path_factory.mktemp("tasks")
+    (d / "dataset.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "small", "store": store, "features": {}, "feature_cache": str(d / "cache")}
+        )
+    )
+    (d / "model.yaml").write_text(
+        yaml.safe_dump({"params": {"n_estimators": 150, "learning_rate": 0.1, "min_child_samples": 20}})
+    )
+    (d / "search.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "n_trials": 3,
+                "storage": str(d / "optuna.db"),
+                "pruner_warmup_steps": 5,
+                "space": {"num_leaves": {"type": "int", "low": 4, "high": 32, "log": True}},
+            }
+        )
+    )
+    for name, task in TASKS.items():
+        cfg = {"dataset": "dataset.yaml", "model": "model.yaml", "search": "search.yaml", "task": task,
+               "cutoffs": CUTOFFS}
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    return d
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_each_task_trains_evaluates_and_registers(task_dir: Path, task: str) -> None:
+    results = train(task_dir / f"{task}.yaml")
+    expected = {"churn": ["churn"], "next_purchase": ["next_purchase"], "clv": ["spend", "margin"],
+                "propensity": ["shops_online", "clicks_email"]}[task]
+    assert [r.target for r in results] == expected
+    for r in results:
+        assert r.version == "1" and r.run_id
+        assert np.isfinite(r.model_metrics[r.primary])
+        assert r.baseline_metrics, "every model is reported next to a baseline"
+        # the run carries model and baseline metrics side by side, evaluated on the evaluation cutoff
+        logged = tracking.run_metrics(r.run_id)
+        assert f"model.{r.primary}" in logged
+        assert any(k.startswith("baseline.") and k.endswith(r.primary) for k in logged)
+        assert tracking.get_version(r.registered_name, "candidate").tags["evaluation_cutoff"] == "2024-03-01"
+    if task == "churn":
+        assert results[0].model_metrics["roc_auc"] > 0.6
+    if task == "next_purchase":
+        timing = results[0].timing_metrics["model"]
+        assert timing["concordance"] > 0.55 and timing["n_observed"] > 0
+    table = summary_table(results)
+    assert list(table.columns[:4]) == ["task", "target", "metric", "model"]
+
+
+def test_registry_round_trip_predicts_what_the_in_process_model_predicted(task_dir: Path) -> None:
+    cfg = load_task_config(task_dir / "churn.yaml")
+    frames = load_frames(cfg)
+    [result] = train(cfg, frames=frames)
+    loaded = tracking.load_pyfunc("models:/omnicrm-churn@candidate")
+    ev = frames.evaluation
+    got = loaded.predict(ev[result.model.encoding.features])
+    expected = result.model.predict_frame(ev)
+    np.testing.assert_allclose(got["p_churn"].to_numpy(), expected["p_churn"].to_numpy(), rtol=0, atol=1e-12)
+
+
+def test_interrupted_study_resumes_where_it_stopped(task_dir: Path) -> None:
+    cfg = load_task_config(task_dir / "churn.yaml")
+    frames = load_frames(cfg)
+    target = targets_of(cfg, frames.train)[0]
+    seen = []
+
+    def interrupt_after_first(trial: optuna.Trial) -> None:
+        seen.append(trial.number)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        tune_target(cfg, target, frames, n_trials=3, on_trial=interrupt_after_first)
+    # the first trial was interrupted after it ran; the study keeps it as failed and resumes
+    resumed = tune_target(cfg, target, frames, n_trials=3)
+    assert resumed.trials_total == 3 and resumed.trials_run == 3
+    again = tune_target(cfg, target, frames, n_trials=3)
+    assert again.trials_run == 0, "a finished study runs no more trials"
+    assert seen == [0]
+
+
+def test_interrupted_study_keeps_completed_trials(task_dir: Path) -> None:
+    cfg = load_task_config(task_dir / "churn.yaml")
+    cfg.search.storage = str(task_dir / "resume.db")
+    frames = load_frames(cfg)
+    target = targets_of(cfg, frames.train)[0]
+    first = tune_target(cfg, target, frames, n_trials=2)
+    assert (first.trials_total, first.trials_run) == (2, 2)
+    second = tune_target(cfg, target, frames, n_trials=4)
+    assert (second.trials_total, second.trials_run) == (4, 2)
+
+
+def test_promote_refuses_a_worse_candidate_unless_forced(task_dir: Path) -> None:
+    cfg = load_task_config(task_dir / "churn.yaml")
+    frames = load_frames(cfg)
+    train(cfg, frames=frames)
+    first = promote("churn")
+    assert first.promoted and "no champion" in first.note
+    worse = cfg.model_copy(deep=True)
+    worse.model.params = {"n_estimators": 1, "num_leaves": 2, "learning_rate": 0.01}
+    worse.model.calibration = "none"
+    [r] = train(worse, frames=frames)
+    with pytest.raises(PromotionRefused, match="worse than champion"):
+        promote("churn")
+    assert tracking.get_version("omnicrm-churn", "champion").version == first.candidate
+    forced = promote("churn", force=True)
+    assert forced.promoted and forced.candidate == r.version
+    assert forced.candidate_value < forced.champion_value  # compared on the same evaluation frame
+
+
+def test_predict_scores_every_customer_with_source_keys_and_reasons(task_dir: Path, tmp_path: Path) -> None:
+    from omnicrm.tasks.predict import predict
+
+    train(task_dir / "churn.yaml")
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ConfigError, match="no version 'champion'"):
+        predict(task_dir / "churn.yaml", pd.Timestamp("2024-05-01").date(), out)
+    assert not out.exists()
+    r = predict(task_dir / "churn.yaml", pd.Timestamp("2024-05-01").date(), out, model="candidate", reasons=True)
+    scores = pd.read_parquet(out)
+    cfg = load_task_config(task_dir / "churn.yaml")
+    population = load_frames_population(cfg, "2024-05-01")
+    assert set(scores["customer_id"]) == population and r.rows == len(population)
+    assert scores["p_churn"].between(0, 1).all()
+    assert {"crm_members_key", "reason_1_feature", "reason_1_value", "reason_1_contribution"} <= set(scores.columns)
+    assert scores["reason_1_feature"].isin(cfg and tracking.load_model("models:/omnicrm-churn@candidate")
+                                           .encoding.features).all()
+
+
+def load_frames_population(cfg, day: str) -> set[str]:  # noqa: ANN001
+    from omnicrm.store import open_store
+    from omnicrm.tasks.labels import population_sql
+
+    con = open_store(cfg.dataset.store)
+    try:
+        return set(con.sql(population_sql(pd.Timestamp(day).to_pydatetime(), cfg.task.population)).df()["customer_id"])
+    finally:
+        con.close()
+
+
+def test_time_split_guard_rejects_a_leaky_config(task_dir: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    raw["dataset"] = str(task_dir / "dataset.yaml")
+    raw["model"] = raw["search"] = None
+    del raw["model"], raw["search"]
+    raw["cutoffs"] = CUTOFFS | {"evaluation": "2024-02-01"}  # validation + 60 days runs past it
+    bad = tmp_path / "leaky.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"leaky.yaml.*time split.*validation cutoff 2024-01-01"):
+        load_task_config(bad)
+    raw["cutoffs"] = CUTOFFS | {"train": {"dates": ["2023-12-01"]}}  # its label window overlaps validation
+    bad.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="last training cutoff 2023-12-01"):
+        load_task_config(bad)
+
+
+def test_empty_population_and_unobserved_labels_give_clear_errors(task_dir: Path, tmp_path: Path) -> None:
+    raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    raw["dataset"] = str(task_dir / "dataset.yaml")
+    del raw["model"], raw["search"]
+    early = tmp_path / "early.yaml"
+    early.write_text(yaml.safe_dump(raw | {"cutoffs": {"train": {"dates": ["2022-06-01"]}, "validation":
+                                                       "2024-01-01", "evaluation": "2024-03-01"}}))
+    with pytest.raises(InputError, match="training cutoff 2022-06-01: the population is empty"):
+        train(early)
+    late = tmp_path / "late.yaml"
+    late.write_text(yaml.safe_dump(raw | {"cutoffs": CUTOFFS | {"evaluation": "2024-06-01"}}))
+    with pytest.raises(ConfigError, match="after the last event in the store"):
+        train(late)
