@@ -35,10 +35,21 @@ def rec_config(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> P
             {"name": "repurchase", "kind": "repurchase", "grid": {"half_life_days": [None, 60]}},
             {"name": "als", "kind": "als", "params": {"factors": 8, "iterations": 5}},
             {"name": "item_knn", "kind": "item_knn", "params": {"K": 20}},
-            {"name": "hybrid", "kind": "hybrid", "inherit": {"als": "als", "knn": "item_knn"},
-             "params": {"label_days": 28, "n_candidates": 15, "max_own": 20, "negatives": 15, "n_estimators": 30,
-                        "min_child_samples": 10, "num_leaves": 7},
-             "grid": {"learning_rate": [0.05, 0.1]}},
+            {
+                "name": "hybrid",
+                "kind": "hybrid",
+                "inherit": {"als": "als", "knn": "item_knn"},
+                "params": {
+                    "label_days": 28,
+                    "n_candidates": 15,
+                    "max_own": 20,
+                    "negatives": 15,
+                    "n_estimators": 30,
+                    "min_child_samples": 10,
+                    "num_leaves": 7,
+                },
+                "grid": {"learning_rate": [0.05, 0.1]},
+            },
         ],
     }
     path = tmp_path_factory.mktemp("recommend") / "recommend.yaml"
@@ -54,8 +65,12 @@ def test_cli_writes_recommendations_for_every_customer_with_purchases(rec_config
     assert list(recs.columns) == ["customer_id", "rank", "product_id", "score", "reason"]
     store = yaml.safe_load(rec_config.read_text())["store"]
     con = duckdb.connect(store, read_only=True)
-    buyers = set(con.sql("SELECT DISTINCT customer_id FROM events WHERE event_type = 'purchase' AND "
-                         "product_id IS NOT NULL AND ts < TIMESTAMP '2024-06-01'").df()["customer_id"])
+    buyers = set(
+        con.sql(
+            "SELECT DISTINCT customer_id FROM events WHERE event_type = 'purchase' AND "
+            "product_id IS NOT NULL AND ts < TIMESTAMP '2024-06-01'"
+        ).df()["customer_id"]
+    )
     con.close()
     assert set(recs["customer_id"]) == buyers
     assert (recs.groupby("customer_id").size() == K).all()
@@ -80,17 +95,25 @@ def test_recommend_eval_table_and_runs(rec_config: Path) -> None:
     result = evaluate_recommenders(rec_config)
     t = result.table
     assert list(t[["method", "mode"]].itertuples(index=False, name=None)) == [
-        (m, mode) for m in ("popularity", "repurchase", "als", "item_knn", "hybrid") for mode in ("all", "new")]
-    for col in (f"ndcg_at_{K}", f"precision_at_{K}", f"recall_at_{K}", f"map_at_{K}", f"hit_rate_at_{K}",
-                f"coverage_at_{K}"):
+        (m, mode) for m in ("popularity", "repurchase", "als", "item_knn", "hybrid") for mode in ("all", "new")
+    ]
+    for col in (
+        f"ndcg_at_{K}",
+        f"precision_at_{K}",
+        f"recall_at_{K}",
+        f"map_at_{K}",
+        f"hit_rate_at_{K}",
+        f"coverage_at_{K}",
+    ):
         assert t[col].between(0, 1).all(), col
     assert (t["fit_seconds"] > 0).all() and (t["recommend_seconds"] > 0).all()
     # in "new" mode repurchase has nothing of its own: it is exactly its popularity fill
     new = t[t["mode"] == "new"].set_index("method")
     assert new.loc["repurchase", f"ndcg_at_{K}"] == pytest.approx(new.loc["popularity", f"ndcg_at_{K}"])
     metrics = tracking.run_metrics(result.method_run_ids["hybrid"])
-    assert metrics[f"all.ndcg_at_{K}"] == pytest.approx(t.set_index(["method", "mode"]).loc[("hybrid", "all"),
-                                                                                            f"ndcg_at_{K}"])
+    assert metrics[f"all.ndcg_at_{K}"] == pytest.approx(
+        t.set_index(["method", "mode"]).loc[("hybrid", "all"), f"ndcg_at_{K}"]
+    )
     assert f"hybrid.new.ndcg_at_{K}" in tracking.run_metrics(result.run_id)
     assert set(result.params["hybrid"]["als"]) >= {"factors", "iterations"}  # inherited from the tuned ALS
 

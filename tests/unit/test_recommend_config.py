@@ -21,15 +21,24 @@ def test_shipped_configs_load(path: Path) -> None:
     cfg = load_recommend_config(path)
     assert cfg.serve in {m.name for m in cfg.methods}
     assert cfg.validation_cutoff < cfg.test_cutoff < cfg.test_end
-    assert {m.kind for m in cfg.methods} >= {"popularity", "recent_popularity", "repurchase", "als", "item_knn",
-                                               "hybrid"}
+    assert {m.kind for m in cfg.methods} >= {
+        "popularity",
+        "recent_popularity",
+        "repurchase",
+        "als",
+        "item_knn",
+        "hybrid",
+    }
 
 
 def test_online_retail_windows() -> None:
     """Test = the last 30 days of the log (it ends 2011-12-09); validation = the 30 days before."""
     cfg = load_recommend_config(ROOT / "configs/recommend/online_retail.yaml")
     assert (str(cfg.validation_cutoff), str(cfg.test_cutoff), str(cfg.test_end)) == (
-        "2011-10-11", "2011-11-10", "2011-12-10")
+        "2011-10-11",
+        "2011-11-10",
+        "2011-12-10",
+    )
 
 
 def _write(tmp_path: Path, **changes: object) -> Path:
@@ -42,8 +51,11 @@ def _write(tmp_path: Path, **changes: object) -> Path:
 
 def test_unknown_parameter_names_method_and_allowed_keys(tmp_path: Path) -> None:
     methods = [{"name": "als", "kind": "als", "params": {"factor": 8}}, {"name": "pop", "kind": "popularity"}]
-    with pytest.raises(ConfigError, match=r"rec.yaml: method 'als' \(als\): unknown parameter\(s\) \['factor'\]; "
-                                          r"allowed: factors, regularization"):
+    with pytest.raises(
+        ConfigError,
+        match=r"rec.yaml: method 'als' \(als\): unknown parameter\(s\) \['factor'\]; "
+        r"allowed: factors, regularization",
+    ):
         load_recommend_config(_write(tmp_path, methods=methods, serve="pop"))
 
 

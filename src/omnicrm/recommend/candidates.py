@@ -138,9 +138,19 @@ def _rank_desc(x: np.ndarray) -> np.ndarray:
     return r
 
 
-def generate(comps: Components, users: np.ndarray, n: int, exclude: bool, max_own: int) -> pd.DataFrame:
+def cf_candidates(comps: Components, users: np.ndarray, n: int) -> pd.DataFrame:
+    """ALS and item-kNN top ``n`` new items per user: (row, i)."""
+    return pd.concat([m._top_items(users, n, exclude=True)[["row", "i"]] for m in (comps.als, comps.knn)])
+
+
+def generate(
+    comps: Components, users: np.ndarray, n: int, exclude: bool, max_own: int, cf: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Candidate (row, u, i) pairs: the user's own items (unless excluded), ALS and kNN top ``n``,
-    recent and all-time popular top ``n`` and the top ``n`` of the user's favourite category."""
+    recent and all-time popular top ``n`` and the top ``n`` of the user's favourite category.
+
+    With ``exclude`` the candidates are exactly those without it minus the user's bought items.
+    """
     h = comps.history
     parts = []
     rows = np.arange(len(users))
@@ -150,9 +160,7 @@ def generate(comps: Components, users: np.ndarray, n: int, exclude: bool, max_ow
         own = pd.DataFrame({"row": r, "i": s["i"].to_numpy(), "score": s["score"].to_numpy()})[r >= 0]
         own = own.sort_values(["row", "score"], ascending=[True, False], kind="stable")
         parts.append(own[own.groupby("row").cumcount().to_numpy() < max_own][["row", "i"]])
-    for model in (comps.als, comps.knn):
-        top = model._top_items(users, n, exclude=True)
-        parts.append(top[["row", "i"]])
+    parts.append(cf_candidates(comps, users, n) if cf is None else cf)
     for col in ("pop_rank", "recent_rank"):
         best = np.argsort(comps.items[col].to_numpy(), kind="stable")[:n]
         parts.append(pd.DataFrame({"row": np.repeat(rows, len(best)), "i": np.tile(best, len(rows))}))
@@ -170,6 +178,13 @@ def generate(comps: Components, users: np.ndarray, n: int, exclude: bool, max_ow
         keys = cand["u"].to_numpy(np.int64) * h.n_items + cand["i"].to_numpy(np.int64)
         cand = cand[~np.isin(keys, h.pair_keys())]
     return cand.sort_values(["row", "i"], kind="stable").reset_index(drop=True)
+
+
+def add_ranks(f: pd.DataFrame, row: np.ndarray) -> None:
+    """The CF scores' ranks within each user's candidates (set in place; depends on the candidate set)."""
+    for col in ("als", "knn"):
+        score = pd.Series(f[f"{col}_score"].to_numpy())
+        f[f"{col}_rank"] = score.groupby(row).rank(ascending=False, method="first").to_numpy().astype("float32")
 
 
 def features(comps: Components, cand: pd.DataFrame) -> pd.DataFrame:

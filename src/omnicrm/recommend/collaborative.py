@@ -69,13 +69,28 @@ def anchors_by_similarity(
     """For each (user, item): the user's bought item with the largest ``item_sim[j, item]`` (-1: none)."""
     if len(users) == 0:
         return np.array([], dtype=np.int64)
+    n = history.n_items
     bought = history.matrix[users]
-    bought.data = np.ones_like(bought.data)
-    contrib = bought.multiply(item_sim.T.tocsr()[items]).tocsr()
-    contrib.eliminate_zeros()
-    best = np.asarray(contrib.argmax(axis=1)).ravel()
-    has = np.asarray(contrib.max(axis=1).todense()).ravel() > 0
-    return np.where(has, best, -1)
+    rows = np.repeat(np.arange(len(users)), np.diff(bought.indptr))
+    cols = bought.indices.astype(np.int64)
+    sim = item_sim.tocoo()
+    # look the (bought j, recommended i) similarities up by key: no dense or fancy-indexed matrices
+    at = pd.Index(sim.row.astype(np.int64) * n + sim.col).get_indexer(cols * n + items[rows])
+    sims = np.where(at >= 0, sim.data[np.maximum(at, 0)], 0.0).astype(np.float32)
+    sims[(sims <= 0) | (cols == items[rows])] = -np.inf
+    return _segment_argmax(rows, cols, sims, len(users))
+
+
+def _segment_argmax(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per row, the ``cols`` entry with the largest finite value (-1 when a row has none)."""
+    order = np.lexsort((-values, rows))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = rows[order][1:] != rows[order][:-1]
+    best = np.full(n, -1, dtype=np.int64)
+    pick = order[first]
+    valid = np.isfinite(values[pick])
+    best[rows[pick][valid]] = cols[pick][valid]
+    return best
 
 
 def anchors_by_factors(
@@ -93,14 +108,7 @@ def anchors_by_factors(
         r, c = rows[s : s + chunk], cols[s : s + chunk]
         sims[s : s + chunk] = np.einsum("ij,ij->i", f[c], f[items[r]])
     sims[cols == items[rows]] = -np.inf  # the item itself is no explanation
-    order = np.lexsort((-sims, rows))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = rows[order][1:] != rows[order][:-1]
-    best = np.full(len(users), -1, dtype=np.int64)
-    pick = order[first]
-    valid = np.isfinite(sims[pick])
-    best[rows[pick][valid]] = cols[pick][valid]
-    return best
+    return _segment_argmax(rows, cols, sims, len(users))
 
 
 def anchor_reasons(history: History, anchors: np.ndarray, template: str, fallback: np.ndarray) -> np.ndarray:

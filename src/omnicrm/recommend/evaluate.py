@@ -132,7 +132,8 @@ def tune(
     """
     from omnicrm.recommend.hybrid import Hybrid
 
-    combos = [inherited | c for c in spec.combos()]
+    # inherited values override fixed params; grid values override both
+    combos = [c | inherited | {k: c[k] for k in spec.grid} for c in spec.combos()]
     fast = set(Hybrid.ranker_params) if spec.kind == "hybrid" else set()
     groups: dict[str, list[dict[str, Any]]] = {}
     for c in combos:

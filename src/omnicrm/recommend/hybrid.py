@@ -21,7 +21,7 @@ import pandas as pd
 
 from omnicrm.errors import InputError
 from omnicrm.recommend.base import Recommender
-from omnicrm.recommend.candidates import FEATURES, Components, features, fit_components, generate
+from omnicrm.recommend.candidates import FEATURES, Components, add_ranks, features, fit_components, generate
 from omnicrm.recommend.collaborative import anchor_reasons, anchors_by_similarity
 from omnicrm.recommend.history import History, truncate
 
@@ -108,8 +108,14 @@ class Hybrid(Recommender):
         label_keys = np.unique(later["u"].to_numpy(np.int64) * history.n_items + later["i"].to_numpy(np.int64))
         self._train: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
         self.train_stats_: dict[str, float] = {}
+        # one candidate set and feature frame; the "new" mode's is the same minus bought items
+        cand_all = generate(comps, users, self.n_candidates, False, self.max_own)
+        x_all = features(comps, cand_all)
         for mode, exclude in MODES.items():
-            cand = generate(comps, users, self.n_candidates, exclude, self.max_own)
+            sel = (x_all["ui_orders"].to_numpy() == 0) if exclude else np.ones(len(cand_all), dtype=bool)
+            cand, x = cand_all[sel].reset_index(drop=True), x_all[sel].reset_index(drop=True)
+            if exclude:
+                add_ranks(x, cand["row"].to_numpy())
             keys = cand["u"].to_numpy(np.int64) * history.n_items + cand["i"].to_numpy(np.int64)
             y = np.isin(keys, label_keys).astype(np.int32)
             row = cand["row"].to_numpy()
@@ -125,9 +131,8 @@ class Hybrid(Recommender):
                     f"hybrid: no customer bought a candidate product ({mode} mode) in the {self.label_days} days "
                     f"before {history.cutoff:%Y-%m-%d}; too little history to train the ranker (lower label_days?)"
                 )
-            x = features(comps, cand)[keep].reset_index(drop=True)
             groups = np.bincount(row[keep], minlength=len(users))
-            self._train[mode] = (x, y[keep], groups[groups > 0])
+            self._train[mode] = (x[keep].reset_index(drop=True), y[keep], groups[groups > 0])
             # how many window purchases the candidates contain (the ranker cannot find the others)
             n_true = len(label_keys) if not exclude else int(np.sum(~np.isin(label_keys, earlier.pair_keys())))
             self.train_stats_[f"{mode}.candidate_recall"] = float(y.sum() / max(n_true, 1))
