@@ -68,9 +68,10 @@ class Encoding:
         out = {}
         for c in self.features:
             if c in self.categories:
-                out[c] = pd.Categorical(
-                    frame[c].astype("object").where(frame[c].notna(), None), categories=self.categories[c]
-                )
+                # a category unseen in training is treated as missing (as LightGBM would)
+                values = frame[c].astype("object")
+                known = values.isin(self.categories[c])
+                out[c] = pd.Categorical(values.where(known, None), categories=self.categories[c])
             else:
                 out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
         return pd.DataFrame(out, index=frame.index)

@@ -1,0 +1,72 @@
+"""The pieces of a task model: censoring-aware timing, calibration choice, encoding, the guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from omnicrm.errors import InputError
+from omnicrm.tasks.model import Encoding, HazardModel, choose_calibration, fit_lgbm
+
+
+def _exponential(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, n)
+    mean = np.where(x == 1, 120.0, 15.0)  # days to the next purchase
+    t = rng.exponential(mean)
+    cap = 90.0
+    return pd.DataFrame({"x": x.astype(float)}), np.minimum(t, cap), (t < cap).astype(np.int8), mean
+
+
+def test_hazard_model_recovers_the_restricted_mean_under_censoring() -> None:
+    edges = [0.0, 7.0, 14.0, 21.0, 30.0, 45.0, 60.0, 75.0, 90.0]
+    X, dur, event, _ = _exponential(12000, 1)
+    Xv, dur_v, event_v, _ = _exponential(4000, 2)
+    assert 0.2 < 1 - event.mean() < 0.5, "a good share of customers is censored"
+    hz = HazardModel(edges)
+    Xp, yp = hz.person_period(X, dur, event, edges)
+    Xpv, ypv = hz.person_period(Xv, dur_v, event_v, edges)
+    params = {"n_estimators": 300, "learning_rate": 0.1, "num_leaves": 8, "random_state": 0}
+    hz.estimator = fit_lgbm("binary", Xp, yp, Xpv, ypv, params, 30)
+    rmst, cond, p_event = hz.expected_days(pd.DataFrame({"x": [0.0, 1.0]}))
+    for i, mean in enumerate((15.0, 120.0)):
+        lam = 1 / mean
+        true_rmst = (1 - np.exp(-lam * 90)) / lam  # E[min(T, 90)] of an exponential
+        assert rmst[i] == pytest.approx(true_rmst, rel=0.06)
+        assert p_event[i] == pytest.approx(1 - np.exp(-lam * 90), abs=0.03)
+    # dropping the censored customers (a common mistake) would badly understate the slow group
+    naive = dur[(X["x"] == 1) & (event == 1)].mean()
+    assert naive < 0.75 * rmst[1]
+
+
+def test_person_period_rows_are_the_bins_a_customer_entered() -> None:
+    X = pd.DataFrame({"x": [1.0, 2.0]})
+    Xp, y = HazardModel.person_period(X, np.array([10.0, 30.0]), np.array([1, 0]), [0.0, 7.0, 14.0, 30.0])
+    # customer 0 buys on day 10: at risk in bins [0,7) and [7,14), label 1 in the second
+    # customer 1 is censored at day 30: at risk in all three bins, never a purchase
+    assert Xp["bin_start"].tolist() == [0.0, 7.0, 0.0, 7.0, 14.0]
+    assert y.tolist() == [0, 1, 0, 0, 0]
+
+
+def test_calibration_is_kept_only_where_it_helps_out_of_sample() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, 20000)
+    y = (rng.random(20000) < p).astype(int)
+    cal, info = choose_calibration(p, y, "auto", seed=1)
+    assert cal is None and info["calibration"] == "none", "already calibrated: leave it alone"
+    skewed = p**3  # systematically too low
+    cal, info = choose_calibration(skewed, y, "auto", seed=1)
+    assert cal is not None and info["calibration"] in ("isotonic", "sigmoid")
+    assert np.abs(cal.transform(skewed) - p).mean() < 0.05
+
+
+def test_encoding_fixes_categories_and_names_missing_columns() -> None:
+    train = pd.DataFrame({"seg": ["a", "b", None], "n": [1, 2, 3]})
+    enc = Encoding.learn(train, ["seg", "n"])
+    out = enc.transform(pd.DataFrame({"seg": ["b", "zzz"], "n": [5, None]}))
+    assert list(out["seg"].cat.categories) == ["a", "b"]
+    assert out["seg"].isna().tolist() == [False, True], "an unseen category is treated as missing"
+    assert out["n"].dtype == "float64"
+    with pytest.raises(InputError, match="missing feature column.*seg"):
+        enc.transform(pd.DataFrame({"n": [1]}))
