@@ -48,3 +48,11 @@ def test_register_alias_and_load_round_trip(tmp_path: Path) -> None:
     metrics = tracking.run_metrics(run.run_id)
     assert metrics == {"auc": 0.7, "nested.x": 1.0}
     assert tracking.tracking_uri().endswith("mlflow.db")
+
+
+def test_ui_serves_the_local_store_on_localhost_only() -> None:
+    cmd = tracking.ui_command(5055)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == tracking.tracking_uri()
+    assert cmd[cmd.index("--port") + 1] == "5055"
+    assert cmd[cmd.index("--default-artifact-root") + 1].endswith("/artifacts")
