@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from omnicrm.errors import ConfigError
-from omnicrm.recommend.history import History, build_history
+from omnicrm.recommend.history import History, build_history, in_sorted
 
 OUTPUT_COLUMNS = ("customer_id", "rank", "product_id", "score", "reason")
 
@@ -155,7 +155,7 @@ class Recommender:
     def _purchased(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Whether each (user, item) was bought before the cutoff (``user`` -1: never)."""
         keys = users.astype(np.int64) * self.history_.n_items + items.astype(np.int64)
-        return (users >= 0) & np.isin(keys, self._pair_keys_)
+        return (users >= 0) & in_sorted(keys, self._pair_keys_)
 
     def _fill(self, slot_user: np.ndarray, own: pd.DataFrame, k: int, exclude: bool) -> pd.DataFrame:
         """Top up every customer to ``k`` rows from the fallback ranking (vectorised, a few passes)."""
@@ -170,7 +170,7 @@ class Recommender:
             slots = np.flatnonzero(need)
             cand_i = np.tile(ranking.order[:take], len(slots))
             cand_s = np.repeat(slots, take)
-            ok = ~np.isin(cand_s.astype(np.int64) * n_items + cand_i, own_keys)
+            ok = ~in_sorted(cand_s.astype(np.int64) * n_items + cand_i, own_keys)
             if exclude:
                 ok &= ~self._purchased(slot_user[cand_s], cand_i)
             cand_s, cand_i = cand_s[ok], cand_i[ok]

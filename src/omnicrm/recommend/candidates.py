@@ -10,7 +10,7 @@ import pandas as pd
 
 from omnicrm.recommend.baselines import repurchase_scores
 from omnicrm.recommend.collaborative import ALS, ItemKNN
-from omnicrm.recommend.history import History
+from omnicrm.recommend.history import History, in_sorted
 
 FEATURES = (
     "ui_orders",
@@ -176,7 +176,7 @@ def generate(
     cand = cand.assign(u=users[cand["row"].to_numpy()])
     if exclude:  # remove the user's bought items (popular lists include them)
         keys = cand["u"].to_numpy(np.int64) * h.n_items + cand["i"].to_numpy(np.int64)
-        cand = cand[~np.isin(keys, h.pair_keys())]
+        cand = cand[~in_sorted(keys, h.pair_keys())]
     return cand.sort_values(["row", "i"], kind="stable").reset_index(drop=True)
 
 

@@ -82,14 +82,19 @@ def anchors_by_similarity(
 
 
 def _segment_argmax(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Per row, the ``cols`` entry with the largest finite value (-1 when a row has none)."""
-    order = np.lexsort((-values, rows))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = rows[order][1:] != rows[order][:-1]
+    """Per row, the ``cols`` entry with the largest finite value (-1 when a row has none; ties: first).
+
+    ``rows`` must be non-decreasing (CSR order), so segments are contiguous: O(n), no sort.
+    """
     best = np.full(n, -1, dtype=np.int64)
-    pick = order[first]
-    valid = np.isfinite(values[pick])
-    best[rows[pick][valid]] = cols[pick][valid]
+    if len(rows) == 0:
+        return best
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    seg_max = np.maximum.reduceat(values, starts)
+    at_max = np.flatnonzero(values == np.repeat(seg_max, np.diff(np.r_[starts, len(rows)])))
+    first = at_max[np.r_[True, rows[at_max[1:]] != rows[at_max[:-1]]]]
+    valid = np.isfinite(values[first])
+    best[rows[first][valid]] = cols[first][valid]
     return best
 
 
@@ -123,7 +128,7 @@ def anchor_reasons(history: History, anchors: np.ndarray, template: str, fallbac
 def gather_scores(users: np.ndarray, items: np.ndarray, dense_rows, batch: int = 2048) -> np.ndarray:  # noqa: ANN001
     """Scores of (user, item) pairs from ``dense_rows(user_batch) -> users x items`` computed per batch
     of distinct users: dense blocks are far cheaper than one sparse row per pair."""
-    uniq, inv = np.unique(users, return_inverse=True)
+    inv, uniq = pd.factorize(users)
     out = np.zeros(len(users), dtype=np.float32)
     order = np.argsort(inv, kind="stable")
     bounds = np.searchsorted(inv[order], np.arange(0, len(uniq) + batch, batch))
@@ -288,8 +293,27 @@ class ItemKNN(Recommender):
             self.model_ = ItemItemRecommender(K=self.K, num_threads=self.num_threads)
             self.model_.fit(weighted, show_progress=False)
 
-    def _top_items(self, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:
-        return _implicit_top(self.model_, self.user_items_, users, k, exclude)
+    def _top_items(self, users: np.ndarray, k: int, exclude: bool, batch: int = 2048) -> pd.DataFrame:
+        """What implicit's ``recommend`` computes (the user's weighted items times the learned
+        similarity), in dense blocks of users: its own batch call loops over users in Python."""
+        sim = self.model_.similarity
+        n_items = sim.shape[1]
+        kk = min(k, n_items)
+        parts = []
+        for start in range(0, len(users), batch):
+            b = users[start : start + batch]
+            block = (self.user_items_[b] @ sim).toarray()
+            if exclude:
+                liked = self.history_.matrix[b].tocoo()
+                block[liked.row, liked.col] = -np.inf
+            top = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+            score = np.take_along_axis(block, top, axis=1)
+            row = np.repeat(np.arange(start, start + len(b)), kk)
+            parts.append(pd.DataFrame({"row": row, "i": top.ravel().astype(np.int64), "score": score.ravel()}))
+        if not parts:
+            return pd.DataFrame({"row": [], "i": [], "score": []}).astype({"row": "int64", "i": "int64"})
+        out = pd.concat(parts, ignore_index=True)
+        return out[out["score"].to_numpy() > 0]  # no similarity at all: leave the slot to the fallback
 
     def pair_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """sum_j w[u, j] * sim[j, i] for arbitrary pairs (what ``recommend`` ranks by)."""

@@ -25,7 +25,7 @@ import pandas as pd
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.recommend.base import Recommender
 from omnicrm.recommend.config import MethodSpec, RecommendConfig, build_method
-from omnicrm.recommend.history import History, as_timestamp, build_history
+from omnicrm.recommend.history import History, as_timestamp, build_history, in_sorted
 from omnicrm.recommend.metrics import ranking_metrics
 
 MODES = ("all", "new")
@@ -54,7 +54,7 @@ def make_split(purchases: pd.DataFrame, items: pd.DataFrame | None, cutoff: Any,
     win = win[win["customer_id"].isin(history.users)].reset_index(drop=True)
     u = history.users.get_indexer(win["customer_id"])
     i = history.items.get_indexer(win["product_id"])
-    bought = (i >= 0) & np.isin(u.astype(np.int64) * history.n_items + i, history.pair_keys())
+    bought = (i >= 0) & in_sorted(u.astype(np.int64) * history.n_items + i, history.pair_keys())
     return Split(name, t0, t1, history, {"all": win, "new": win[~bought].reset_index(drop=True)})
 
 

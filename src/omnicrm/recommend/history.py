@@ -82,8 +82,19 @@ class History:
         return len(self.items)
 
     def pair_keys(self) -> np.ndarray:
-        """``u * n_items + i`` for every bought pair (sorted): fast membership tests."""
-        return np.sort(self.pairs["u"].to_numpy(np.int64) * self.n_items + self.pairs["i"].to_numpy(np.int64))
+        """``u * n_items + i`` for every bought pair (sorted; see :func:`in_sorted`)."""
+        if getattr(self, "_pair_keys", None) is None:
+            p = self.pairs
+            self._pair_keys = np.sort(p["u"].to_numpy(np.int64) * self.n_items + p["i"].to_numpy(np.int64))
+        return self._pair_keys
+
+
+def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_keys)`` for an already sorted key array, by binary search (no re-sorting)."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, values), len(sorted_keys) - 1)
+    return sorted_keys[pos] == values
 
 
 def build_history(

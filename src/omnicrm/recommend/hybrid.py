@@ -23,7 +23,7 @@ from omnicrm.errors import InputError
 from omnicrm.recommend.base import Recommender
 from omnicrm.recommend.candidates import FEATURES, Components, add_ranks, features, fit_components, generate
 from omnicrm.recommend.collaborative import anchor_reasons, anchors_by_similarity
-from omnicrm.recommend.history import History, truncate
+from omnicrm.recommend.history import History, in_sorted, truncate
 
 MODES = {"all": False, "new": True}
 
@@ -117,7 +117,7 @@ class Hybrid(Recommender):
             if exclude:
                 add_ranks(x, cand["row"].to_numpy())
             keys = cand["u"].to_numpy(np.int64) * history.n_items + cand["i"].to_numpy(np.int64)
-            y = np.isin(keys, label_keys).astype(np.int32)
+            y = in_sorted(keys, label_keys).astype(np.int32)
             row = cand["row"].to_numpy()
             pos_rows = np.flatnonzero(np.bincount(row, weights=y, minlength=len(users)) > 0)
             # groups without a positive teach a ranker nothing; per group all positives and a seeded
@@ -125,7 +125,7 @@ class Hybrid(Recommender):
             rng = np.random.default_rng(self.random_state)
             draw = rng.random(len(row))
             neg_rank = pd.Series(np.where(y == 1, np.inf, draw)).groupby(row).rank(method="first").to_numpy()
-            keep = np.isin(row, pos_rows) & ((y == 1) | (neg_rank <= self.negatives))
+            keep = in_sorted(row, pos_rows) & ((y == 1) | (neg_rank <= self.negatives))
             if not keep.any():
                 raise InputError(
                     f"hybrid: no customer bought a candidate product ({mode} mode) in the {self.label_days} days "
@@ -134,7 +134,7 @@ class Hybrid(Recommender):
             groups = np.bincount(row[keep], minlength=len(users))
             self._train[mode] = (x[keep].reset_index(drop=True), y[keep], groups[groups > 0])
             # how many window purchases the candidates contain (the ranker cannot find the others)
-            n_true = len(label_keys) if not exclude else int(np.sum(~np.isin(label_keys, earlier.pair_keys())))
+            n_true = len(label_keys) if not exclude else int(np.sum(~in_sorted(label_keys, earlier.pair_keys())))
             self.train_stats_[f"{mode}.candidate_recall"] = float(y.sum() / max(n_true, 1))
             self.train_stats_[f"{mode}.train_rows"] = float(keep.sum())
         self.components_ = self._components(history)
