@@ -228,5 +228,7 @@ def repurchase_reasons(history: History, users: np.ndarray, items: np.ndarray) -
     n = p["n_orders"].to_numpy()[at]
     days = np.floor(p["days_since_last"].to_numpy()[at]).astype(np.int64)
     times = np.where(n == 1, "once", np.char.add(n.astype(str), " times"))
-    ago = np.where(days == 0, "today", np.where(days == 1, "1 day ago", np.char.add(days.astype(str), " days ago")))
+    ago = np.where(
+        days == 0, "less than a day ago", np.where(days == 1, "1 day ago", np.char.add(days.astype(str), " days ago"))
+    )
     return np.char.add(np.char.add(np.char.add("bought ", times), ", last "), ago).astype(object)
