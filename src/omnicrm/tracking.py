@@ -16,6 +16,7 @@ with plain ``mlflow.pyfunc.load_model`` and predicts the same scores as the in-p
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -40,6 +41,13 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from mlflow.types import ColSpec, Schema  # noqa: E402
 
 _PARAM_MAX = 6000  # mlflow's limit on a param value
+
+# Known noise, silenced where it starts: SQLAlchemy 2.1 deprecates a loader mlflow's store uses
+# (library notes §2); mlflow logs every table creation at INFO; and it warns on every pyfunc log
+# that the Python object is pickled, which is how omnicrm stores its models on purpose.
+warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated", category=DeprecationWarning)
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
 
 
 def mlruns_dir() -> Path:
