@@ -72,3 +72,14 @@ def test_serve_must_name_a_method_and_kinds_are_listed(tmp_path: Path) -> None:
         load_recommend_config(_write(tmp_path, methods=[{"name": "x", "kind": "svd"}], serve="x"))
     with pytest.raises(ConfigError, match=r"unknown key 'test_dayz' \(did you mean 'test_days'\?\)"):
         load_recommend_config(_write(tmp_path, test_dayz=3))
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("command", ["recommend", "recommend-eval"])
+def test_recommend_commands_have_help(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from omnicrm.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0 and "CONFIG" in result.output.upper()
