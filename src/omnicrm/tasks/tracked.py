@@ -15,7 +15,7 @@ import pandas as pd
 from omnicrm import tracking
 from omnicrm.tasks import metrics as mt
 from omnicrm.tasks import plots
-from omnicrm.tasks.explain import importance, shap_summary_figure
+from omnicrm.tasks.explain import importance, sample_rows, shap_summary_figure
 
 if TYPE_CHECKING:
     from omnicrm.tasks.config import TaskConfig
@@ -66,8 +66,11 @@ def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFram
             tracking.log_figure(plots.decile_figure(y, r.scores, title), "plots/deciles.png")
             tracking.log_figure(plots.lift_gain_figure(y, r.scores, title), "plots/lift_gain.png")
             tracking.log_table(mt.decile_table(y, r.scores["model"]), "tables/deciles.csv")
-        tracking.log_figure(shap_summary_figure(r.model, ev, f"SHAP summary: {title}"), "plots/shap_summary.png")
-        tracking.log_table(importance(r.model, ev), "tables/importance.csv")
+        rows = sample_rows(ev)
+        contrib = r.model.contributions(rows)  # once, for the plot and the table
+        shap_fig = shap_summary_figure(r.model, rows, f"SHAP summary: {title}", contrib)
+        tracking.log_figure(shap_fig, "plots/shap_summary.png")
+        tracking.log_table(importance(r.model, rows, contrib), "tables/importance.csv")
         tracking.log_table(metrics_table(r), "tables/metrics.csv")
         ref = tracking.log_model(
             r.model,
