@@ -93,7 +93,26 @@ def test_ingest_configs_reference_existing_mappings() -> None:
         load_ingest(path)
 
 
-@pytest.mark.parametrize("command", [None, "generate", "ingest", "features", "demo"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        None,
+        "generate",
+        "ingest",
+        "features",
+        "demo",
+        "train",
+        "tune",
+        "promote",
+        "predict",
+        "ui",
+        "recommend",
+        "recommend-eval",
+        "uplift",
+        "effects",
+        "readout",
+    ],
+)
 def test_every_command_has_help(command: str | None) -> None:
     args = [command, "--help"] if command else ["--help"]
     result = CliRunner().invoke(app, args)
