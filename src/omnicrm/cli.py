@@ -265,14 +265,14 @@ def _print_demo_models(result) -> None:  # noqa: ANN001 - a DemoResult
     if result.tasks:
         _print_task_table(summary_table(result.tasks), "prediction tasks on their evaluation cutoffs (MLflow: mlruns/)")
     if result.recommend_eval is not None:
-        _print_frame(result.recommend_eval.table, "recommenders on the time split")
+        _print_recommend_eval(result.recommend_eval)
     if result.recommendations is not None:
         r = result.recommendations
-        console.print(f"recommendations: {r.rows:,} rows for {r.customers:,} customers -> {r.out}")
+        console.print(f"recommendations ({r.method}): {r.rows:,} rows for {r.customers:,} customers -> {r.out}")
     if result.uplift is not None:
-        _print_frame(result.uplift.table, "uplift learners (held-out, vs true effects where known)")
+        _print_uplift(result.uplift)
     if result.readout is not None:
-        _print_frame(result.readout.table, "campaign readout (A/B, 95% intervals)")
+        _print_readout(result.readout.table, "campaign readout (difference in means vs control, Welch 95% CI)")
 
 
 def _print_frame(frame, title: str, max_rows: int = 40) -> None:  # noqa: ANN001 - a DataFrame
@@ -445,22 +445,26 @@ def recommend_eval(config: ConfigArg) -> None:
     with _user_errors():
         with _progress() as progress:
             result = evaluate_recommenders(config, progress=progress)
-        from rich import box
+        _print_recommend_eval(result)
 
-        k, table = result.k, result.table
-        cols = {"method": "method", "mode": "mode", f"ndcg_at_{k}": f"NDCG@{k}", f"map_at_{k}": f"MAP@{k}",
-                f"precision_at_{k}": f"P@{k}", f"recall_at_{k}": f"R@{k}", f"hit_rate_at_{k}": f"HR@{k}",
-                f"coverage_at_{k}": "cover", "fit_seconds": "fit s", "recommend_seconds": "rec s"}
-        customers = ", ".join(f"{m} {n:,}" for m, n in table.groupby("mode", sort=False)["customers"].first().items())
-        t = Table(title=f"recommenders, test window (run {result.run_id[:8]})", box=box.SIMPLE_HEAD, padding=(0, 0),
-                  pad_edge=False, caption=f"customers evaluated: {customers}")
-        for col, head in cols.items():
-            t.add_column(head, justify="left" if col in ("method", "mode") else "right", no_wrap=True,
-                         min_width=max(len(head), 5))
-        for row in table[list(cols)].itertuples(index=False):
-            t.add_row(*(f"{v:.1f}" if c.endswith("seconds") else f"{v:.3f}" if isinstance(v, float) else str(v)
-                        for c, v in zip(cols, row, strict=True)))
-        console.print(t)
+
+def _print_recommend_eval(result) -> None:  # noqa: ANN001 - a RecommendEvalResult
+    from rich import box
+
+    k, table = result.k, result.table
+    cols = {"method": "method", "mode": "mode", f"ndcg_at_{k}": f"NDCG@{k}", f"map_at_{k}": f"MAP@{k}",
+            f"precision_at_{k}": f"P@{k}", f"recall_at_{k}": f"R@{k}", f"hit_rate_at_{k}": f"HR@{k}",
+            f"coverage_at_{k}": "cover", "fit_seconds": "fit s", "recommend_seconds": "rec s"}
+    customers = ", ".join(f"{m} {n:,}" for m, n in table.groupby("mode", sort=False)["customers"].first().items())
+    t = Table(title=f"recommenders, test window (run {result.run_id[:8]})", box=box.SIMPLE_HEAD, padding=(0, 0),
+              pad_edge=False, caption=f"customers evaluated: {customers}")
+    for col, head in cols.items():
+        t.add_column(head, justify="left" if col in ("method", "mode") else "right", no_wrap=True,
+                     min_width=max(len(head), 5))
+    for row in table[list(cols)].itertuples(index=False):
+        t.add_row(*(f"{v:.1f}" if c.endswith("seconds") else f"{v:.3f}" if isinstance(v, float) else str(v)
+                    for c, v in zip(cols, row, strict=True)))
+    console.print(t)
 
 
 @app.command()
