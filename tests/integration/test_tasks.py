@@ -205,3 +205,17 @@ def test_empty_population_and_unobserved_labels_give_clear_errors(task_dir: Path
     late.write_text(yaml.safe_dump(raw | {"cutoffs": CUTOFFS | {"evaluation": "2024-06-01"}}))
     with pytest.raises(ConfigError, match="after the last event in the store"):
         train(late)
+
+
+def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path) -> None:
+    from omnicrm.pipeline.demo import DemoConfig, DemoResult, _run_models
+
+    cfg = DemoConfig(
+        generate="-", ingest="-", features="-", features_out="-", cutoffs={"dates": ["2024-01-01"]},
+        tasks=["churn.yaml", "propensity.yaml"], tune={"config": "churn.yaml", "trials": 2},
+    )
+    result = DemoResult(world=None, ingest=None, identity=None, features=None)
+    _run_models(cfg, task_dir, result, lambda step, fraction: None)
+    assert [r.target for r in result.tasks] == ["churn", "shops_online", "clicks_email"]
+    assert [t.target for t in result.tuning] == ["churn"] and result.tuning[0].trials_total >= 2
+    assert summary_table(result.tasks)["version"].notna().all(), "every demo model is registered"
