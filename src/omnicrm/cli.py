@@ -272,7 +272,12 @@ def _print_demo_models(result) -> None:  # noqa: ANN001 - a DemoResult
     if result.uplift is not None:
         _print_uplift(result.uplift)
     if result.readout is not None:
-        _print_readout(result.readout.table, "campaign readout (difference in means vs control, Welch 95% CI)")
+        table = result.readout.table
+        first = table["outcome"].iloc[0] if "outcome" in table.columns and len(table) else None
+        shown = table[table["outcome"] == first] if first is not None else table
+        _print_readout(
+            shown, f"campaign readout on {first} (vs control, Welch 95% CI; every outcome: omnicrm readout CONFIG)"
+        )
 
 
 def _print_frame(frame, title: str, max_rows: int = 40) -> None:  # noqa: ANN001 - a DataFrame
