@@ -172,7 +172,9 @@ def tune(
 
 @app.command()
 def promote(
-    task: Annotated[str, typer.Argument(help="churn, next_purchase, clv, clv-margin, propensity-<target>.")],
+    task: Annotated[
+        str, typer.Argument(help="churn, next_purchase, clv, clv-margin, propensity-<target>, <namespace>-churn.")
+    ],
     force: Annotated[bool, typer.Option("--force", help="Promote even if the candidate is worse.")] = False,
 ) -> None:
     """Move the champion alias to the candidate after comparing both on the same evaluation cutoff."""

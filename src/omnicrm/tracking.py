@@ -46,6 +46,7 @@ _PARAM_MAX = 6000  # mlflow's limit on a param value
 # (library notes §2); mlflow logs every table creation at INFO; and it warns on every pyfunc log
 # that the Python object is pickled, which is how omnicrm stores its models on purpose.
 warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message="Operation with range is deprecated")  # mlflow's input-example check
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
 

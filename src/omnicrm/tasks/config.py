@@ -39,6 +39,8 @@ class DatasetConfig(StrictModel):
     store: str
     features: str | dict[str, Any] = {}
     feature_cache: str | None = "data/cache/features"  # Parquet per (store fingerprint, features, cutoff)
+    # registered models are omnicrm-<task>; a second data set names its own: omnicrm-<namespace>-<task>
+    registry_namespace: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
 
 
 class Population(StrictModel):
@@ -158,7 +160,8 @@ class TaskConfig(StrictModel):
         return self.cutoffs.train.as_list()
 
     def registered_name(self, target: str | None = None) -> str:
-        base = f"omnicrm-{self.task.kind}"
+        ns = self.dataset.registry_namespace
+        base = f"omnicrm-{ns}-{self.task.kind}" if ns else f"omnicrm-{self.task.kind}"
         return f"{base}-{target}" if target else base
 
 
