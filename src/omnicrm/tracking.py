@@ -56,16 +56,18 @@ def mlruns_dir() -> Path:
     return Path(os.environ.get("OMNICRM_MLRUNS", "mlruns")).resolve()
 
 
-def tracking_uri() -> str:
-    """Where runs are logged: ``MLFLOW_TRACKING_URI`` or the local SQLite store."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
+def _local_uri() -> str:
     return f"sqlite:///{mlruns_dir() / 'mlflow.db'}"
 
 
+def tracking_uri() -> str:
+    """Where runs are logged: ``MLFLOW_TRACKING_URI`` or the local SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or _local_uri()
+
+
 def _is_local() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+    # not "is MLFLOW_TRACKING_URI unset": mlflow.set_tracking_uri exports that variable itself
+    return tracking_uri() == _local_uri()
 
 
 def configure() -> str:

@@ -48,6 +48,9 @@ def test_register_alias_and_load_round_trip(tmp_path: Path) -> None:
     metrics = tracking.run_metrics(run.run_id)
     assert metrics == {"auc": 0.7, "nested.x": 1.0}
     assert tracking.tracking_uri().endswith("mlflow.db")
+    # artifacts (config, model) live beside the database, under <mlruns>/artifacts/<experiment>
+    stored = {p.name for p in (tracking.mlruns_dir() / "artifacts" / "unit").rglob("*")}
+    assert {"config.yaml", "MLmodel"} <= stored
 
 
 def test_ui_serves_the_local_store_on_localhost_only() -> None:
