@@ -48,7 +48,7 @@ def _load(cfg, before: date):  # noqa: ANN001, ANN202 - (purchases, items)
     from omnicrm.recommend.history import load_items, load_purchases
     from omnicrm.store import open_store
 
-    con = open_store(cfg.store)
+    con = open_store(cfg.store, deterministic=True)
     try:
         return load_purchases(con, before), load_items(con)
     finally:

@@ -140,7 +140,7 @@ def true_effects(cfg: UpliftConfig, data: UpliftData) -> pd.DataFrame:
     assert cfg.truth is not None and isinstance(cfg.source, StoreSource)
     truth = pd.read_parquet(cfg.truth.effects)
     owner = pd.read_parquet(cfg.truth.record_owner)
-    con = open_store(cfg.source.store)
+    con = open_store(cfg.source.store, deterministic=True)
     try:
         con.register("__owner", owner)
         person_customer = con.execute(

@@ -58,7 +58,7 @@ def predict(
     from omnicrm.tasks.train import registered_name, targets_of
 
     cfg = load_task_config(config_path)
-    con = open_store(cfg.dataset.store)
+    con = open_store(cfg.dataset.store, deterministic=True)
     try:
         progress(f"features at {as_of}", 0.1)
         frame = build_frame(con, cfg, [as_of], with_labels=False, what="scoring")

@@ -60,7 +60,7 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
         yaml.safe_load(tracking.load_run_text(cand.run_id, "config.yaml")), f"config of run {cand.run_id}"
     )
     progress(f"promote {name}: evaluation frame at {cfg.cutoffs.evaluation}", 0.2)
-    con = open_store(cfg.dataset.store)
+    con = open_store(cfg.dataset.store, deterministic=True)
     try:
         frame = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation")
     finally:

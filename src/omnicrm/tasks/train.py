@@ -75,7 +75,7 @@ def load_frames(cfg: TaskConfig, progress: Progress = silent) -> Frames:
     from omnicrm.store import open_store
 
     start = time.perf_counter()
-    con = open_store(cfg.dataset.store)
+    con = open_store(cfg.dataset.store, deterministic=True)
     try:
         progress(f"{cfg.name}: training frame", 0.05)
         tr = build_frame(con, cfg, cfg.train_cutoffs(), what="training")
