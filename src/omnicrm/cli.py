@@ -51,10 +51,17 @@ def _progress() -> Iterator[Callable[[str, float], None]]:
         bar.update(task, description="done", completed=1.0)
 
 
+#: third-party deprecation notices a user cannot act on (mlflow's SQLAlchemy store, mlflow's
+#: input-example check); everything else is shown once as a "warning:" line
+_KNOWN_NOISE = ("The ``noload`` loader strategy is deprecated", "Operation with range is deprecated")
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("default")
+        for message in _KNOWN_NOISE:
+            warnings.filterwarnings("ignore", message=message)
         warnings.showwarning = _show_warning  # type: ignore[assignment]
         try:
             yield
