@@ -6,7 +6,6 @@ so a failed run never leaves a half-written feature file (or destroys the previo
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import model_validator
 from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
 from omnicrm.errors import ConfigError
 from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.store.outputs import write_frame
 
 
 class CutoffSpec(StrictModel):
@@ -106,11 +106,7 @@ def run_features(
     finally:
         con.close()
     frame = pd.concat(parts, ignore_index=True)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    out = write_frame(frame, out)
     progress("features written", 1.0)
     per = frame.groupby("cutoff").size()
     return FeaturesResult(

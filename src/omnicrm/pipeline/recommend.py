@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.store.outputs import write_frame
 
 TASK = "recommend"
 
@@ -157,13 +157,6 @@ def write_recommendations(
     customers = model.history_.users
     progress(f"recommending for {len(customers):,} customers", 0.7)
     recs = model.recommend(customers, cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        recs.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    out = write_frame(recs, out)
     progress("recommendations written", 1.0)
     return WriteResult(out, len(recs), int(recs["customer_id"].nunique()), spec.name, as_of_date)

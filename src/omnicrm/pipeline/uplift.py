@@ -8,7 +8,6 @@ and writes outputs atomically. The synthetic ground truth (optional ``truth`` bl
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from pydantic import Field, model_validator
 from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.store.outputs import write_frame
 from omnicrm.uplift.data import ARM, UNIT, Source, StoreSource, UpliftData, load_store, load_table, to_model_frame
 
 LearnerName = Literal["S", "T", "X", "DR"]
@@ -359,10 +359,6 @@ def write_effects(
             "effect": effect.reshape(-1),
         }
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    long.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    out = write_frame(long, out)
     progress("effects: written", 1.0)
     return EffectsResult(out, len(ids), len(long), actions, len(frame))

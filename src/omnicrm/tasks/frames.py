@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features import FeatureConfig, build_features, feature_sql
+from omnicrm.store.outputs import write_frame
 from omnicrm.tasks import labels
 from omnicrm.tasks.config import DatasetConfig, TaskConfig, as_datetime
 
@@ -52,10 +52,7 @@ def features_at(con: duckdb.DuckDBPyConnection, cutoff: datetime, ds: DatasetCon
     if path.is_file():
         return pd.read_parquet(path)
     frame = build_features(con, [cutoff], fcfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_frame(frame, path)
     return frame
 
 

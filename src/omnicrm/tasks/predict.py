@@ -11,7 +11,6 @@ moved into place, so a failed run leaves the previous file intact.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 from omnicrm import tracking
 from omnicrm.errors import ConfigError
 from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.store.outputs import write_frame
 from omnicrm.tasks.config import as_datetime, load_task_config
 from omnicrm.tasks.explain import top_reasons
 
@@ -88,13 +88,6 @@ def predict(
             result = pd.concat([result, r.add_prefix(f"{target.name}_") if multi else r], axis=1)
     result["model_versions"] = ",".join(f"{k}:{v}" for k, v in versions.items())
     result = result.merge(keys, on="customer_id", how="left")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".csv":
-        result.to_csv(tmp, index=False)
-    else:
-        result.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    out = write_frame(result, out)
     progress("scores written", 1.0)
     return PredictResult(out, len(result), versions, list(result.columns))
