@@ -16,7 +16,7 @@ from omnicrm import tracking
 from omnicrm.errors import ConfigError, OmnicrmError
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.tasks.config import task_config_from_dict
-from omnicrm.tasks.train import PRIMARY, Target, _metrics, _rows
+from omnicrm.tasks.train import PRIMARY, Target, label_column, score_metrics, target_rows
 
 
 class PromotionRefused(OmnicrmError):
@@ -34,10 +34,6 @@ class PromoteResult:
     evaluation_cutoff: str
     promoted: bool
     note: str
-
-
-def _label(task: str, target: str) -> str:
-    return {"churn": "y_churn", "next_purchase": "y_purchase"}.get(task, f"y_{target}")
 
 
 def promote(task: str, force: bool = False, progress: Progress = silent) -> PromoteResult:
@@ -68,11 +64,11 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     models = {v: tracking.load_model(tracking.model_uri(name, v)) for v in (cand.version, champ.version)}
     m = models[cand.version]
     consent = next((t.consent for t in cfg.task.targets if t.name == m.target), None)
-    rows = _rows(frame, Target(m.target, _label(m.task, m.target), m.kind, consent))
-    y = rows[_label(m.task, m.target)].to_numpy()
+    rows = target_rows(frame, Target(m.target, label_column(m.task, m.target), m.kind, consent))
+    y = rows[label_column(m.task, m.target)].to_numpy()
     metric = PRIMARY[m.kind]
     progress(f"promote {name}: scoring both versions", 0.7)
-    values = {v: _metrics(m.kind, y, models[v].predict_score(rows))[metric] for v in models}
+    values = {v: score_metrics(m.kind, y, models[v].predict_score(rows))[metric] for v in models}
     better = values[cand.version] >= values[champ.version]
     cut = str(cfg.cutoffs.evaluation)
     if not better and not force:

@@ -16,6 +16,7 @@ from omnicrm import tracking
 from omnicrm.tasks import metrics as mt
 from omnicrm.tasks import plots
 from omnicrm.tasks.explain import importance, sample_rows, shap_summary_figure
+from omnicrm.tasks.train import label_column
 
 if TYPE_CHECKING:
     from omnicrm.tasks.config import TaskConfig
@@ -45,7 +46,7 @@ def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
 def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFrame, extra_tags: dict[str, str]) -> None:
     """Log one target's run and register its model as ``candidate`` (sets ``r.run_id``, ``r.version``)."""
     tags = run_tags(cfg, r.target, frames.fingerprint) | extra_tags
-    y = ev[_label(r)].to_numpy()
+    y = ev[label_column(r.task, r.target)].to_numpy()
     title = run_name(cfg, r.target)
     with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags) as run:
         tracking.log_config(cfg.model_dump(mode="json"))
@@ -86,10 +87,6 @@ def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFram
             },
         )
         r.run_id, r.version = run.run_id, ref.version
-
-
-def _label(r: TargetResult) -> str:
-    return {"churn": "y_churn", "next_purchase": "y_purchase"}.get(r.task, f"y_{r.target}")
 
 
 def _info(info: dict) -> dict:

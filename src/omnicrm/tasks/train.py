@@ -55,6 +55,11 @@ def targets_of(cfg: TaskConfig, frame: pd.DataFrame) -> list[Target]:
     return [Target(t.name, f"y_{t.name}", "binary", t.consent) for t in cfg.task.targets]
 
 
+def label_column(task: str, target: str) -> str:
+    """The frame column holding a target's label (see ``frames._with_labels``)."""
+    return {"churn": "y_churn", "next_purchase": "y_purchase"}.get(task, f"y_{target}")
+
+
 def registered_name(cfg: TaskConfig, target: Target) -> str:
     """``omnicrm-churn``, ``omnicrm-clv`` (spend) / ``omnicrm-clv-margin``, ``omnicrm-propensity-<t>``."""
     if cfg.task.kind in ("churn", "next_purchase") or (cfg.task.kind == "clv" and target.name == "spend"):
@@ -88,7 +93,7 @@ def load_frames(cfg: TaskConfig, progress: Progress = silent) -> Frames:
     return Frames(tr, va, ev, fp, time.perf_counter() - start)
 
 
-def _rows(frame: pd.DataFrame, target: Target) -> pd.DataFrame:
+def target_rows(frame: pd.DataFrame, target: Target) -> pd.DataFrame:
     if target.consent:
         return frame[frame[f"consent_{target.consent}"].fillna(False).astype(bool)].reset_index(drop=True)
     return frame
@@ -175,7 +180,7 @@ def _nan_low(v: float) -> float:
     return -np.inf if v is None or np.isnan(v) else v
 
 
-def _metrics(kind: str, y: np.ndarray, s: np.ndarray) -> dict[str, float]:
+def score_metrics(kind: str, y: np.ndarray, s: np.ndarray) -> dict[str, float]:
     return mt.binary_metrics(y, s) if kind == "binary" else mt.clv_metrics(y, s)
 
 
@@ -197,16 +202,16 @@ def evaluate_target(
             # spend-based heuristics: turn spend into margin with the training frame's margin rate
             pred = pred * tr["y_margin"].sum() / max(tr["y_spend"].sum(), 1e-12)
         scores[f"baseline_{name}"] = pred
-    base = {k.removeprefix("baseline_"): _metrics(target.kind, y_ev, v) for k, v in scores.items() if k != "model"}
+    base = {k.removeprefix("baseline_"): score_metrics(target.kind, y_ev, v) for k, v in scores.items() if k != "model"}
     result = TargetResult(
         task=cfg.task.kind,
         target=target.name,
         kind=target.kind,
         registered_name=registered_name(cfg, target),
         primary=PRIMARY[target.kind],
-        model_metrics=_metrics(target.kind, y_ev, scores["model"]),
+        model_metrics=score_metrics(target.kind, y_ev, scores["model"]),
         baseline_metrics=base,
-        validation_metrics=_metrics(target.kind, va[target.label].to_numpy(), model.predict_score(va)),
+        validation_metrics=score_metrics(target.kind, va[target.label].to_numpy(), model.predict_score(va)),
         info={},
         model=model,
         scores=scores,
@@ -239,7 +244,7 @@ def train(
     targets = [t for t in targets_of(cfg, frames.train) if only is None or t.name == only]
     for i, target in enumerate(targets):
         progress(f"{cfg.name}: fitting {target.name}", 0.3 + 0.6 * i / len(targets))
-        tr, va, ev = (_rows(f, target) for f in (frames.train, frames.validation, frames.evaluation))
+        tr, va, ev = (target_rows(f, target) for f in (frames.train, frames.validation, frames.evaluation))
         start = time.perf_counter()
         model, info = fit_target(cfg, target, tr, va, override)
         info["fit_seconds"] = round(time.perf_counter() - start, 2)

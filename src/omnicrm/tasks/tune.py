@@ -31,10 +31,10 @@ from omnicrm.tasks.train import (
     Frames,
     Target,
     TargetResult,
-    _metrics,
-    _rows,
     fit_target,
     load_frames,
+    score_metrics,
+    target_rows,
     targets_of,
     train,
 )
@@ -99,7 +99,7 @@ def tune_target(
     """Run (or resume) the study of one target; see the module docstring."""
     from optuna_integration import LightGBMPruningCallback
 
-    tr, va = _rows(frames.train, target), _rows(frames.validation, target)
+    tr, va = target_rows(frames.train, target), target_rows(frames.validation, target)
     total = n_trials or cfg.search.n_trials
     name = study_name(cfg, target)
     study = optuna.create_study(
@@ -130,7 +130,7 @@ def tune_target(
                     # the pruning callback warns that it is experimental-ish in some versions; not an error
                     warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
                     model, _ = fit_target(cfg, target, tr, va, override, callbacks)
-                value = _metrics(target.kind, va[target.label].to_numpy(), model.predict_score(va))[metric]
+                value = score_metrics(target.kind, va[target.label].to_numpy(), model.predict_score(va))[metric]
                 tracking.log_metrics({f"val.{metric}": value, "best_iteration": model.estimator.best_iteration_})
             except optuna.TrialPruned:
                 pruned = True
