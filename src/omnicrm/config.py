@@ -4,11 +4,13 @@ Every config model derives from :class:`StrictModel` (``extra="forbid"``), so an
 misspelt key is an error. :func:`load_config` turns pydantic's validation errors into one
 :class:`~omnicrm.errors.ConfigError` whose message names the file, the key path and what was
 expected (the allowed keys or values), in the spirit of scikit-learn's parameter validation.
+A key written twice in one mapping is an error as well (plain PyYAML keeps the last one silently).
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,22 +28,69 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping holds the same key twice (raised by :class:`_UniqueKeyLoader`)."""
+
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r} (line {line})")
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping holding the same key twice.
+
+    PyYAML keeps the last value silently, so ``store:`` written twice would run on the second one
+    without a word. Keys brought in by a merge (``<<: *base``) may still be overridden: only the
+    mapping's own keys are compared.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, Hashable):
+                    continue  # the base constructor reports unhashable keys itself
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """Parse YAML text into a mapping; ``source`` (a file name) starts every error message.
+
+    A duplicated key anywhere in the document is an error, not "the last one wins".
+    """
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            f"{source}: duplicate key '{exc.key}' (line {exc.line}; first on line {exc.first}); "
+            "each key may appear once"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc})") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, raising :class:`ConfigError` naming the file on any problem."""
+    """Read a YAML mapping, raising :class:`ConfigError` naming the file on any problem (see :func:`parse_yaml`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    return data
+    return parse_yaml(text, str(path))
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import yaml
-
 from omnicrm import tracking
+from omnicrm.config import parse_yaml
 from omnicrm.errors import ConfigError, OmnicrmError
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.tasks.config import task_config_from_dict
@@ -52,9 +51,8 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
         return PromoteResult(
             name, cand.version, champ.version, "", None, None, "", False, "candidate is already champion"
         )
-    cfg = task_config_from_dict(
-        yaml.safe_load(tracking.load_run_text(cand.run_id, "config.yaml")), f"config of run {cand.run_id}"
-    )
+    source = f"config of run {cand.run_id}"
+    cfg = task_config_from_dict(parse_yaml(tracking.load_run_text(cand.run_id, "config.yaml"), source), source)
     progress(f"promote {name}: evaluation frame at {cfg.cutoffs.evaluation}", 0.2)
     con = open_store(cfg.dataset.store, deterministic=True)
     try:
