@@ -126,6 +126,7 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
           amount: qty * unit_price
         rules:
           - {check: "unit_price >= 0", reason: "negative price on a sale"}
+        max_quarantine_share: 0.9  # six of nine rows are bad on purpose
         """,
     )
     write(

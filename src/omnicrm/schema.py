@@ -114,6 +114,9 @@ TABLES: Final[dict[str, dict[str, str]]] = {
         "rows_in": "BIGINT",
         "accepted": "BIGINT",
         "quarantined": "BIGINT",
+        "quarantine_share": "DOUBLE",
+        "max_quarantine_share": "DOUBLE",
+        "status": "VARCHAR",  # ok, or why a source beyond its limits was let through
     },
     STORE_META: {
         "key": "VARCHAR",

@@ -90,3 +90,125 @@ def test_the_scan_would_catch_a_leak(small_world: Path) -> None:
     email = next(t for t in tokens if "@" in t)
     leaked = pd.DataFrame({"customer_id": ["C1"], "note": [email.upper()]})
     assert _scan_frame(leaked, tokens, "t")
+
+
+# --- pseudonyms that cannot be reversed without the key (issue 9) ---
+
+CARD_PREFIX = "99001234"  # 12-digit cards with a fixed prefix: a key space of 10^4 here (10^8 in reality)
+
+
+def _card_world(root: Path, cards: list[str]) -> Path:
+    """A store whose customer key is a loyalty card, like the synthetic campaign exposures."""
+    (root / "raw").mkdir()
+    pd.DataFrame(
+        {
+            "exposure_id": [f"X{i}" for i in range(2 * len(cards))],
+            "card_no": [c[:4] + " " + c[4:8] + " " + c[8:] for c in cards] * 2,
+            "campaign": "spring",
+            "sent_at": "2024-03-01 10:00:00",
+        }
+    ).to_csv(root / "raw/exposures.csv", index=False)
+    (root / "exposures.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "source": "campaign_exposures",
+                "file": "exposures.csv",
+                "target": "treatments",
+                "row_id": ["exposure_id"],
+                "customer_key": {"column": "card_no", "normalise": "digits"},
+                "fields": {"sent_at": {"type": "timestamp", "format": "%Y-%m-%d %H:%M:%S"}, "campaign": {}},
+                "pii": {"card": "card_no"},
+                "output": {
+                    "ts": "sent_at",
+                    "campaign_id": "campaign",
+                    "action": "'email_offer'",
+                    "channel": "'email'",
+                    "group": "'treatment'",
+                },
+            }
+        )
+    )
+    cfg = root / "ingest.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "raw_dir": str(root / "raw"),
+                "store": str(root / "store.duckdb"),
+                "sources": ["exposures.yaml"],
+                "identity": {"probabilistic": False},
+            }
+        )
+    )
+    return cfg
+
+
+def _attack(store: Path, candidates_sql: str, secret: str | None) -> set[str]:
+    """Every card of the key space whose digest, under some scheme, equals an id the store holds.
+
+    Schemes without the key: md5 and sha256 of the card, of ``<source>:<card>`` and of the field
+    prefixes omnicrm ever used, unsalted or with the public demo secret, full or truncated to the
+    lengths the store's ids have. With ``secret``: omnicrm's own keyed hash of each candidate.
+    """
+    from omnicrm.identity.pseudonymise import DEFAULT_SALT, customer_id_sql, hash_sql, set_key
+    from omnicrm.sql import literal
+
+    con = duckdb.connect()
+    con.execute(f"ATTACH {literal(str(store))} AS s (READ_ONLY)")
+    con.execute(f"CREATE TABLE cand AS SELECT card FROM ({candidates_sql})")
+    ids = []
+    for (table,) in con.sql("SELECT table_name FROM duckdb_tables() WHERE database_name = 's'").fetchall():
+        for (col,) in con.sql(
+            f"SELECT column_name FROM duckdb_columns() WHERE database_name = 's' AND table_name = '{table}' "
+            "AND data_type = 'VARCHAR'"
+        ).fetchall():
+            ids.append(f'SELECT DISTINCT "{col}" AS v FROM s."{table}"')
+    # an id may carry a source prefix ("campaign_exposures:...") or a "C": try every tail after ':' too
+    con.execute(
+        "CREATE TABLE stored AS SELECT DISTINCT lower(x) AS v FROM ("
+        + " UNION ALL ".join(ids)
+        + ") t, unnest([v, split_part(v, ':', -1), substr(v, 2)]) u(x) WHERE x IS NOT NULL AND length(x) >= 12"
+    )
+    if secret is None:
+        messages = ["card", "'campaign_exposures:' || card", "'key:' || card", "':key:' || card", "':card:' || card"]
+        salts = ["''", literal(DEFAULT_SALT)]
+        digests = [f"{h}({s} || {m})" for h in ("md5", "sha256") for s in salts for m in messages]
+    else:
+        set_key(con, secret)
+        customer = customer_id_sql("'campaign_exposures:' || card")
+        digests = [hash_sql("card", "key"), hash_sql("card", "card"), f"substr({customer}, 2)"]
+    con.execute("CREATE TABLE dig AS " + " UNION ALL ".join(f"SELECT card, {d} AS d FROM cand" for d in digests))
+    found = con.sql(
+        "SELECT DISTINCT dig.card FROM dig JOIN stored ON substr(dig.d, 1, length(stored.v)) = stored.v "
+        "AND length(stored.v) IN (12, 16, 32, 64)"
+    ).fetchall()
+    return {r[0] for r in found}
+
+
+def test_pseudonyms_cannot_be_reversed_without_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from omnicrm.pipeline.ingest import run_ingest
+
+    rng = random.Random(9)
+    cards = sorted({CARD_PREFIX + f"{rng.randrange(10_000):04d}" for _ in range(60)})
+    cfg = _card_world(tmp_path, cards)
+    monkeypatch.setenv("OMNICRM_SALT", "a-secret-the-attacker-does-not-have")
+    run_ingest(cfg)
+    store = tmp_path / "store.duckdb"
+    space = f"SELECT '{CARD_PREFIX}' || lpad(CAST(range AS VARCHAR), 4, '0') AS card FROM range(10000)"
+    # without the key: every unkeyed scheme over the whole key space matches nothing
+    assert _attack(store, space, None) == set()
+    # with the public demo secret: nothing either
+    from omnicrm.identity.pseudonymise import DEFAULT_SALT
+
+    assert _attack(store, space, DEFAULT_SALT) == set()
+    # the same attack with the key recovers every card: the search itself works
+    assert _attack(store, space, "a-secret-the-attacker-does-not-have") == set(cards)
+    # and the old scheme ('C' + md5('<source>:<card>')[:12]) would have fallen to it
+    con = duckdb.connect(str(store), read_only=True)
+    ids = {r[0] for r in con.sql("SELECT customer_id FROM customers").fetchall()}
+    con.close()
+    import hashlib
+
+    old = {"C" + hashlib.md5(f"campaign_exposures:{c}".encode()).hexdigest()[:12] for c in cards}
+    assert not ids & old and len(ids) == len(cards)

@@ -11,6 +11,7 @@ from omnicrm.identity.cluster import cluster
 from omnicrm.identity.config import IdentityConfig
 from omnicrm.identity.evaluate import pairwise_metrics
 from omnicrm.identity.link import deterministic_edges
+from omnicrm.identity.pseudonymise import set_key
 from omnicrm.identity.resolve import resolve_identities
 
 
@@ -67,6 +68,7 @@ def _records(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
     )
     con.register("df", df)
     con.execute("CREATE TABLE recs AS SELECT * FROM df")
+    set_key(con, "unit-test-secret")
     return con
 
 

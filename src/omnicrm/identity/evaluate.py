@@ -57,14 +57,14 @@ def evaluate_store(store_path: str | Path, record_owner: str | Path, salt: str) 
     """Score a published store's ``identity_links`` against a ground-truth ``record_owner`` file.
 
     Sources whose keys are stored hashed (listed in ``store_meta``) get their truth keys hashed with
-    the same salt, so the two sides join. Only evaluation code reads truth; ingest never does.
+    the same key, so the two sides join. Only evaluation code reads truth; ingest never does.
     """
-    from omnicrm.identity.pseudonymise import set_salt, stored_key_sql
+    from omnicrm.identity.pseudonymise import set_key, stored_key_sql
     from omnicrm.sql import literal
 
     con = duckdb.connect()
     try:
-        set_salt(con, salt)
+        set_key(con, salt)
         con.execute(f"ATTACH {literal(str(store_path))} AS s (READ_ONLY)")
         meta = dict(con.sql("SELECT key, value FROM s.store_meta").fetchall())
         pii_keys = [x for x in meta.get("pseudonymised_key_sources", "").split(",") if x]

@@ -10,6 +10,7 @@ import pandas as pd
 from omnicrm.identity.cluster import cluster
 from omnicrm.identity.config import IdentityConfig
 from omnicrm.identity.link import EDGE_COLUMNS, deterministic_edges, probabilistic_edges
+from omnicrm.identity.pseudonymise import customer_id_sql
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,10 @@ class Resolution:
 def resolve_identities(con: duckdb.DuckDBPyConnection, records: str, cfg: IdentityConfig) -> Resolution:
     """Link the identity records in ``records`` (normalised personal data, in memory).
 
-    ``customer_id`` is derived from the component's smallest ``source:source_record_id`` so it is
-    stable across re-runs on the same data and carries no personal data.
+    ``customer_id`` is the keyed hash (:func:`~omnicrm.identity.pseudonymise.customer_id_sql`) of
+    the component's smallest ``source:source_record_id``: stable across re-runs on the same data
+    and key, and not reversible without the key even where that record id is a card number. The
+    key's HMAC pads must be set on ``con`` (:func:`~omnicrm.identity.pseudonymise.set_key`).
     """
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _rec AS SELECT "
@@ -46,14 +49,14 @@ def resolve_identities(con: duckdb.DuckDBPyConnection, records: str, cfg: Identi
     labels = cluster(n, edges, cfg.max_component_size, cfg.strict_threshold)
     con.register("_labels", labels)
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE _links AS
         WITH j AS (
             SELECT r.source, r.source_record_id, l.component, l.rule, l.score
             FROM _rec r JOIN _labels l USING (rid)
         )
         SELECT source, source_record_id,
-               'C' || substr(md5(min(source || ':' || source_record_id) OVER (PARTITION BY component)), 1, 12)
+               {customer_id_sql("min(source || ':' || source_record_id) OVER (PARTITION BY component)")}
                    AS customer_id,
                rule, score
         FROM j

@@ -9,7 +9,12 @@ A mapping says, for one raw file:
 * how each raw column is **parsed** (type, timestamp format and time zone, allowed values);
 * which raw columns carry **personal data** (pseudonymised at ingest, never stored raw);
 * the canonical **output** columns as DuckDB SQL expressions over the parsed fields;
-* **rules** every accepted row must satisfy, each with the reason written to quarantine.
+* **rules** every accepted row must satisfy, each with the reason written to quarantine;
+* how much of the file may be quarantined before the run stops (``max_quarantine_share``,
+  ``allow_empty``): a source that yields nothing, or mostly rejects, is a broken export, not data.
+
+Output expressions and rules are evaluated in a sandboxed engine session (``sandbox.py``): they
+can compute over the row's fields but cannot read or write files, and each must be one expression.
 
 Every raw column that a mapping names is required: a file without it stops the run with an error
 naming the file and the column.
@@ -47,6 +52,12 @@ TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
     "products": ("product_id", "category", "price"),
 }
 
+#: share of a source's rows that may be quarantined before the ingest stops (see SourceMapping);
+#: the shipped synthetic sources stay under 6% and Online Retail's guest rows need 0.3
+DEFAULT_MAX_QUARANTINE_SHARE = 0.2
+#: magnitude above which an unbounded double is quarantined as absurd
+ABSURD = 1e12
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*$")
 
 
@@ -69,9 +80,18 @@ class FieldSpec(StrictModel):
     false_values: list[str] = Field(default_factory=lambda: ["n", "no", "false", "0", "f"])
     #: a missing value sends the row to quarantine
     nullable: bool = True
+    #: for ``integer`` / ``double``: values outside [min, max] are quarantined. Without bounds a
+    #: double whose magnitude exceeds ``ABSURD`` is (1e308 as a price is a broken export). NaN and
+    #: infinity are always quarantined.
+    min: float | None = None
+    max: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "double"):
+            raise ValueError(f"'min' / 'max' apply to integer and double fields, not to '{self.type}'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is above 'max' ({self.max})")
         if self.type == "category" and not self.values:
             raise ValueError("a 'category' field needs 'values' (raw value -> canonical value)")
         if self.type in ("timestamp", "date") and not self.format:
@@ -114,6 +134,12 @@ class SourceMapping(StrictModel):
     rules: list[Rule] = Field(default_factory=list)
     #: drop rows whose row_id repeats an earlier row (kept: the first); they are quarantined
     quarantine_duplicates: bool = True
+    #: the ingest stops when a larger share of this file's rows is quarantined (a wrong delimiter,
+    #: date format or column order rejects most rows); raise it where rejects are expected, e.g.
+    #: guest sales without a customer key
+    max_quarantine_share: float = Field(DEFAULT_MAX_QUARANTINE_SHARE, ge=0, le=1)
+    #: a file with no accepted row stops the ingest unless this is true (a header-only export)
+    allow_empty: bool = False
 
     @field_validator("source")
     @classmethod
@@ -139,7 +165,15 @@ class SourceMapping(StrictModel):
         for col in self.raw_columns():
             if not _IDENT.match(col):
                 raise ValueError(f"column name {col!r} must be letters, digits, '_' or spaces")
+        for key, expr in self.expressions():
+            _one_expression(key, expr)
         return self
+
+    def expressions(self) -> list[tuple[str, str]]:
+        """Every user-written SQL expression with the key that holds it (``output.amount``, ``rules[0].check``)."""
+        return [(f"output.{c}", e) for c, e in self.output.items()] + [
+            (f"rules[{i}].check", r.check) for i, r in enumerate(self.rules)
+        ]
 
     def raw_columns(self) -> list[str]:
         """Every raw column the mapping names, in a stable order: all are required in the file."""
@@ -148,6 +182,18 @@ class SourceMapping(StrictModel):
             cols.append(self.customer_key.column)
         cols += list(self.fields) + list(self.pii.values())
         return list(dict.fromkeys(cols))
+
+
+def _one_expression(key: str, expr: str) -> None:
+    """Reject text that is not a single SQL expression (``1); COPY ... TO ...; SELECT (1``)."""
+    import duckdb
+
+    try:
+        n = len(duckdb.extract_statements(f"SELECT ({expr})"))
+    except duckdb.Error as exc:
+        raise ValueError(f"{key}: not a valid SQL expression: {expr!r} ({str(exc).splitlines()[0]})") from None
+    if n != 1:
+        raise ValueError(f"{key}: must be one SQL expression, got {n} statements: {expr!r}")
 
 
 def load_mapping(path: str | Path) -> SourceMapping:

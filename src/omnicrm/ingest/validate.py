@@ -4,10 +4,12 @@ All of it is one SQL statement per source over the raw text table, so it runs at
 whole columns. Each row gets at most one ``_reason`` (the first check it fails, in this order):
 
 1. missing row id; 2. missing or unusable customer key; 3. a value that does not parse as its
-declared type, or is not among a category's values; 4. a missing value in a non-nullable field;
-5. a mapping rule that is not true; 6. a canonical value outside the store's vocabulary (unknown
-event type, channel, group; survey score outside 0-10); 7. a product id not in the product
-catalogue; 8. a repeated row id (the first copy is kept).
+declared type, or is not among a category's values; 4. a number that is not finite (NaN, inf) or
+outside its field's bounds (absurd: beyond 1e12 where no bounds are set); 5. a missing value in a
+non-nullable field; 6. a mapping rule that is not true; 7. a canonical value outside the store's
+vocabulary (unknown event type, channel, group; survey score outside 0-10), or a non-finite
+amount, quantity, cost, price or margin after mapping; 8. a product id not in the product
+catalogue; 9. a repeated row id (the first copy is kept).
 
 Rows without a reason are accepted; so rows in = accepted + quarantined, always. (Lines of a CSV
 file that do not even split into fields are quarantined by the reader, see ``read.py``.)
@@ -22,7 +24,7 @@ import duckdb
 from omnicrm import schema
 from omnicrm.errors import ConfigError
 from omnicrm.identity import normalise
-from omnicrm.ingest.mapping import TARGET_REQUIRED, FieldSpec, SourceMapping
+from omnicrm.ingest.mapping import ABSURD, TARGET_REQUIRED, FieldSpec, SourceMapping
 from omnicrm.ingest.read import ROW
 from omnicrm.sql import ident, in_list, literal, stable_mode
 
@@ -94,6 +96,27 @@ def _key_expr(mapping: SourceMapping) -> str:
     return f"NULLIF({e}, '')"
 
 
+#: canonical numeric columns that must be finite numbers
+_NUMERIC_OUTPUTS = ("quantity", "amount", "cost", "price", "margin")
+
+
+def _number_checks(col: str, spec: FieldSpec) -> list[tuple[str, str]]:
+    """(condition TRUE for a bad row, reason) for a parsed number: finite, and within bounds."""
+    c = ident(col)
+    checks = []
+    if spec.type == "double":
+        checks.append((f"{c} IS NOT NULL AND NOT isfinite({c})", f"non-finite {col}: expected a finite number"))
+    if spec.min is not None:
+        checks.append((f"{c} < {spec.min!r}", f"{col} below its minimum {spec.min:g}"))
+    if spec.max is not None:
+        checks.append((f"{c} > {spec.max!r}", f"{col} above its maximum {spec.max:g}"))
+    if spec.type == "double" and spec.min is None and spec.max is None:
+        checks.append(
+            (f"abs({c}) > {ABSURD!r}", f"absurd {col}: magnitude above {ABSURD:g} (set fields.{col}.min / max)")
+        )
+    return checks
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Canonical values the store accepts: the contract's, plus any a config adds."""
@@ -124,6 +147,15 @@ def _vocabulary_checks(mapping: SourceMapping, vocabulary: Vocabulary) -> list[t
         vocab("channel", vocabulary.channels)
     if mapping.target == "surveys":
         checks.append((f"NOT coalesce(({out['score']}) BETWEEN 0 AND 10, FALSE)", "score outside 0-10"))
+    for col in _NUMERIC_OUTPUTS:  # finite inputs can still map to inf (1e200 * 1e200)
+        if col in out:
+            expr = f"TRY_CAST(({out[col]}) AS DOUBLE)"
+            checks.append(
+                (
+                    f"({out[col]}) IS NOT NULL AND NOT coalesce(isfinite({expr}), FALSE)",
+                    f"non-finite {col} after mapping",
+                )
+            )
     for col in TARGET_REQUIRED[mapping.target]:
         if col in out and col not in ("event_type", "channel", "group"):
             checks.append((f"({out[col]}) IS NULL", f"missing {col} after mapping"))
@@ -141,7 +173,8 @@ def validate_source(
     """Validate ``raw_table`` (text columns + ``_row``) against ``mapping`` inside ``con``.
 
     Creates three temp tables named after the source and returns their names. Output expressions
-    are the user's SQL: if DuckDB rejects one, the error names the mapping file and the expression.
+    are the user's SQL, run in a sandboxed session (see ``sandbox.py``): if DuckDB rejects one,
+    the error names the mapping file, the key that holds it and the expression.
     """
     src = mapping.source
     parsed_cols = [f"{_parse_expr(c, s)} AS {ident(c)}" for c, s in mapping.fields.items()]
@@ -162,6 +195,9 @@ def validate_source(
         else:
             reason = f"unparseable {c}: expected {s.type}" + (f" ({s.format})" if s.format else "")
         checks.append((f"NULLIF(trim({ident('_raw_' + c)}), '') IS NOT NULL AND {ident(c)} IS NULL", reason))
+    for c, s in mapping.fields.items():
+        if s.type in ("integer", "double"):
+            checks += _number_checks(c, s)
     for c, s in mapping.fields.items():
         if not s.nullable:
             checks.append((f"{ident(c)} IS NULL", f"missing value in {c}"))
@@ -202,10 +238,7 @@ def validate_source(
             f"FROM {stage} WHERE {REASON} IS NULL ORDER BY {ROW}"
         )
     except duckdb.Error as exc:
-        raise ConfigError(
-            f"{mapping_path}: source '{src}': an output expression or rule is not valid SQL over the "
-            f"mapped fields ({type(exc).__name__}: {exc})"
-        ) from None
+        raise _expression_error(con, mapping, f"SELECT {base} FROM {raw_table} r", mapping_path, exc) from None
     quar = f"_quarantine_{src}"
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {quar} AS SELECT {ROW}, {ROW_ID}, {REASON} "
@@ -214,6 +247,28 @@ def validate_source(
     con.execute(f"DROP TABLE {stage}")
     records = _records(con, mapping, acc) if mapping.customer_key else None
     return ValidatedSource(src, acc, quar, records)
+
+
+def _expression_error(
+    con: duckdb.DuckDBPyConnection, mapping: SourceMapping, parsed_sql: str, mapping_path: str, exc: duckdb.Error
+) -> ConfigError:
+    """The error for a failed validation, naming the first expression that fails on its own."""
+    for key, expr in mapping.expressions():
+        try:
+            con.execute(f"SELECT ({expr}) FROM ({parsed_sql}) LIMIT 0")
+        except duckdb.PermissionException:
+            return ConfigError(
+                f"{mapping_path}: key '{key}': the expression {expr!r} reads or writes files, which mapping "
+                "expressions may not do (they are evaluated with file access switched off)"
+            )
+        except duckdb.Error as one:
+            return ConfigError(
+                f"{mapping_path}: key '{key}': the expression {expr!r} is not valid SQL over the mapped "
+                f"fields ({type(one).__name__}: {str(one).splitlines()[0]})"
+            )
+    return ConfigError(
+        f"{mapping_path}: source '{mapping.source}': the mapping's SQL failed ({type(exc).__name__}: {exc})"
+    )
 
 
 def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: str) -> str:

@@ -1,8 +1,15 @@
 """``omnicrm ingest CONFIG``: raw sources -> validated, pseudonymised, linked -> the store file.
 
-Everything happens in one in-memory DuckDB session. Raw personal data exists only there: the new
-store file receives canonical rows, salted hashes and customer ids, and is published atomically,
-so a run that fails anywhere leaves the previous store untouched.
+Two in-memory DuckDB sessions do the work. The mapping's own SQL (output expressions, rules) runs
+in a sandbox with file access off and no key (``ingest/sandbox.py``); its results move to the
+work session, which holds the pseudonymisation key, links identities and writes the store. Raw
+personal data exists only in memory and in a private spill folder removed at the end: the new
+store file receives canonical rows, keyed hashes (HMAC) and customer ids, and is published
+atomically, so a run that fails anywhere leaves the previous store untouched.
+
+Nothing is lost silently: a source with no accepted row, or with more of its rows quarantined than
+its mapping allows (``max_quarantine_share``), stops the run with the source and its top reasons
+named, before anything is written.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ import duckdb
 
 from omnicrm import __version__, schema
 from omnicrm.config import StrictModel, load_config
-from omnicrm.errors import ConfigError
+from omnicrm.errors import ConfigError, InputError
 from omnicrm.identity import normalise
 from omnicrm.identity.config import IdentityConfig, PrivacyConfig
 from omnicrm.identity.evaluate import PairwiseMetrics, evaluate_store
-from omnicrm.identity.pseudonymise import DefaultSaltWarning, hash_sql, resolve_salt, set_salt, stored_key_sql
+from omnicrm.identity.pseudonymise import DefaultSaltWarning, hash_sql, resolve_salt, set_key, stored_key_sql
 from omnicrm.identity.resolve import Resolution, resolve_identities
 from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
+from omnicrm.ingest.sandbox import move_table, open_sandbox
 from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, Vocabulary, validate_source
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.sql import ident, literal, stable_mode
@@ -59,6 +67,12 @@ class SourceCounts:
     quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
     sha256: str = ""  # of the raw file's bytes: which input built the store
+    max_quarantine_share: float = 1.0
+    status: str = "ok"  # or why a source that breaks its limits was let through
+
+    @property
+    def quarantine_share(self) -> float:
+        return self.quarantined / self.rows_in if self.rows_in else 0.0
 
 
 @dataclass
@@ -89,18 +103,23 @@ def load_ingest(path: str | Path) -> tuple[IngestConfig, list[tuple[SourceMappin
 def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestResult:
     """Run the whole ingest described by ``config_path`` and publish the store."""
     cfg, mappings = load_ingest(config_path)
-    # no salt is needed (nor asked for) when no mapping declares personal data
-    salt = resolve_salt(cfg.privacy) if any(m.pii for m, _ in mappings) else ""
-    # an in-memory session spills to a private folder (it may hold personal data) removed at the end
-    spill = tempfile.mkdtemp(prefix="omnicrm-ingest-")
+    # no key is needed (nor asked for) when no mapping declares personal data
+    secret = resolve_salt(cfg.privacy) if any(m.pii for m, _ in mappings) else ""
+    # in-memory sessions spill to a private folder (it may hold personal data) removed at the end
+    spill = Path(tempfile.mkdtemp(prefix="omnicrm-ingest-"))
     con = duckdb.connect()
+    box = None
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET temp_directory = {literal(spill)}")
-        set_salt(con, salt)
+        con.execute(f"SET temp_directory = {literal(str(spill / 'work'))}")
+        box = open_sandbox(spill / "sandbox")
         n_steps = len(mappings) + 2
-        validated, counts, products = _validate_sources(con, cfg, mappings, progress, n_steps)
+        validated, counts, products = _validate_sources(box, con, cfg, mappings, progress, n_steps)
+        box.close()
+        box = None
+        check_losses(counts, config_path)
         progress("resolve identities", len(mappings) / n_steps)
+        set_key(con, secret)
         rec_tables = [v.records for _, v in validated if v.records]
         if not rec_tables:
             raise ConfigError(f"{config_path}: no source has a customer_key, so there are no customers to build")
@@ -115,20 +134,50 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
             con, Path(cfg.store), validated, products, counts, resolution, str(config_path), fingerprint
         )
     finally:
+        if box is not None:
+            box.close()
         con.close()
         shutil.rmtree(spill, ignore_errors=True)
     progress("done", 1.0)
     return IngestResult(Path(cfg.store), counts, resolution, tables)
 
 
+def check_losses(counts: list[SourceCounts], config_path: str | Path) -> None:
+    """Stop before writing when a source yields nothing or quarantines more than its mapping allows.
+
+    A header-only export, a changed delimiter or date format would otherwise publish a store that
+    silently lacks the source. Every offending source is named with its top reasons.
+    """
+    problems = []
+    for c in counts:
+        top = "; ".join(f"{r}: {n:,}" for r, n in list(c.reasons.items())[:3]) or "no data rows"
+        if c.status != "ok":
+            continue  # the mapping allows it (status says how)
+        if c.accepted == 0:
+            problems.append(
+                f"source '{c.source}' ({c.file}): 0 of {c.rows_in:,} rows accepted (top reasons: {top}); "
+                "set 'allow_empty: true' in its mapping if it may be empty"
+            )
+        elif c.quarantine_share > c.max_quarantine_share:
+            problems.append(
+                f"source '{c.source}' ({c.file}): {c.quarantine_share:.1%} of {c.rows_in:,} rows quarantined, "
+                f"above its limit of {c.max_quarantine_share:.0%} (top reasons: {top}); fix the file or the "
+                "mapping, or raise 'max_quarantine_share' in the mapping"
+            )
+    if problems:
+        raise InputError(f"{config_path}: ingest stopped, nothing was written:\n  " + "\n  ".join(problems))
+
+
 def _validate_sources(
+    box: duckdb.DuckDBPyConnection,
     con: duckdb.DuckDBPyConnection,
     cfg: IngestConfig,
     mappings: list[tuple[SourceMapping, str]],
     progress: Progress,
     n_steps: int,
 ) -> tuple[list[tuple[SourceMapping, ValidatedSource]], list[SourceCounts], str | None]:
-    """Read and validate every source (the product catalogue first, so events can check ids)."""
+    """Read and validate every source in the sandbox ``box`` (the product catalogue first, so events
+    can check ids); the results move to ``con``."""
     raw_dir = Path(cfg.raw_dir)
     vocabulary = Vocabulary(
         event_types=schema.EVENT_TYPES + tuple(cfg.extra_event_types),
@@ -141,27 +190,37 @@ def _validate_sources(
         progress(f"ingest {m.source}", i / n_steps)
         source = read_source_table(raw_dir / m.file, m.format, m.raw_columns(), m.delimiter, m.encoding)
         raw = f"_raw_{m.source}"
-        con.register("_arrow_in", source.table)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
-        con.unregister("_arrow_in")
-        v = validate_source(con, m, raw, products, mpath, vocabulary)
-        con.execute(f"DROP TABLE {raw}")
+        box.register("_arrow_in", source.table)
+        box.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
+        box.unregister("_arrow_in")
+        v = validate_source(box, m, raw, products, mpath, vocabulary)
+        box.execute(f"DROP TABLE {raw}")
         if source.malformed:  # lines arrow could not split into fields: quarantined, not lost
-            con.executemany(f"INSERT INTO {v.quarantine} VALUES (?, NULL, ?)", source.malformed)
+            box.executemany(f"INSERT INTO {v.quarantine} VALUES (?, NULL, ?)", source.malformed)
         if m.target == "products":
             products = "_products"
-            con.execute(
+            box.execute(
                 f"CREATE OR REPLACE TEMP TABLE {products} AS SELECT product_id, category, price, "
                 f"{'margin' if 'margin' in m.output else 'CAST(NULL AS DOUBLE) AS margin'} FROM {v.accepted}"
             )
-        acc = con.sql(f"SELECT count(*) FROM {v.accepted}").fetchall()[0][0]
-        reasons = dict(con.sql(f"SELECT _reason, count(*) FROM {v.quarantine} GROUP BY 1 ORDER BY 2 DESC").fetchall())
+        acc = box.sql(f"SELECT count(*) FROM {v.accepted}").fetchall()[0][0]
+        reasons = dict(box.sql(f"SELECT _reason, count(*) FROM {v.quarantine} GROUP BY 1 ORDER BY 2 DESC").fetchall())
         quar = sum(reasons.values())
         if acc + quar != source.rows_in:  # the contract of validate_source; a bug if broken
             raise RuntimeError(f"{m.source}: {source.rows_in} rows in but {acc} accepted + {quar} quarantined")
+        for table in (v.accepted, v.quarantine, v.records):
+            if table:
+                move_table(box, con, table)
         digest = file_sha256(raw_dir / m.file)
-        counts.append(SourceCounts(m.source, str(raw_dir / m.file), source.rows_in, acc, quar, reasons, digest))
+        c = SourceCounts(
+            m.source, str(raw_dir / m.file), source.rows_in, acc, quar, reasons, digest, m.max_quarantine_share
+        )
+        if acc == 0 and m.allow_empty:
+            c.status = "empty (allow_empty)"
+        counts.append(c)
         validated.append((m, v))
+    if products:
+        move_table(box, con, products)
     return validated, counts, products
 
 
@@ -197,10 +256,16 @@ def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: 
             cols.append(f"NULL AS {ident(c)}")
     join_p = f"LEFT JOIN {products} p ON p.product_id = a.product_id" if with_products else ""
     return (
-        f"SELECT {literal(m.source + ':')} || a.{ROW_ID} AS event_id, l.customer_id, {', '.join(cols)} "
+        f"SELECT {literal(m.source + ':')} || {row_id_sql(m, 'a.' + ROW_ID)} AS event_id, l.customer_id, "
+        f"{', '.join(cols)} "
         f"FROM {v.accepted} a JOIN _links l ON l.source = {literal(m.source)} AND l.source_record_id = a.{KEY} "
         f"{join_p}"
     )
+
+
+def row_id_sql(m: SourceMapping, col: str) -> str:
+    """A source row's id as stored: its keyed hash where a row-id column is personal data (a card)."""
+    return hash_sql(col, "key") if set(m.row_id) & set(m.pii.values()) else col
 
 
 def _empty(columns: dict[str, str]) -> str:
@@ -287,12 +352,13 @@ def _write_store(
     """
     report_rows = " UNION ALL ".join(
         f"SELECT {literal(c.source)} AS source, {literal(c.file)} AS file, {c.rows_in} AS rows_in, "
-        f"{c.accepted} AS accepted, {c.quarantined} AS quarantined"
+        f"{c.accepted} AS accepted, {c.quarantined} AS quarantined, {c.quarantine_share!r} AS quarantine_share, "
+        f"{c.max_quarantine_share!r} AS max_quarantine_share, {literal(c.status)} AS status"
         for c in counts
     )
     quarantine_sql = " UNION ALL ".join(
         f"SELECT {literal(m.source)} AS source, {literal(str(c.file))} AS file, {ROW} AS row_number, "
-        f"{hash_sql(ROW_ID, 'key') if set(m.row_id) & set(m.pii.values()) else ROW_ID} AS source_row_id, "
+        f"{row_id_sql(m, ROW_ID)} AS source_row_id, "
         f"_reason AS reason FROM {v.quarantine}"
         for (m, v), c in zip(validated, counts, strict=True)
     )
@@ -301,7 +367,7 @@ def _write_store(
         "omnicrm_version": __version__,
         "ingest_config": config_path,
         "sources": ",".join(m.source for m, _ in validated),
-        # sources whose source_record_id is stored as hash_sql(key, 'key'): see stored_key_sql
+        # sources whose source_record_id is stored as hash_sql(key, 'key') (HMAC): see stored_key_sql
         "pseudonymised_key_sources": ",".join(pii_keys),
         # one hash over inputs, mappings and linkage settings: equal fingerprints, equal stores
         "data_fingerprint": fingerprint,
@@ -333,7 +399,7 @@ def _write_store(
 def evaluate_identity(config_path: str | Path, truth_dir: str | Path) -> PairwiseMetrics:
     """Score the store an ingest config published against a synthetic world's ground truth.
 
-    Evaluation only: the ingest itself never reads truth. The salt is the ingest's own (source keys
+    Evaluation only: the ingest itself never reads truth. The key is the ingest's own (source keys
     that are personal data are stored hashed, so the truth's keys are hashed alike).
     """
     cfg, _ = load_ingest(config_path)
