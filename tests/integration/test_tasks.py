@@ -27,7 +27,10 @@ CUTOFFS = {
 TASKS = {
     "churn": {"kind": "churn", "horizon_days": 60},
     "next_purchase": {
-        "kind": "next_purchase", "horizon_days": 30, "timing_max_days": 60, "timing_bins": [7, 14, 30, 45],
+        "kind": "next_purchase",
+        "horizon_days": 30,
+        "timing_max_days": 60,
+        "timing_bins": [7, 14, 30, 45],
     },
     "clv": {"kind": "clv", "horizon_days": 60},
     "propensity": {
@@ -47,9 +50,7 @@ def task_dir(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     store = yaml.safe_load(small_store.read_text())["store"]
     d = tmp_path_factory.mktemp("tasks")
     (d / "dataset.yaml").write_text(
-        yaml.safe_dump(
-            {"name": "small", "store": store, "features": {}, "feature_cache": str(d / "cache")}
-        )
+        yaml.safe_dump({"name": "small", "store": store, "features": {}, "feature_cache": str(d / "cache")})
     )
     (d / "model.yaml").write_text(
         yaml.safe_dump({"params": {"n_estimators": 150, "learning_rate": 0.1, "min_child_samples": 20}})
@@ -65,8 +66,13 @@ def task_dir(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         )
     )
     for name, task in TASKS.items():
-        cfg = {"dataset": "dataset.yaml", "model": "model.yaml", "search": "search.yaml", "task": task,
-               "cutoffs": CUTOFFS}
+        cfg = {
+            "dataset": "dataset.yaml",
+            "model": "model.yaml",
+            "search": "search.yaml",
+            "task": task,
+            "cutoffs": CUTOFFS,
+        }
         (d / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     return d
 
@@ -74,8 +80,12 @@ def task_dir(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.mark.parametrize("task", list(TASKS))
 def test_each_task_trains_evaluates_and_registers(task_dir: Path, task: str) -> None:
     results = train(task_dir / f"{task}.yaml")
-    expected = {"churn": ["churn"], "next_purchase": ["next_purchase"], "clv": ["spend", "margin"],
-                "propensity": ["shops_online", "clicks_email"]}[task]
+    expected = {
+        "churn": ["churn"],
+        "next_purchase": ["next_purchase"],
+        "clv": ["spend", "margin"],
+        "propensity": ["shops_online", "clicks_email"],
+    }[task]
     assert [r.target for r in results] == expected
     for r in results:
         assert r.version == "1" and r.run_id
@@ -161,8 +171,11 @@ def test_predict_scores_every_customer_with_source_keys_and_reasons(task_dir: Pa
     assert set(scores["customer_id"]) == population and r.rows == len(population)
     assert scores["p_churn"].between(0, 1).all()
     assert {"crm_members_key", "reason_1_feature", "reason_1_value", "reason_1_contribution"} <= set(scores.columns)
-    assert scores["reason_1_feature"].isin(cfg and tracking.load_model("models:/omnicrm-churn@candidate")
-                                           .encoding.features).all()
+    assert (
+        scores["reason_1_feature"]
+        .isin(cfg and tracking.load_model("models:/omnicrm-churn@candidate").encoding.features)
+        .all()
+    )
 
 
 def load_frames_population(cfg, day: str) -> set[str]:  # noqa: ANN001
@@ -197,8 +210,12 @@ def test_empty_population_and_unobserved_labels_give_clear_errors(task_dir: Path
     raw["dataset"] = str(task_dir / "dataset.yaml")
     del raw["model"], raw["search"]
     early = tmp_path / "early.yaml"
-    early.write_text(yaml.safe_dump(raw | {"cutoffs": {"train": {"dates": ["2022-06-01"]}, "validation":
-                                                       "2024-01-01", "evaluation": "2024-03-01"}}))
+    early.write_text(
+        yaml.safe_dump(
+            raw
+            | {"cutoffs": {"train": {"dates": ["2022-06-01"]}, "validation": "2024-01-01", "evaluation": "2024-03-01"}}
+        )
+    )
     with pytest.raises(InputError, match="training cutoff 2022-06-01: the population is empty"):
         train(early)
     late = tmp_path / "late.yaml"
@@ -211,8 +228,13 @@ def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path) ->
     from omnicrm.pipeline.demo import DemoConfig, DemoResult, _run_models
 
     cfg = DemoConfig(
-        generate="-", ingest="-", features="-", features_out="-", cutoffs={"dates": ["2024-01-01"]},
-        tasks=["churn.yaml", "propensity.yaml"], tune={"config": "churn.yaml", "trials": 2},
+        generate="-",
+        ingest="-",
+        features="-",
+        features_out="-",
+        cutoffs={"dates": ["2024-01-01"]},
+        tasks=["churn.yaml", "propensity.yaml"],
+        tune={"config": "churn.yaml", "trials": 2},
     )
     result = DemoResult(world=None, ingest=None, identity=None, features=None)
     _run_models(cfg, task_dir, result, lambda step, fraction: None)
