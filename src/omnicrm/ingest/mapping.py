@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from omnicrm import schema
 from omnicrm.config import StrictModel, load_config
@@ -57,6 +57,23 @@ TARGET_REQUIRED: dict[str, tuple[str, ...]] = {
 DEFAULT_MAX_QUARANTINE_SHARE = 0.2
 #: magnitude above which an unbounded double is quarantined as absurd
 ABSURD = 1e12
+
+
+def _one_expression(expr: str) -> str:
+    """Reject text that is not a single SQL expression (``1); COPY ... TO ...; SELECT (1``)."""
+    import duckdb
+
+    try:
+        n = len(duckdb.extract_statements(f"SELECT ({expr})"))
+    except duckdb.Error as exc:
+        raise ValueError(f"not a valid SQL expression ({str(exc).splitlines()[0]})") from None
+    if n != 1:
+        raise ValueError(f"must be one SQL expression, got {n} statements")
+    return expr
+
+
+#: a DuckDB SQL expression written in a mapping (checked to be one expression when loaded)
+SqlExpression = Annotated[str, AfterValidator(_one_expression)]
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*$")
 
@@ -111,7 +128,7 @@ class KeySpec(StrictModel):
 class Rule(StrictModel):
     """A condition (DuckDB SQL over parsed fields) an accepted row must satisfy."""
 
-    check: str
+    check: SqlExpression
     reason: str
 
 
@@ -130,7 +147,7 @@ class SourceMapping(StrictModel):
     customer_key: KeySpec | None = None
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
     pii: dict[PiiKind, str] = Field(default_factory=dict)
-    output: dict[str, str]
+    output: dict[str, SqlExpression]
     rules: list[Rule] = Field(default_factory=list)
     #: drop rows whose row_id repeats an earlier row (kept: the first); they are quarantined
     quarantine_duplicates: bool = True
@@ -165,8 +182,6 @@ class SourceMapping(StrictModel):
         for col in self.raw_columns():
             if not _IDENT.match(col):
                 raise ValueError(f"column name {col!r} must be letters, digits, '_' or spaces")
-        for key, expr in self.expressions():
-            _one_expression(key, expr)
         return self
 
     def expressions(self) -> list[tuple[str, str]]:
@@ -182,18 +197,6 @@ class SourceMapping(StrictModel):
             cols.append(self.customer_key.column)
         cols += list(self.fields) + list(self.pii.values())
         return list(dict.fromkeys(cols))
-
-
-def _one_expression(key: str, expr: str) -> None:
-    """Reject text that is not a single SQL expression (``1); COPY ... TO ...; SELECT (1``)."""
-    import duckdb
-
-    try:
-        n = len(duckdb.extract_statements(f"SELECT ({expr})"))
-    except duckdb.Error as exc:
-        raise ValueError(f"{key}: not a valid SQL expression: {expr!r} ({str(exc).splitlines()[0]})") from None
-    if n != 1:
-        raise ValueError(f"{key}: must be one SQL expression, got {n} statements: {expr!r}")
 
 
 def load_mapping(path: str | Path) -> SourceMapping:

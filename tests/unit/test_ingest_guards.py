@@ -1,0 +1,151 @@
+"""Ingest guards: mapping SQL cannot touch files or the key, bad numbers are quarantined, and a
+source that yields nothing (or mostly rejects) stops the run before the store is replaced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from omnicrm.errors import ConfigError, InputError
+from omnicrm.ingest import load_mapping
+from omnicrm.pipeline.ingest import run_ingest
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new))
+
+
+def _published(tiny_sources: Path) -> tuple[Path, bytes]:
+    """Ingest once; the store file and its bytes (to check a failed run leaves it as it was)."""
+    store = run_ingest(tiny_sources).store
+    return store, store.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "(SELECT content FROM read_text('/etc/hostname'))",
+        "(SELECT count(*) FROM read_csv('/etc/passwd'))::VARCHAR",
+        "(SELECT string_agg(column0, ',') FROM read_csv_auto('/etc/hostname', header=false))",
+    ],
+)
+def test_mapping_expression_cannot_read_files(tiny_sources: Path, expr: str) -> None:
+    store, before = _published(tiny_sources)
+    mapping = tiny_sources.parent / "maps/shop.yaml"
+    _edit(mapping, "order_id: order_id", f'order_id: "{expr}"')
+    with pytest.raises(ConfigError, match=r"shop\.yaml: key 'output\.order_id': .*reads or writes files") as err:
+        run_ingest(tiny_sources)
+    assert "file access switched off" in str(err.value)
+    assert store.read_bytes() == before
+
+
+def test_mapping_rule_cannot_write_files(tiny_sources: Path, tmp_path: Path) -> None:
+    target = tmp_path / "leak.csv"
+    mapping = tiny_sources.parent / "maps/pos.yaml"
+    _edit(
+        mapping, '{check: "unit_price >= 0"', f"{{check: \"(SELECT count(*) FROM (COPY (SELECT 1) TO '{target}')) > 0\""
+    )
+    with pytest.raises(ConfigError, match=r"pos\.yaml"):
+        run_ingest(tiny_sources)
+    assert not target.exists()
+
+
+def test_a_second_statement_is_rejected_when_the_mapping_loads(tiny_sources: Path, tmp_path: Path) -> None:
+    mapping = tiny_sources.parent / "maps/shop.yaml"
+    _edit(mapping, "order_id: order_id", f"order_id: \"order_id); COPY (SELECT 1) TO '{tmp_path}/x.csv'; SELECT (1\"")
+    with pytest.raises(
+        ConfigError, match=r"shop\.yaml: key 'output\.order_id': .*must be one SQL expression, got 3 statements"
+    ):
+        load_mapping(mapping)
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_mapping_expressions_never_see_the_key(tiny_sources: Path) -> None:
+    mapping = tiny_sources.parent / "maps/shop.yaml"
+    _edit(mapping, "order_id: order_id", "order_id: \"CAST(getvariable('omnicrm_hmac_ipad') AS VARCHAR)\"")
+    con = duckdb.connect(str(run_ingest(tiny_sources).store), read_only=True)
+    assert con.sql("SELECT order_id FROM events WHERE event_id LIKE 'shop:%'").fetchall() == [(None,)]
+
+
+def test_non_finite_and_absurd_numbers_are_quarantined(tiny_sources: Path) -> None:
+    raw = tiny_sources.parent / "raw/pos.csv"
+    raw.write_text(
+        raw.read_text()
+        + "R8,1,06/03/2023 09:00:00,111122223333,SALE,P1,1,NaN\n"
+        + "R8,2,06/03/2023 09:00:00,111122223333,SALE,P1,1,inf\n"
+        + "R8,3,06/03/2023 09:00:00,111122223333,SALE,P1,-Infinity,5\n"
+        + "R8,4,06/03/2023 09:00:00,111122223333,SALE,P1,1,1e308\n"
+        + "R8,5,06/03/2023 09:00:00,111122223333,SALE,P1,1e200,1e200\n"
+    )
+    result = run_ingest(tiny_sources)
+    con = duckdb.connect(str(result.store), read_only=True)
+    reasons = dict(con.sql("SELECT source_row_id, reason FROM quarantine WHERE source = 'pos'").fetchall())
+    assert reasons["R8|1"] == "non-finite unit_price: expected a finite number"
+    assert reasons["R8|2"] == "non-finite unit_price: expected a finite number"
+    assert reasons["R8|3"] == "non-finite qty: expected a finite number"
+    assert reasons["R8|4"].startswith("absurd unit_price: magnitude above 1e+12")
+    assert reasons["R8|5"].startswith("absurd qty")
+    assert con.sql("SELECT count(*) FROM events WHERE NOT isfinite(amount)").fetchall() == [(0,)]
+
+
+def test_field_bounds_and_non_finite_results_of_a_mapping(tiny_sources: Path) -> None:
+    mapping = tiny_sources.parent / "maps/pos.yaml"
+    _edit(mapping, "qty: {type: double, nullable: false}", "qty: {type: double, nullable: false, min: 1, max: 1}")
+    _edit(
+        mapping,
+        "amount: qty * unit_price",
+        'amount: "CASE WHEN unit_price = 50 THEN 1e308 * 10 ELSE qty * unit_price END"',
+    )
+    result = run_ingest(tiny_sources)
+    con = duckdb.connect(str(result.store), read_only=True)
+    reasons = dict(con.sql("SELECT source_row_id, reason FROM quarantine WHERE source = 'pos'").fetchall())
+    assert reasons["R1|2"] == "qty above its maximum 1"  # two books
+    assert reasons["R1|1"] == "non-finite amount after mapping"
+    assert load_mapping(mapping).fields["qty"].max == 1
+
+
+def test_bounds_on_a_text_field_are_a_config_error(tiny_sources: Path) -> None:
+    mapping = tiny_sources.parent / "maps/pos.yaml"
+    _edit(mapping, "sku: {type: string, nullable: false}", "sku: {type: string, nullable: false, min: 0}")
+    with pytest.raises(ConfigError, match=r"pos\.yaml: key 'fields\.sku': .*'min' / 'max' apply to integer and double"):
+        load_mapping(mapping)
+
+
+def test_a_header_only_source_stops_the_ingest(tiny_sources: Path) -> None:
+    store, before = _published(tiny_sources)
+    shop = tiny_sources.parent / "raw/shop.csv"
+    shop.write_text(shop.read_text().splitlines()[0] + "\n")
+    with pytest.raises(InputError, match=r"source 'shop' \(raw/shop\.csv\): 0 of 0 rows accepted .*allow_empty"):
+        run_ingest(tiny_sources)
+    assert store.read_bytes() == before
+    # allowed explicitly: the run goes through and the report says so
+    _edit(tiny_sources.parent / "maps/shop.yaml", "target: events", "target: events\nallow_empty: true")
+    con = duckdb.connect(str(run_ingest(tiny_sources).store), read_only=True)
+    assert con.sql("SELECT rows_in, status FROM ingest_report WHERE source = 'shop'").fetchall() == [
+        (0, "empty (allow_empty)")
+    ]
+
+
+def test_a_mostly_quarantined_source_stops_the_ingest(tiny_sources: Path) -> None:
+    store, before = _published(tiny_sources)
+    # a changed date format: every till row fails to parse
+    _edit(tiny_sources.parent / "maps/pos.yaml", 'format: "%d/%m/%Y %H:%M:%S"', 'format: "%Y-%m-%d %H:%M:%S"')
+    with pytest.raises(InputError, match=r"source 'pos' .*0 of 9 rows accepted \(top reasons: unparseable till_time"):
+        run_ingest(tiny_sources)
+    assert store.read_bytes() == before
+
+
+def test_the_quarantine_limit_is_per_source(tiny_sources: Path) -> None:
+    store, before = _published(tiny_sources)  # pos quarantines 6 of 9 rows, its mapping allows 90%
+    _edit(tiny_sources.parent / "maps/pos.yaml", "max_quarantine_share: 0.9", "max_quarantine_share: 0.5")
+    with pytest.raises(InputError, match=r"source 'pos' .*66\.7% of 9 rows quarantined, above its limit of 50%"):
+        run_ingest(tiny_sources)
+    assert store.read_bytes() == before
+    con = duckdb.connect(str(store), read_only=True)
+    assert con.sql(
+        "SELECT quarantine_share, max_quarantine_share, status FROM ingest_report WHERE source = 'pos'"
+    ).fetchall() == [(6 / 9, 0.9, "ok")]
