@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +38,10 @@ from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, Vocabular
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.sql import ident, literal, stable_mode
 from omnicrm.store import StoreWriter
+from omnicrm.store.staging import staging_dir, sweep_stale_dirs
+
+#: name prefix of the private spill folders in the system temp folder
+SPILL_PREFIX = "omnicrm-ingest-"
 
 
 class IngestConfig(StrictModel):
@@ -105,8 +108,10 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
     cfg, mappings = load_ingest(config_path)
     # no key is needed (nor asked for) when no mapping declares personal data
     secret = resolve_salt(cfg.privacy) if any(m.pii for m, _ in mappings) else ""
-    # in-memory sessions spill to a private folder (it may hold personal data) removed at the end
-    spill = Path(tempfile.mkdtemp(prefix="omnicrm-ingest-"))
+    # in-memory sessions spill to a private folder (it may hold personal data) removed at the end;
+    # one left by a killed run is removed now
+    sweep_stale_dirs(None, SPILL_PREFIX)
+    spill = staging_dir(None, SPILL_PREFIX)
     con = duckdb.connect()
     box = None
     try:
