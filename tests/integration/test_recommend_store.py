@@ -116,6 +116,20 @@ def test_recommend_eval_table_and_runs(rec_config: Path) -> None:
     )
     assert f"hybrid.new.ndcg_at_{K}" in tracking.run_metrics(result.run_id)
     assert set(result.params["hybrid"]["als"]) >= {"factors", "iterations"}  # inherited from the tuned ALS
+    # durations are metrics (``fit_seconds``), never params
+    client = _client()
+    for run_id in [result.run_id, *result.method_run_ids.values()]:
+        assert not [k for k in client.get_run(run_id).data.params if k.endswith("seconds")], run_id
+    assert metrics["fit_seconds"] > 0
+
+
+def _client():  # noqa: ANN202 - an mlflow client on the test's private store
+    from mlflow import MlflowClient
+
+    from omnicrm import tracking
+
+    tracking.configure()
+    return MlflowClient()
 
 
 def test_cli_recommend_eval_prints_the_table(rec_config: Path) -> None:

@@ -96,6 +96,9 @@ def test_each_task_trains_evaluates_and_registers(task_dir: Path, task: str) -> 
         assert f"model.{r.primary}" in logged
         assert any(k.startswith("baseline.") and k.endswith(r.primary) for k in logged)
         assert tracking.get_version(r.registered_name, "candidate").tags["evaluation_cutoff"] == "2024-03-01"
+        # durations are metrics: a param that changes from run to run would hide identical configs
+        assert _measured_params(r.run_id) == [], "timings logged as params"
+        assert logged["fit_seconds"] > 0 and logged["frames_seconds"] > 0
     if task == "churn":
         assert results[0].model_metrics["roc_auc"] > 0.6
     if task == "next_purchase":
@@ -103,6 +106,28 @@ def test_each_task_trains_evaluates_and_registers(task_dir: Path, task: str) -> 
         assert timing["concordance"] > 0.55 and timing["n_observed"] > 0
     table = summary_table(results)
     assert list(table.columns[:4]) == ["task", "target", "metric", "model"]
+
+
+def _measured_params(run_id: str, config_run: str | None = None) -> list[str]:
+    """Params of a run whose key ends in ``seconds`` and that are not settings of the config logged by
+    ``config_run`` (default: the run itself)."""
+    from mlflow import MlflowClient
+
+    tracking.configure()
+    params = MlflowClient().get_run(run_id).data.params
+    config = yaml.safe_load(tracking.load_run_text(config_run or run_id, "config.yaml")) or {}
+    settings = set(tracking.flatten(config))  # e.g. search.timeout_seconds: a setting, not a measurement
+    return sorted(k for k in params if k.endswith("seconds") and k not in settings)
+
+
+def _child_runs(run_id: str) -> list[str]:
+    from mlflow import MlflowClient
+
+    tracking.configure()
+    client = MlflowClient()
+    exp = client.get_run(run_id).info.experiment_id
+    runs = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    return [r.info.run_id for r in runs]
 
 
 def test_registry_round_trip_predicts_what_the_in_process_model_predicted(task_dir: Path) -> None:
@@ -136,6 +161,9 @@ def test_interrupted_study_resumes_where_it_stopped(task_dir: Path) -> None:
     more = tune_target(cfg, target, frames, n_trials=3)
     assert (more.trials_total, more.trials_run) == (3, 1), "asking for more trials extends the same study"
     assert np.isfinite(more.best_value) and set(more.best_params) == {"num_leaves"}
+    trials = _child_runs(more.parent_run_id)
+    assert trials and _measured_params(more.parent_run_id) == []
+    assert all(_measured_params(run, config_run=more.parent_run_id) == [] for run in trials)
 
 
 def test_promote_refuses_a_worse_candidate_unless_forced(task_dir: Path) -> None:
