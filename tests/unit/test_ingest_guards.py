@@ -149,3 +149,21 @@ def test_the_quarantine_limit_is_per_source(tiny_sources: Path) -> None:
     assert con.sql(
         "SELECT quarantine_share, max_quarantine_share, status FROM ingest_report WHERE source = 'pos'"
     ).fetchall() == [(6 / 9, 0.9, "ok")]
+
+
+def test_a_new_key_changes_every_customer_id_and_the_fingerprint(
+    tiny_sources: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def ids_and_fingerprint() -> tuple[set[str], str]:
+        con = duckdb.connect(str(run_ingest(tiny_sources).store), read_only=True)
+        ids = {r[0] for r in con.sql("SELECT customer_id FROM customers").fetchall()}
+        meta = dict(con.sql("SELECT key, value FROM store_meta").fetchall())
+        con.close()
+        return ids, meta["data_fingerprint"]
+
+    ids, fingerprint = ids_and_fingerprint()
+    assert ids_and_fingerprint() == (ids, fingerprint)  # same data, same key: same ids
+    monkeypatch.setenv("OMNICRM_SALT", "rotated-key")
+    new_ids, new_fingerprint = ids_and_fingerprint()
+    assert len(new_ids) == len(ids) and not new_ids & ids
+    assert new_fingerprint != fingerprint  # feature caches keyed by it do not serve the old ids

@@ -29,7 +29,14 @@ from omnicrm.errors import ConfigError, InputError
 from omnicrm.identity import normalise
 from omnicrm.identity.config import IdentityConfig, PrivacyConfig
 from omnicrm.identity.evaluate import PairwiseMetrics, evaluate_store
-from omnicrm.identity.pseudonymise import DefaultSaltWarning, hash_sql, resolve_salt, set_key, stored_key_sql
+from omnicrm.identity.pseudonymise import (
+    DefaultSaltWarning,
+    hash_sql,
+    hmac_hex,
+    resolve_salt,
+    set_key,
+    stored_key_sql,
+)
 from omnicrm.identity.resolve import Resolution, resolve_identities
 from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
@@ -134,7 +141,7 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
         )
         resolution = resolve_identities(con, "_all_records", cfg.identity)
         progress("write store", (len(mappings) + 1) / n_steps)
-        fingerprint = data_fingerprint(cfg, validated, counts)
+        fingerprint = data_fingerprint(cfg, validated, counts, hmac_hex(secret, "fingerprint", ""))
         tables = _write_store(
             con, Path(cfg.store), validated, products, counts, resolution, str(config_path), fingerprint
         )
@@ -230,12 +237,21 @@ def _validate_sources(
 
 
 def data_fingerprint(
-    cfg: IngestConfig, validated: list[tuple[SourceMapping, ValidatedSource]], counts: list[SourceCounts]
+    cfg: IngestConfig,
+    validated: list[tuple[SourceMapping, ValidatedSource]],
+    counts: list[SourceCounts],
+    key_check: str,
 ) -> str:
-    """SHA-256 over every raw file's bytes, every mapping and the linkage settings (not paths)."""
+    """SHA-256 over every raw file's bytes, every mapping, the linkage settings (not paths) and a
+    keyed check value of the pseudonymisation key.
+
+    The key changes every ``customer_id``: after a key rotation the same raw files make a store
+    whose ids differ, so caches keyed by the fingerprint must not serve frames of the old ids.
+    ``key_check`` is an HMAC of a constant: it tells keys apart without revealing them.
+    """
     parts = [f"{c.source}:{c.sha256}:{m.model_dump_json()}" for (m, _), c in zip(validated, counts, strict=True)]
     settings = cfg.model_dump_json(include={"identity", "extra_event_types", "extra_channels"})
-    return hashlib.sha256("\n".join([*parts, settings]).encode()).hexdigest()
+    return hashlib.sha256("\n".join([*parts, settings, key_check]).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
