@@ -252,7 +252,7 @@ def test_empty_population_and_unobserved_labels_give_clear_errors(task_dir: Path
         train(late)
 
 
-def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path) -> None:
+def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path, tmp_path: Path) -> None:
     from omnicrm.pipeline.demo import DemoConfig, DemoResult, _run_models
 
     cfg = DemoConfig(
@@ -269,3 +269,24 @@ def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path) ->
     assert [r.target for r in result.tasks] == ["churn", "shops_online", "clicks_email"]
     assert [t.target for t in result.tuning] == ["churn"] and result.tuning[0].trials_total >= 2
     assert summary_table(result.tasks)["version"].notna().all(), "every demo model is registered"
+    # every trained model is champion right after the demo, so `omnicrm predict` works without `promote`
+    names = ["omnicrm-churn", "omnicrm-propensity-shops_online", "omnicrm-propensity-clicks_email"]
+    assert [r.registered_name for r in result.tasks] == names
+    for r in result.tasks:
+        assert tracking.get_version(r.registered_name, "champion").version == r.version
+    assert [(p.name, p.version) for p in result.promotions] == [(r.registered_name, r.version) for r in result.tasks]
+    assert all("no champion yet" in p.note for p in result.promotions)
+
+    # a later demo run compares its candidate with the champion and refuses a worse one
+    worse = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    worse["dataset"] = str(task_dir / "dataset.yaml")
+    worse["model"] = {"params": {"n_estimators": 1, "num_leaves": 2, "learning_rate": 0.01}, "calibration": "none"}
+    del worse["search"]
+    (tmp_path / "churn.yaml").write_text(yaml.safe_dump(worse))
+    again = DemoResult(world=None, ingest=None, identity=None, features=None)
+    _run_models(cfg.model_copy(update={"tasks": ["churn.yaml"], "tune": None}), tmp_path, again, lambda s, f: None)
+    [p] = again.promotions
+    [champion] = [r for r in result.tasks if r.target == "churn"]
+    assert again.tasks[0].version != champion.version
+    assert (p.name, p.version) == ("omnicrm-churn", champion.version) and "worse" in p.note
+    assert tracking.get_version("omnicrm-churn", "champion").version == champion.version

@@ -1,9 +1,14 @@
 """``omnicrm demo``: the whole workbench on the synthetic world.
 
 Generate the world, ingest it, resolve identities, build features, then train every prediction
-task next to its baselines (one of them tuned with a short Optuna study), evaluate the recommenders
+task next to its baselines (one of them tuned with a short Optuna study) and promote each trained
+model to ``champion`` (so ``omnicrm predict`` works right after the demo), evaluate the recommenders
 and write recommendations, and estimate uplift and read out the campaigns. Model runs go to the
 MLflow store (``mlruns/`` unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
+
+Promotion goes through :func:`omnicrm.tasks.promote.promote`: a model without a champion gets its
+candidate; on a later demo run the new candidate is compared with the champion on the same
+evaluation cutoff and a worse one is refused (the champion stays, the refusal is reported).
 
 The demo is the one place that reads the synthetic ground truth: to *report* how well identity
 resolution recovered the true people. The pipeline steps themselves never see it.
@@ -14,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
@@ -55,6 +60,17 @@ class DemoConfig(StrictModel):
     uplift: str | None = None  # uplift config: effects + Qini, then the campaign readout
 
 
+class Promotion(NamedTuple):
+    """What the demo did with one registered model's ``champion`` alias.
+
+    ``version`` is the champion after the step; ``note`` says why (promoted, or a worse candidate refused).
+    """
+
+    name: str
+    version: str
+    note: str
+
+
 @dataclass
 class DemoResult:
     world: WorldSummary
@@ -63,6 +79,7 @@ class DemoResult:
     features: FeaturesResult
     tasks: list[Any] = field(default_factory=list)  # TargetResult of every trained target
     tuning: list[Any] = field(default_factory=list)  # TuneResult
+    promotions: list[Promotion] = field(default_factory=list)  # one per registered model trained
     recommend_eval: Any = None
     recommendations: Any = None
     uplift: Any = None
@@ -109,6 +126,7 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
             else:
                 results = train(path, progress=progress)
             result.tasks += results
+        result.promotions = promote_trained(result.tasks, progress)
     if cfg.recommend:
         from omnicrm.pipeline.recommend import evaluate_recommenders, write_recommendations
 
@@ -120,3 +138,25 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
 
         result.uplift = run_uplift(base / cfg.uplift, progress=progress)
         result.readout = run_readout(base / cfg.uplift, progress=progress)
+
+
+def promote_trained(results: list[Any], progress: Progress = silent) -> list[Promotion]:
+    """Promote the candidate of every registered model in ``results`` (``TargetResult``) unless it is worse.
+
+    The first candidate of a model becomes champion; a later one must score at least as well as the
+    champion on the same evaluation cutoff (:func:`~omnicrm.tasks.promote.promote`), else the champion
+    stays and the refusal is recorded instead of stopping the demo.
+    """
+    from omnicrm.tasks.promote import PromotionRefused, promote
+
+    out = []
+    for name in dict.fromkeys(r.registered_name for r in results if r.version is not None):
+        try:
+            p = promote(name, progress=progress)
+        except PromotionRefused as refused:
+            r = refused.result
+            note = f"{r.note} (candidate v{r.candidate} {r.metric} {r.candidate_value:.4f} < {r.champion_value:.4f})"
+            out.append(Promotion(name, str(r.champion_before), note))
+            continue
+        out.append(Promotion(name, p.candidate if p.promoted else str(p.champion_before), p.note))
+    return out

@@ -18,10 +18,6 @@ from omnicrm.tasks.config import task_config_from_dict
 from omnicrm.tasks.train import PRIMARY, Target, label_column, score_metrics, target_rows
 
 
-class PromotionRefused(OmnicrmError):
-    """The candidate scored worse than the champion on the same evaluation cutoff."""
-
-
 @dataclass
 class PromoteResult:
     name: str
@@ -33,6 +29,14 @@ class PromoteResult:
     evaluation_cutoff: str
     promoted: bool
     note: str
+
+
+class PromotionRefused(OmnicrmError):
+    """The candidate scored worse than the champion on the same evaluation cutoff (``result``: both scores)."""
+
+    def __init__(self, message: str, result: PromoteResult) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def promote(task: str, force: bool = False, progress: Progress = silent) -> PromoteResult:
@@ -69,14 +73,18 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     values = {v: score_metrics(m.kind, y, models[v].predict_score(rows))[metric] for v in models}
     better = values[cand.version] >= values[champ.version]
     cut = str(cfg.cutoffs.evaluation)
+    result = PromoteResult(
+        name, cand.version, champ.version, metric, values[cand.version], values[champ.version], cut, False, ""
+    )
     if not better and not force:
+        result.note = "candidate is worse: champion kept"
         raise PromotionRefused(
             f"promote {name}: candidate v{cand.version} {metric} {values[cand.version]:.4f} is worse than champion "
             f"v{champ.version} {values[champ.version]:.4f} on the evaluation cutoff {cut}; not promoted "
-            "(use --force to promote anyway)"
+            "(use --force to promote anyway)",
+            result,
         )
     tracking.set_alias(name, "champion", cand.version)
-    note = "candidate is at least as good" if better else "forced: candidate is worse"
-    return PromoteResult(
-        name, cand.version, champ.version, metric, values[cand.version], values[champ.version], cut, True, note
-    )
+    result.promoted = True
+    result.note = "candidate is at least as good" if better else "forced: candidate is worse"
+    return result
