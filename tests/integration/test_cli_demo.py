@@ -51,7 +51,7 @@ def test_demo_prints_counts_identity_metrics_and_feature_shape(tmp_path: Path, m
     result = CliRunner().invoke(app, ["demo", str(_demo_configs(tmp_path))], terminal_width=200)
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "using the public demo salt" in out  # the demo warns about its default salt
+    assert "using the public demo secret" in out  # the demo warns about its default key
     assert re.search(r"pos_sales\s+│\s+[\d,]+\s+│\s+[\d,]+\s+│\s+[\d,]+", out)
     m = re.search(r"identity vs truth: precision ([\d.]+)\s+recall ([\d.]+)\s+F1 ([\d.]+)", out)
     assert m and float(m.group(1)) > 0.95 and float(m.group(2)) > 0.9

@@ -424,7 +424,7 @@ def evaluate_identity(config_path: str | Path, truth_dir: str | Path) -> Pairwis
     that are personal data are stored hashed, so the truth's keys are hashed alike).
     """
     cfg, _ = load_ingest(config_path)
-    with warnings.catch_warnings():  # the ingest already warned about a demo salt
+    with warnings.catch_warnings():  # the ingest already warned about a demo secret
         warnings.simplefilter("ignore", DefaultSaltWarning)
         salt = resolve_salt(cfg.privacy)
     return evaluate_store(cfg.store, Path(truth_dir) / "record_owner.parquet", salt)
