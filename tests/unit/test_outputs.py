@@ -1,13 +1,15 @@
-"""Output tables are written whole or not at all."""
+"""Output tables are written whole or not at all, to checked paths; CSV cells cannot run as formulas."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from omnicrm.store.outputs import write_frame
+from omnicrm.errors import ConfigError
+from omnicrm.store.outputs import check_output_path, write_frame
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path) -> None:
@@ -23,4 +25,104 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path
 
 def test_csv_by_suffix(tmp_path: Path) -> None:
     out = write_frame(pd.DataFrame({"a": [1, 2]}), tmp_path / "sub" / "x.csv")
-    assert out.read_text().splitlines() == ["a", "1", "2"]
+    assert out.read_bytes() == b"a\r\n1\r\n2\r\n"  # RFC 4180 line ends
+
+
+def test_csv_cells_that_start_like_a_formula_are_defused(tmp_path: Path) -> None:
+    risky = ['=HYPERLINK("x")', "+1", "-x", "@SUM(A1)", "\tx", "\rx"]
+    frame = pd.DataFrame(
+        {
+            "shop_key": [*risky, "plain", None],
+            "mixed": [*risky[:2], 3, 4.5, None, "ok", "=1+1", "a=b"],
+            "reason": pd.Categorical(["=cmd", "ok"] * 4),
+            "score": [-0.5, 0.1, -1e-9, 2.0, 0.0, -3.0, 1.0, float("nan")],
+            "n": [-3, 1, 2, 3, 4, 5, 6, 7],
+            "=total": [1] * 8,
+        }
+    )
+    original = frame.copy()
+    out = write_frame(frame, tmp_path / "scores.csv")
+    back = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(back.columns) == ["shop_key", "mixed", "reason", "score", "n", "'=total"]
+    assert back["shop_key"].tolist() == [f"'{v}" for v in risky] + ["plain", ""]
+    assert back.loc[0, "shop_key"] == '\'=HYPERLINK("x")'
+    assert len(back) == len(frame)  # a carriage return inside a cell is quoted, not a new row
+    assert back["mixed"].tolist() == ['\'=HYPERLINK("x")', "'+1", "3", "4.5", "", "ok", "'=1+1", "a=b"]
+    assert back["reason"].tolist() == ["'=cmd", "ok"] * 4
+    numbers = pd.read_csv(out)  # numeric columns untouched, negative numbers included
+    assert numbers["score"].equals(frame["score"]) and numbers["n"].equals(frame["n"])
+    pd.testing.assert_frame_equal(frame, original)  # the caller's frame is not modified
+
+
+def test_parquet_keeps_values_as_they_are(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"shop_key": ['=HYPERLINK("x")', "-1"], "score": [-0.5, 1.0]})
+    pd.testing.assert_frame_equal(pd.read_parquet(write_frame(frame, tmp_path / "s.parquet")), frame)
+
+
+def test_an_interrupt_mid_write_leaves_the_previous_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "scores.parquet"
+    write_frame(pd.DataFrame({"a": [1]}), out)
+    before = out.read_bytes()
+
+    def interrupted(self, path, **kwargs) -> None:  # noqa: ANN001, ANN003
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_frame(pd.DataFrame({"a": [2]}), out)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_with_a_warning(tmp_path: Path) -> None:
+    out = tmp_path / "scores.parquet"
+    dead = tmp_path / ".scores.parquet.999999999.0badc0de.tmp"
+    old_style = tmp_path / ".scores.parquet.999999998.tmp"  # write_frame's name before the random part
+    running = tmp_path / ".scores.parquet.1.0badc0de.tmp"  # pid 1 is alive: its writer may still be busy
+    for p in (dead, old_style, running):
+        p.write_bytes(b"x")
+    with pytest.warns(UserWarning) as caught:
+        write_frame(pd.DataFrame({"a": [1]}), out)
+    assert sorted(str(w.message) for w in caught) == [
+        f"removed stale temporary file {old_style} left by a killed run (pid 999999998)",
+        f"removed stale temporary file {dead} left by a killed run (pid 999999999)",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "scores.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("sub", "--out {tmp}/sub: is a folder; give a file path ending in .parquet or .csv"),
+        ("file.txt/x.csv", "--out {tmp}/file.txt/x.csv: {tmp}/file.txt is a file, so the output cannot be written"),
+        ("file.txt/a/b/x.csv", "{tmp}/file.txt is a file"),
+        ("x.xlsx", "--out {tmp}/x.xlsx: file type '.xlsx'; this command writes .parquet or .csv files"),
+        ("x", "--out {tmp}/x: no file type; this command writes .parquet or .csv files"),
+    ],
+)
+def test_unusable_output_paths_are_refused(tmp_path: Path, out: str, message: str) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ConfigError, match=re.escape(message.format(tmp=tmp_path))):
+        check_output_path(tmp_path / out, (".parquet", ".csv"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "sub"]  # nothing created
+
+
+def test_usable_output_paths_pass_and_nothing_is_created(tmp_path: Path) -> None:
+    assert check_output_path(tmp_path / "new/dir/x.PARQUET", (".parquet",)) == tmp_path / "new/dir/x.PARQUET"
+    (tmp_path / "x.csv").write_text("old")
+    check_output_path(tmp_path / "x.csv", (".csv",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir() or not Path("/dev/null").exists(), reason="Linux file systems")
+def test_unwritable_places_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--out /proc/x.parquet: cannot write in /proc \("):
+        check_output_path("/proc/x.parquet")
+    with pytest.raises(ConfigError, match=r"cannot create folders in /proc \("):
+        check_output_path("/proc/new/x.parquet")
+    with pytest.raises(ConfigError, match="/dev/null: exists and is not a regular file"):
+        check_output_path("/dev/null")
