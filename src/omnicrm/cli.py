@@ -1,39 +1,93 @@
 """The ``omnicrm`` command line: a thin layer over ``omnicrm.pipeline``.
 
 Commands print summaries with rich and show a progress bar for every step that takes more than a
-moment. User errors (:class:`~omnicrm.errors.OmnicrmError`) print one clear message and exit 2;
-anything else is a bug and keeps its traceback.
+moment. Every command runs inside one error handler (:func:`_handled`):
+
+* a user error (:class:`~omnicrm.errors.OmnicrmError`) prints one ``error:`` line and exits 2, as
+  click's own usage errors do;
+* an interrupt (Ctrl-C, DuckDB's "Query interrupted") prints one ``interrupted:`` line and exits
+  130; outputs are published atomically, so earlier ones are unchanged;
+* anything else is a bug: its traceback goes to a log file (``$OMNICRM_LOG_DIR``, default
+  ``logs/`` in the working folder), and one line names the exception and the log; exit 1.
+
+``omnicrm --debug COMMAND`` (or ``OMNICRM_DEBUG=1``) prints the traceback as well. Warnings are
+shown once each as ``warning:`` lines. Output paths and dates are checked before any work starts.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from omnicrm.errors import OmnicrmError
+from omnicrm.errors import InputError, OmnicrmError
+
+#: width of tables when output goes to a file or pipe (a scheduler's log): rich would use 80
+#: columns there and squeeze cells to "..." (library-notes section 13)
+PIPE_WIDTH = 200
+
+
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=max(console.width, PIPE_WIDTH))
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+class _HandledGroup(TyperGroup):
+    """The group of all commands: each runs inside :func:`_handled`, the one error handler."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        argv = [*getattr(ctx, "_protected_args", []), *ctx.args]  # read before the group consumes them
+        with _handled(ctx, argv):
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     help="omnicrm: unified customer history, point-in-time features and models for omni-channel retail.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_HandledGroup,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="OMNICRM_DEBUG",
+            help="On an error, print the full traceback too (it is always written to the log file).",
+        ),
+    ] = False,
+) -> None:
+    # read by _handled from the group's parameters; nothing to do here
+    pass
 
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, float], None]]:
-    """A rich progress bar driven by the pipeline's ``progress(step, fraction)`` callback."""
-    with Progress(
+    """A rich progress bar driven by the pipeline's ``progress(step, fraction)`` callback.
+
+    On an error or interrupt the bar is removed, so the handler's one line is all that is shown.
+    """
+    bar = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -41,14 +95,21 @@ def _progress() -> Iterator[Callable[[str, float], None]]:
         TimeElapsedColumn(),
         console=console,
         transient=False,
-    ) as bar:
-        task = bar.add_task("starting", total=1.0)
+    )
+    task = bar.add_task("starting", total=1.0)
 
-        def update(step: str, fraction: float) -> None:
-            bar.update(task, description=step, completed=max(0.0, min(1.0, fraction)))
+    def update(step: str, fraction: float) -> None:
+        bar.update(task, description=step, completed=max(0.0, min(1.0, fraction)))
 
+    bar.start()
+    try:
         yield update
-        bar.update(task, description="done", completed=1.0)
+    except BaseException:
+        bar.update(task, visible=False)
+        bar.live.stop()  # not bar.stop(): that adds an empty line when the output is not a terminal
+        raise
+    bar.update(task, description="done", completed=1.0)
+    bar.stop()
 
 
 #: third-party deprecation notices a user cannot act on (mlflow's SQLAlchemy store, mlflow's
@@ -57,7 +118,9 @@ _KNOWN_NOISE = ("The ``noload`` loader strategy is deprecated", "Operation with 
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _handled(ctx: typer.Context, argv: list[str]) -> Iterator[None]:
+    """Turn whatever a command raises into one line and an exit status (see the module docstring)."""
+    debug = bool(ctx.params.get("debug"))
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         for message in _KNOWN_NOISE:
@@ -65,13 +128,97 @@ def _user_errors() -> Iterator[None]:
         warnings.showwarning = _show_warning  # type: ignore[assignment]
         try:
             yield
-        except OmnicrmError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, typer.TyperException, SystemExit, GeneratorExit):
+            raise  # the command line's own exits and usage errors (exit 2) stay as they are
+        except BrokenPipeError:
+            raise  # `omnicrm ... | head`: click exits quietly
+        except BaseException as exc:  # noqa: BLE001 - the one place every failure is reported
+            command = ctx.invoked_subcommand or "omnicrm"
+            if _interrupted(exc):
+                if debug:
+                    _print_traceback(exc)
+                _say(f"[bold yellow]interrupted:[/] {escape(command)} stopped; earlier outputs are unchanged")
+                raise typer.Exit(130) from None
+            if debug:
+                _print_traceback(exc)
+            if isinstance(exc, OmnicrmError):
+                _say(f"[bold red]error:[/] {escape(str(exc))}")
+                raise typer.Exit(2) from None
+            log = _write_log(exc, ["omnicrm", *argv])
+            where = f"details: {log}; " if log else ""
+            _say(
+                f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(_first_line(exc))} "
+                f"({escape(where)}rerun with --debug for the traceback)"
+            )
+            raise typer.Exit(1) from None
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C, as Python or DuckDB report it, here or anywhere in the chain of causes."""
+    duckdb = sys.modules.get("duckdb")  # not imported: cannot be DuckDB's
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or (duckdb is not None and isinstance(e, duckdb.InterruptException)):
+            return True
+        if isinstance(e, RuntimeError) and str(e).strip().startswith("Query interrupted"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else "(no message)"
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _say(markup: str) -> None:
+    err_console.print(markup, highlight=False, soft_wrap=True)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    sys.stderr.write("".join(traceback.format_exception(exc)))
+    sys.stderr.flush()
+
+
+def _write_log(exc: BaseException, argv: list[str]) -> Path | None:
+    """Write the traceback to ``omnicrm-<UTC time>-<pid>.log``; returns its path (None if nowhere was writable).
+
+    The folder is ``$OMNICRM_LOG_DIR`` or ``logs/`` in the working folder (created with a
+    ``.gitignore`` of ``*``: an error message can quote a data value, so logs stay out of git),
+    falling back to the system temp folder. The file is readable by its owner only.
+    """
+    import tempfile
+
+    from omnicrm import __version__
+
+    now = datetime.now(UTC)
+    name = f"omnicrm-{now:%Y%m%dT%H%M%SZ}-{os.getpid()}.log"
+    text = (
+        f"time: {now.isoformat(timespec='seconds')}\ncommand: {' '.join(argv)}\ncwd: {Path.cwd()}\n"
+        f"omnicrm {__version__}, Python {sys.version.split()[0]}, {sys.platform}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    configured = os.environ.get("OMNICRM_LOG_DIR")
+    for folder in (Path(configured) if configured else Path("logs"), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not configured and folder == Path("logs") and not (folder / ".gitignore").exists():
+                (folder / ".gitignore").write_text("*\n", encoding="utf-8")
+            path = folder / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            return path
+        except OSError:
+            continue
+    return None
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    _say(f"[yellow]warning:[/] {escape(str(message))}")
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config file.", show_default=False)]
@@ -88,15 +235,14 @@ def generate(
     from omnicrm.config import load_config, validate_config
     from omnicrm.synthetic import WorldConfig, generate_world
 
-    with _user_errors():
-        cfg = load_config(WorldConfig, config)
-        overrides = {"n_people": people, "seed": seed, "out_dir": str(out) if out else None}
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if overrides:  # re-validated, so an override gets the same checks as the file
-            cfg = validate_config(WorldConfig, cfg.model_dump() | overrides, f"{config} (command-line overrides)")
-        with _progress() as progress:
-            summary = generate_world(cfg, Path(cfg.out_dir), progress=progress)
-        _print_world(summary)
+    cfg = load_config(WorldConfig, config)
+    overrides = {"n_people": people, "seed": seed, "out_dir": str(out) if out else None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:  # re-validated, so an override gets the same checks as the file
+        cfg = validate_config(WorldConfig, cfg.model_dump() | overrides, f"{config} (command-line overrides)")
+    with _progress() as progress:
+        summary = generate_world(cfg, Path(cfg.out_dir), progress=progress)
+    _print_world(summary)
 
 
 @app.command()
@@ -108,14 +254,18 @@ def ingest(
     ] = None,
 ) -> None:
     """Validate, quarantine, pseudonymise and link every source; publish the store atomically."""
-    from omnicrm.pipeline.ingest import evaluate_identity, run_ingest
+    from omnicrm.pipeline.ingest import evaluate_identity, load_ingest, run_ingest
+    from omnicrm.store.outputs import check_output_path
 
-    with _user_errors():
-        with _progress() as progress:
-            result = run_ingest(config, progress=progress)
-        _print_ingest(result)
-        if truth is not None:
-            _print_identity(evaluate_identity(config, truth))
+    if truth is not None:  # checked before the store is replaced, not after
+        _check_truth(truth)
+    cfg, _ = load_ingest(config)
+    check_output_path(cfg.store, what=f"{config}: key 'store'")
+    with _progress() as progress:
+        result = run_ingest(config, progress=progress)
+    _print_ingest(result)
+    if truth is not None:
+        _print_identity(evaluate_identity(config, truth))
 
 
 @app.command()
@@ -130,14 +280,28 @@ def features(
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
 ) -> None:
     """Point-in-time feature snapshots: one row per (customer, cutoff)."""
+    from omnicrm.store.outputs import PARQUET, check_output_path
+
+    check_output_path(out, PARQUET)
     from omnicrm.pipeline.features import run_features
 
-    with _user_errors():
-        with _progress() as progress:
-            result = run_features(config, [c.date() for c in cutoff], out, progress=progress)
-        console.print(
-            f"features: {result.rows:,} rows x {result.columns} columns "
-            f"for {len(result.cutoffs)} cutoff(s) -> {result.out}"
+    with _progress() as progress:
+        result = run_features(config, [c.date() for c in cutoff], out, progress=progress)
+    console.print(
+        f"features: {result.rows:,} rows x {result.columns} columns for {len(result.cutoffs)} cutoff(s) -> {result.out}"
+    )
+
+
+def _check_truth(truth: Path) -> None:
+    if not truth.is_dir():
+        raise InputError(
+            f"--truth {truth}: {'not a folder' if truth.exists() else 'no such folder'}; "
+            "give a synthetic world's truth folder (e.g. data/world/truth)"
+        )
+    if not (truth / "record_owner.parquet").is_file():
+        raise InputError(
+            f"--truth {truth}: no record_owner.parquet in it; give a synthetic world's truth folder "
+            "(e.g. data/world/truth)"
         )
 
 
@@ -149,10 +313,9 @@ def train(config: ConfigArg) -> None:
     """Train a task's model(s) with baselines, evaluate on the later cutoff, log and register in MLflow."""
     from omnicrm.tasks.train import summary_table, train
 
-    with _user_errors():
-        with _progress() as progress:
-            results = train(config, progress=progress)
-        _print_task_table(summary_table(results), f"{config}: evaluation cutoff")
+    with _progress() as progress:
+        results = train(config, progress=progress)
+    _print_task_table(summary_table(results), f"{config}: evaluation cutoff")
 
 
 @app.command()
@@ -166,15 +329,14 @@ def tune(
     from omnicrm.tasks.train import summary_table
     from omnicrm.tasks.tune import tune
 
-    with _user_errors():
-        with _progress() as progress:
-            tuned, results = tune(config, progress=progress, n_trials=trials)
-        for t in tuned:
-            console.print(
-                f"study {t.study}: {t.trials_total} trials ({t.trials_run} run now, {t.pruned} pruned); "
-                f"best validation value {t.best_value:.4f} with {t.best_params}"
-            )
-        _print_task_table(summary_table(results), f"{config}: tuned models on the evaluation cutoff")
+    with _progress() as progress:
+        tuned, results = tune(config, progress=progress, n_trials=trials)
+    for t in tuned:
+        console.print(
+            f"study {t.study}: {t.trials_total} trials ({t.trials_run} run now, {t.pruned} pruned); "
+            f"best validation value {t.best_value:.4f} with {t.best_params}"
+        )
+    _print_task_table(summary_table(results), f"{config}: tuned models on the evaluation cutoff")
 
 
 @app.command()
@@ -187,17 +349,16 @@ def promote(
     """Move the champion alias to the candidate after comparing both on the same evaluation cutoff."""
     from omnicrm.tasks.promote import promote
 
-    with _user_errors():
-        with _progress() as progress:
-            r = promote(task, force=force, progress=progress)
-        detail = (
-            f" ({r.metric} on {r.evaluation_cutoff}: candidate {r.candidate_value:.4f}, "
-            f"champion v{r.champion_before} {r.champion_value:.4f})"
-            if r.candidate_value is not None
-            else ""
-        )
-        verb = "promoted" if r.promoted else "unchanged"
-        console.print(f"{r.name}: {verb}: v{r.candidate} {r.note}{detail}")
+    with _progress() as progress:
+        r = promote(task, force=force, progress=progress)
+    detail = (
+        f" ({r.metric} on {r.evaluation_cutoff}: candidate {r.candidate_value:.4f}, "
+        f"champion v{r.champion_before} {r.champion_value:.4f})"
+        if r.candidate_value is not None
+        else ""
+    )
+    verb = "promoted" if r.promoted else "unchanged"
+    console.print(f"{r.name}: {verb}: v{r.candidate} {r.note}{detail}")
 
 
 @app.command()
@@ -211,13 +372,15 @@ def predict(
     reasons: Annotated[bool, typer.Option("--reasons", help="Add each customer's top 3 reasons.")] = False,
 ) -> None:
     """Score every customer of the task's population at a date with a registered model."""
+    from omnicrm.store.outputs import CSV, PARQUET, check_output_path
+
+    check_output_path(out, PARQUET + CSV)
     from omnicrm.tasks.predict import predict
 
-    with _user_errors():
-        with _progress() as progress:
-            r = predict(config, as_of.date(), out, model=model, reasons=reasons, progress=progress)
-        models = ", ".join(f"{k} v{v}" for k, v in r.models.items())
-        console.print(f"scores: {r.rows:,} customers x {len(r.columns)} columns ({models}) -> {r.out}")
+    with _progress() as progress:
+        r = predict(config, as_of.date(), out, model=model, reasons=reasons, progress=progress)
+    models = ", ".join(f"{k} v{v}" for k, v in r.models.items())
+    console.print(f"scores: {r.rows:,} customers x {len(r.columns)} columns ({models}) -> {r.out}")
 
 
 @app.command()
@@ -227,8 +390,7 @@ def ui(
     """Start the MLflow UI on 127.0.0.1 against the local tracking store and print its address."""
     from omnicrm.tracking import serve_ui as serve
 
-    with _user_errors():
-        serve(port, console.print)
+    serve(port, console.print)
 
 
 def _print_task_table(frame, title: str) -> None:  # noqa: ANN001 - a DataFrame from summary_table
@@ -238,8 +400,13 @@ def _print_task_table(frame, title: str) -> None:  # noqa: ANN001 - a DataFrame 
     for row in frame.itertuples(index=False):
         style = "green" if row.model > row.baseline else "red"
         t.add_row(
-            row.task, row.target, row.metric, f"[{style}]{row.model:.4f}[/]", row.best_baseline,
-            f"{row.baseline:.4f}", f"v{row.version}" if row.version else "-",
+            row.task,
+            row.target,
+            row.metric,
+            f"[{style}]{row.model:.4f}[/]",
+            row.best_baseline,
+            f"{row.baseline:.4f}",
+            f"v{row.version}" if row.version else "-",
         )
     console.print(t)
 
@@ -249,19 +416,18 @@ def demo(config: ConfigArg = Path("configs/demo.yaml")) -> None:
     """Generate the default world, ingest it, resolve identities and build monthly features."""
     from omnicrm.pipeline.demo import run_demo
 
-    with _user_errors():
-        with _progress() as progress:
-            result = run_demo(config, progress=progress)
-        _print_world(result.world)
-        _print_ingest(result.ingest)
-        if result.identity:
-            _print_identity(result.identity)
-        f = result.features
-        console.print(
-            f"features: {f.rows:,} rows x {f.columns} columns ({len(f.cutoffs)} monthly cutoffs "
-            f"{f.cutoffs[0]} .. {f.cutoffs[-1]}) -> {f.out}"
-        )
-        _print_demo_models(result)
+    with _progress() as progress:
+        result = run_demo(config, progress=progress)
+    _print_world(result.world)
+    _print_ingest(result.ingest)
+    if result.identity:
+        _print_identity(result.identity)
+    f = result.features
+    console.print(
+        f"features: {f.rows:,} rows x {f.columns} columns ({len(f.cutoffs)} monthly cutoffs "
+        f"{f.cutoffs[0]} .. {f.cutoffs[-1]}) -> {f.out}"
+    )
+    _print_demo_models(result)
 
 
 def _print_demo_models(result) -> None:  # noqa: ANN001 - a DemoResult
@@ -359,10 +525,9 @@ def uplift(config: ConfigArg) -> None:
     """Train and evaluate uplift learners (Qini, uplift AUC, policy values over several split seeds)."""
     from omnicrm.pipeline.uplift import run_uplift
 
-    with _user_errors():
-        with _progress() as progress:
-            result = run_uplift(config, progress=progress)
-        _print_uplift(result)
+    with _progress() as progress:
+        result = run_uplift(config, progress=progress)
+    _print_uplift(result)
 
 
 @app.command()
@@ -374,15 +539,22 @@ def effects(
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file (customer_id, action, effect).")],
 ) -> None:
     """Per-customer effect of every action for every customer at a date."""
-    from omnicrm.pipeline.uplift import write_effects
+    from omnicrm.store.outputs import PARQUET, check_output_path
 
-    with _user_errors():
-        with _progress() as progress:
-            result = write_effects(config, as_of, out, progress=progress)
-        console.print(
-            f"effects: {result.customers:,} customers x {len(result.actions)} actions ({', '.join(result.actions)}) "
-            f"from {result.training_rows:,} training rows -> {result.out}"
-        )
+    check_output_path(out, PARQUET)
+    from omnicrm.pipeline.uplift import load_uplift_config, write_effects
+    from omnicrm.uplift.data import StoreSource
+
+    source = load_uplift_config(config)[0].source
+    if isinstance(source, StoreSource):
+        _check_as_of(source.store, as_of)
+
+    with _progress() as progress:
+        result = write_effects(config, as_of, out, progress=progress)
+    console.print(
+        f"effects: {result.customers:,} customers x {len(result.actions)} actions ({', '.join(result.actions)}) "
+        f"from {result.training_rows:,} training rows -> {result.out}"
+    )
 
 
 @app.command()
@@ -390,12 +562,11 @@ def readout(config: ConfigArg) -> None:
     """Campaign readout as A/B tests: each action's effect vs control with 95% intervals and MDE."""
     from omnicrm.pipeline.uplift import run_readout
 
-    with _user_errors():
-        with _progress() as progress:
-            result = run_readout(config, progress=progress)
-        _print_readout(result.table, "campaign readout (difference in means vs control, Welch 95% CI)")
-        if result.segments is not None:
-            _print_readout(result.segments, "readout by segment")
+    with _progress() as progress:
+        result = run_readout(config, progress=progress)
+    _print_readout(result.table, "campaign readout (difference in means vs control, Welch 95% CI)")
+    if result.segments is not None:
+        _print_readout(result.segments, "readout by segment")
 
 
 def _print_uplift(result) -> None:  # noqa: ANN001 - an UpliftResult
@@ -409,10 +580,15 @@ def _print_uplift(result) -> None:  # noqa: ANN001 - an UpliftResult
     if has_truth:
         t.add_column("Spearman vs truth", justify="right")
     for r in result.table.to_dict("records"):
-        cells = [str(r["outcome"]), str(r["learner"]), str(r["action"]),
-                 f"{r['qini']:.4f} +- {r.get('qini_std', float('nan')):.4f}",
-                 f"{r['uplift_auc']:.4f} +- {r.get('uplift_auc_std', float('nan')):.4f}",
-                 *(f"{r[c]:.4g}" for c in extra), f"{r['ate']:.4g}"]
+        cells = [
+            str(r["outcome"]),
+            str(r["learner"]),
+            str(r["action"]),
+            f"{r['qini']:.4f} +- {r.get('qini_std', float('nan')):.4f}",
+            f"{r['uplift_auc']:.4f} +- {r.get('uplift_auc_std', float('nan')):.4f}",
+            *(f"{r[c]:.4g}" for c in extra),
+            f"{r['ate']:.4g}",
+        ]
         if has_truth:
             cells.append(f"{r['spearman_truth']:.3f} +- {r.get('spearman_truth_std', float('nan')):.3f}")
         t.add_row(*cells)
@@ -423,8 +599,14 @@ def _print_uplift(result) -> None:  # noqa: ANN001 - an UpliftResult
     for col in ("value", "+- se", "treated"):
         p.add_column(col, justify="right")
     for r in result.policy.to_dict("records"):
-        p.add_row(str(r["outcome"]), str(r["learner"]), str(r["policy"]), f"{r['value']:.4g}", f"{r['se']:.2g}",
-                  f"{r['treated_share']:.0%}")
+        p.add_row(
+            str(r["outcome"]),
+            str(r["learner"]),
+            str(r["policy"]),
+            f"{r['value']:.4g}",
+            f"{r['se']:.2g}",
+            f"{r['treated_share']:.0%}",
+        )
     console.print(p)
     for outcome, by_learner in result.verdicts.items():
         for learner, text in by_learner.items():
@@ -439,9 +621,16 @@ def _print_readout(frame, title: str) -> None:  # noqa: ANN001 - a DataFrame
     for col in ("n treated", "n control", "control mean", "effect", "95% CI", "p", "MDE"):
         t.add_column(col, justify="right")
     for r in frame.to_dict("records"):
-        t.add_row(*(str(r[c]) for c in keys), f"{r['n_t']:,}", f"{r['n_c']:,}", f"{r['mean_c']:.4g}",
-                  f"{r['ate']:+.4g}", f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]", f"{r['p_value']:.2g}",
-                  f"{r['mde']:.3g}")
+        t.add_row(
+            *(str(r[c]) for c in keys),
+            f"{r['n_t']:,}",
+            f"{r['n_c']:,}",
+            f"{r['mean_c']:.4g}",
+            f"{r['ate']:+.4g}",
+            f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]",
+            f"{r['p_value']:.2g}",
+            f"{r['mde']:.3g}",
+        )
     console.print(t)
 
 
@@ -456,28 +645,46 @@ def recommend_eval(config: ConfigArg) -> None:
     """Tune recommenders on a validation window, score them on the test window, log to MLflow."""
     from omnicrm.pipeline.recommend import evaluate_recommenders
 
-    with _user_errors():
-        with _progress() as progress:
-            result = evaluate_recommenders(config, progress=progress)
-        _print_recommend_eval(result)
+    with _progress() as progress:
+        result = evaluate_recommenders(config, progress=progress)
+    _print_recommend_eval(result)
 
 
 def _print_recommend_eval(result) -> None:  # noqa: ANN001 - a RecommendEvalResult
     from rich import box
 
     k, table = result.k, result.table
-    cols = {"method": "method", "mode": "mode", f"ndcg_at_{k}": f"NDCG@{k}", f"map_at_{k}": f"MAP@{k}",
-            f"precision_at_{k}": f"P@{k}", f"recall_at_{k}": f"R@{k}", f"hit_rate_at_{k}": f"HR@{k}",
-            f"coverage_at_{k}": "cover", "fit_seconds": "fit s", "recommend_seconds": "rec s"}
+    cols = {
+        "method": "method",
+        "mode": "mode",
+        f"ndcg_at_{k}": f"NDCG@{k}",
+        f"map_at_{k}": f"MAP@{k}",
+        f"precision_at_{k}": f"P@{k}",
+        f"recall_at_{k}": f"R@{k}",
+        f"hit_rate_at_{k}": f"HR@{k}",
+        f"coverage_at_{k}": "cover",
+        "fit_seconds": "fit s",
+        "recommend_seconds": "rec s",
+    }
     customers = ", ".join(f"{m} {n:,}" for m, n in table.groupby("mode", sort=False)["customers"].first().items())
-    t = Table(title=f"recommenders, test window (run {result.run_id[:8]})", box=box.SIMPLE_HEAD, padding=(0, 0),
-              pad_edge=False, caption=f"customers evaluated: {customers}")
+    t = Table(
+        title=f"recommenders, test window (run {result.run_id[:8]})",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 0),
+        pad_edge=False,
+        caption=f"customers evaluated: {customers}",
+    )
     for col, head in cols.items():
-        t.add_column(head, justify="left" if col in ("method", "mode") else "right", no_wrap=True,
-                     min_width=max(len(head), 5))
+        t.add_column(
+            head, justify="left" if col in ("method", "mode") else "right", no_wrap=True, min_width=max(len(head), 5)
+        )
     for row in table[list(cols)].itertuples(index=False):
-        t.add_row(*(f"{v:.1f}" if c.endswith("seconds") else f"{v:.3f}" if isinstance(v, float) else str(v)
-                    for c, v in zip(cols, row, strict=True)))
+        t.add_row(
+            *(
+                f"{v:.1f}" if c.endswith("seconds") else f"{v:.3f}" if isinstance(v, float) else str(v)
+                for c, v in zip(cols, row, strict=True)
+            )
+        )
     console.print(t)
 
 
@@ -490,15 +697,31 @@ def recommend(
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
 ) -> None:
     """Top-k products (with reasons) for every customer with a purchase before --as-of."""
-    from omnicrm.pipeline.recommend import write_recommendations
+    from omnicrm.store.outputs import PARQUET, check_output_path
 
-    with _user_errors():
-        with _progress() as progress:
-            result = write_recommendations(config, as_of.date(), out, progress=progress)
-        console.print(
-            f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
-            f"{result.customers:,} customers -> {result.out}"
-        )
+    check_output_path(out, PARQUET)
+    from omnicrm.pipeline.recommend import write_recommendations
+    from omnicrm.recommend.config import load_recommend_config
+
+    _check_as_of(load_recommend_config(config).store, as_of)
+
+    with _progress() as progress:
+        result = write_recommendations(config, as_of.date(), out, progress=progress)
+    console.print(
+        f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
+        f"{result.customers:,} customers -> {result.out}"
+    )
+
+
+def _check_as_of(store: str, as_of: datetime) -> None:
+    """The far side of :func:`omnicrm.store.check_date` for ``recommend`` and ``effects``.
+
+    Their own messages already say what an early date leaves them without ("no purchases before
+    ..."), so only a date long after the store's last event is refused (and a late one warned of).
+    """
+    from omnicrm.store import check_date, store_data_range
+
+    check_date(as_of, store_data_range(store), "--as-of", before_first=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

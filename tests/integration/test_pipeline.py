@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
@@ -56,8 +57,6 @@ def test_identity_resolution_recovers_the_true_people(small_store: Path, small_w
 
 
 def test_features_one_row_per_customer_and_cutoff(small_store: Path, tmp_path: Path) -> None:
-    from datetime import date
-
     from omnicrm.pipeline.features import run_features
 
     cfg = tmp_path / "features.yaml"
@@ -95,3 +94,36 @@ def test_ingest_is_deterministic(small_store: Path, tmp_path: Path, monkeypatch:
             f"UNION ALL (SELECT {cols} FROM b.{table} EXCEPT ALL SELECT {cols} FROM a.{table}))"
         ).fetchall()[0][0]
         assert diff == 0, table
+
+
+def test_a_store_cut_short_is_refused_before_any_query(small_store: Path, tmp_path: Path) -> None:
+    from omnicrm.errors import InputError
+    from omnicrm.store import open_store
+
+    data = _store_path(small_store).read_bytes()
+    for size in (len(data) // 2, len(data) - 300_000):
+        cut = tmp_path / f"cut-{size}.duckdb"
+        cut.write_bytes(data[:size])
+        with pytest.raises(InputError, match=r"not a readable omnicrm store \((the file is cut short|IO Error)"):
+            open_store(cut)
+
+
+def test_features_refuse_cutoffs_the_store_cannot_support(small_store: Path, tmp_path: Path) -> None:
+    from omnicrm.errors import ConfigError
+    from omnicrm.pipeline.features import run_features
+    from omnicrm.store import store_data_range
+    from omnicrm.store.data_range import LateDateWarning
+
+    cfg = tmp_path / "features.yaml"
+    cfg.write_text(yaml.safe_dump({"store": str(_store_path(small_store)), "features": {}}))
+    span = store_data_range(_store_path(small_store))
+    out = tmp_path / "f.parquet"
+    with pytest.raises(ConfigError, match=rf"--cutoff 1900-01-01 is before the store's first event .*{span}"):
+        run_features(cfg, [date(2023, 6, 1), date(1900, 1, 1)], out)
+    with pytest.raises(ConfigError, match="At most 31 days are allowed"):
+        run_features(cfg, [span.last.date() + timedelta(days=32)], out)
+    assert not out.exists()
+    late = span.last.date() + timedelta(days=10)
+    with pytest.warns(LateDateWarning, match=f"--cutoff {late} is 10 days after the store's last event"):
+        run_features(cfg, [late], out)
+    assert out.exists()

@@ -89,9 +89,13 @@ def load_features_config(path: str | Path):  # noqa: ANN201 - returns (FeaturesR
 def run_features(
     config_path: str | Path, cutoffs: list[date] | list[datetime], out: Path, progress: Progress = silent
 ) -> FeaturesResult:
-    """Build one row per (customer, cutoff) for every cutoff and write it to ``out`` (Parquet)."""
+    """Build one row per (customer, cutoff) for every cutoff and write it to ``out`` (Parquet).
+
+    Every cutoff is checked against the store's events first (:func:`omnicrm.store.check_date`):
+    one on or before the first event, or far past the last, is an error before any work.
+    """
     from omnicrm.features import build_features
-    from omnicrm.store import open_store
+    from omnicrm.store import check_date, data_range, open_store
 
     if not cutoffs:
         raise ConfigError("features: at least one --cutoff is required (cutoffs are never derived from the data)")
@@ -99,6 +103,9 @@ def run_features(
     con = open_store(run.store)
     parts = []
     try:
+        span = data_range(con)
+        for cutoff in sorted(set(cutoffs)):
+            check_date(cutoff, span, "--cutoff")
         # one snapshot at a time (what build_features does inside) so progress can be shown
         for i, cutoff in enumerate(sorted(set(cutoffs))):
             progress(f"features at {cutoff:%Y-%m-%d}", i / len(cutoffs))

@@ -5,8 +5,10 @@ date gets one row, keyed by ``customer_id`` and by the source systems' own keys 
 source from ``identity_links``, several keys joined by ``|``) so a business can join scores back.
 Models come from the registry (``champion`` by default, or ``--model candidate`` / a version
 number). Top reasons (``--reasons``) are exact per-customer contributions, computed only when asked
-for because they cost about 400x a prediction. The output is written to a temporary file and
-moved into place, so a failed run leaves the previous file intact.
+for because they cost about 400x a prediction. ``as_of`` must lie after the store's first event and
+at most a month past its last (:func:`omnicrm.store.check_date`). The output is written to a
+temporary file and moved into place, so a failed run leaves the previous file intact; in a ``.csv``,
+text that a spreadsheet would run as a formula (an id starting with ``=``) gets a leading ``'``.
 """
 
 from __future__ import annotations
@@ -53,13 +55,15 @@ def predict(
     reasons: bool = False,
     progress: Progress = silent,
 ) -> PredictResult:
-    from omnicrm.store import open_store
+    """Score the population at ``as_of`` (checked against the store's events first) and write ``out``."""
+    from omnicrm.store import check_date, data_range, open_store
     from omnicrm.tasks.frames import build_frame
     from omnicrm.tasks.train import registered_name, targets_of
 
     cfg = load_task_config(config_path)
     con = open_store(cfg.dataset.store, deterministic=True)
     try:
+        check_date(as_of, data_range(con), "--as-of")
         progress(f"features at {as_of}", 0.1)
         frame = build_frame(con, cfg, [as_of], with_labels=False, what="scoring")
         keys = source_keys(con, frame["customer_id"])
