@@ -33,9 +33,9 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = None, *
     that do not exist yet are not created here. ``what`` names the value in messages (``--out``).
     """
     path = Path(path)
-    wanted = _either(suffixes) if suffixes else "a file name"
+    wanted = _either(suffixes) if suffixes else ""
     if path.is_dir():
-        raise ConfigError(f"{what} {path}: is a folder; give a file path ending in {wanted}")
+        raise ConfigError(f"{what} {path}: is a folder; give a file path" + (f" ending in {wanted}" if wanted else ""))
     if path.exists() and not path.is_file():
         raise ConfigError(f"{what} {path}: exists and is not a regular file")
     if suffixes and path.suffix.lower() not in suffixes:
