@@ -15,14 +15,22 @@ with plain ``mlflow.pyfunc.load_model`` and predicts the same scores as the in-p
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
 import logging
 import math
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
+import threading
+import time
+import urllib.request
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,13 +79,118 @@ def _is_local() -> bool:
 
 
 def configure() -> str:
-    """Point mlflow at :func:`tracking_uri` (idempotent); returns the URI."""
+    """Point mlflow at :func:`tracking_uri` (idempotent); returns the URI.
+
+    The local SQLite file, if it exists, must be a readable SQLite database: a damaged one is a
+    :class:`ConfigError` naming the file, not a SQLAlchemy traceback from deep inside mlflow.
+    """
     uri = tracking_uri()
     if _is_local():
+        check_local_store()
         (mlruns_dir() / "artifacts").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_QUICK_CHECK_MAX_BYTES = 64 * 2**20  # PRAGMA quick_check reads the whole file: ~0.1 s at this size
+_VERIFIED_STORES: set[Path] = set()  # local databases that passed the check in this process
+
+
+def check_local_store(full: bool = False) -> None:
+    """Raise :class:`ConfigError` if the local ``mlflow.db`` exists but is not a sound SQLite database.
+
+    Runs once per process and path (a missing file is fine: mlflow creates it). The check reads the
+    16-byte header, lists the tables, compares the file size with the page count the header
+    declares (a truncated copy fails here) and, up to 64 MB or with ``full``, runs
+    ``PRAGMA quick_check``. A database merely locked by another writer is not reported.
+    """
+    path = mlruns_dir() / "mlflow.db"
+    if path in _VERIFIED_STORES and not full:
+        return
+    if not path.exists():
+        return
+    try:
+        problem = _sqlite_problem(path, full)
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the MLflow tracking database ({exc.strerror or exc}); "
+            "fix its permissions, or set MLFLOW_TRACKING_URI"
+        ) from None
+    if problem:
+        _VERIFIED_STORES.discard(path)
+        raise ConfigError(
+            f"{path}: the MLflow tracking database is not a valid SQLite database ({problem}); "
+            "move it away to start a new store, or set MLFLOW_TRACKING_URI"
+        )
+    _VERIFIED_STORES.add(path)
+
+
+def _sqlite_problem(path: Path, full: bool) -> str | None:
+    """What is wrong with the SQLite file at ``path`` (``None`` if nothing); OSError if unreadable."""
+    if not path.is_file():
+        return "it is not a regular file"
+    size = path.stat().st_size
+    if size == 0:
+        return None  # SQLite treats an empty file as an empty database; mlflow creates its tables
+    with path.open("rb") as f:
+        header = f.read(100)
+    if header[:16] != _SQLITE_HEADER:
+        return f"it does not start with the SQLite header; {size}-byte file"
+    if len(header) < 100:
+        return f"it is only {size} bytes long"
+    try:
+        con = sqlite3.connect(f"{path.as_uri()}?mode=rw", uri=True, timeout=10)
+    except sqlite3.Error as exc:
+        return f"sqlite3: {exc}"
+    try:
+        con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        page_count = con.execute("PRAGMA page_count").fetchone()[0]
+        if size < page_size * page_count:
+            return f"truncated: {size} bytes where its header declares {page_count} pages of {page_size} bytes"
+        if full or size <= _QUICK_CHECK_MAX_BYTES:
+            found = [row[0] for row in con.execute("PRAGMA quick_check(3)")]
+            if found != ["ok"]:
+                return "sqlite3 quick_check: " + "; ".join(found)
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return None  # another process is writing: cannot check now, and that is no corruption
+        return f"sqlite3: {exc}"
+    except sqlite3.DatabaseError as exc:
+        return f"sqlite3: {exc}"
+    finally:
+        con.close()
+    return None
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """Turn a database error of the local store into the :class:`ConfigError` of a damaged file.
+
+    A SQLite file can pass the quick check at start-up and still fail later (a large file damaged
+    beyond the pages checked, or damaged while running). On an error caused by the database
+    (mlflow wraps some in ``MlflowException``) the file is checked in full, and only a confirmed
+    problem is reported as such; anything else propagates unchanged.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if _is_local() and _database_error_in(exc):
+            check_local_store(full=True)
+        raise
+
+
+def _database_error_in(exc: BaseException | None) -> bool:
+    from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, SQLAlchemyDatabaseError | sqlite3.DatabaseError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _experiment_id(name: str) -> str:
@@ -103,9 +216,11 @@ def start_run(
 ) -> Iterator[RunInfo]:
     """Open a run in ``experiment`` (created if missing); nested runs become children of the active one."""
     configure()
-    exp_id = _experiment_id(experiment)
     all_tags = {**context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags) as run:
+    with _store_errors():
+        exp_id = _experiment_id(experiment)
+        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags)
+    with run:
         yield RunInfo(run.info.run_id, exp_id, experiment, run_name)
 
 
@@ -289,7 +404,8 @@ def log_model(
 def load_pyfunc(uri: str) -> Any:
     """An MLflow pyfunc model (``models:/name@alias``, ``models:/name/3``, ``runs:/…``)."""
     configure()
-    return mlflow.pyfunc.load_model(uri)
+    with _store_errors():
+        return mlflow.pyfunc.load_model(uri)
 
 
 def load_model(uri: str) -> Any:
@@ -317,7 +433,8 @@ def get_version(name: str, ref: str) -> VersionInfo:
     configure()
     client = MlflowClient()
     try:
-        mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+        with _store_errors():
+            mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
     except mlflow.exceptions.MlflowException as exc:
         raise ConfigError(f"model registry: no version '{ref}' of registered model '{name}'") from exc
     return VersionInfo(name, str(mv.version), mv.run_id, tuple(mv.aliases or ()), dict(mv.tags or {}))
@@ -325,27 +442,29 @@ def get_version(name: str, ref: str) -> VersionInfo:
 
 def set_alias(name: str, alias: str, version: str) -> None:
     configure()
-    MlflowClient().set_registered_model_alias(name, alias, version)
+    with _store_errors():
+        MlflowClient().set_registered_model_alias(name, alias, version)
 
 
 def run_metrics(run_id: str) -> dict[str, float]:
     configure()
-    return dict(MlflowClient().get_run(run_id).data.metrics)
+    with _store_errors():
+        return dict(MlflowClient().get_run(run_id).data.metrics)
 
 
 def list_registered_models() -> list[dict[str, Any]]:
     """Name, latest version and aliases of every registered model (for summaries and the docs)."""
     configure()
-    out = []
-    for rm in MlflowClient().search_registered_models():
-        out.append({"name": rm.name, "aliases": dict(rm.aliases or {})})
-    return out
+    with _store_errors():
+        models = MlflowClient().search_registered_models()
+    return [{"name": rm.name, "aliases": dict(rm.aliases or {})} for rm in models]
 
 
 def load_run_text(run_id: str, path: str) -> str:
     """A text artifact of a run (e.g. the resolved ``config.yaml`` a training run logged)."""
     configure()
-    return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
+    with _store_errors():
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
 
 
 def find_version(name: str, ref: str) -> VersionInfo | None:
@@ -378,20 +497,180 @@ def ui_command(port: int) -> list[str]:
     ]
 
 
-def serve_ui(port: int, say: Any = print) -> None:
-    """Run the MLflow UI against the local store until interrupted; prints its address first.
+_HEALTH_WAIT = 60.0  # seconds to wait for /health (the server took 10-40 s to start on a busy 2-core machine)
+_STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL to the server's process group (it took 3-8 s)
+
+
+def serve_ui(port: int, say: Callable[[str], Any] = print) -> None:
+    """Run the MLflow UI on 127.0.0.1:``port`` against the local store until interrupted.
+
+    Checks first (port number, port free, store readable), then starts ``mlflow server`` in its
+    own session and prints the address once ``/health`` answers. Ctrl-C, SIGTERM or SIGHUP to
+    this process, and any other way out of this function, stop the server's whole process group
+    (SIGTERM, then SIGKILL after ``_STOP_GRACE`` seconds): ``mlflow server`` leaves its uvicorn
+    workers running when only the parent is stopped (library notes §13). A server that exits on
+    its own before answering, or with a non-zero status, is a :class:`ConfigError`.
 
     The job runner of ``mlflow server`` is switched off: it starts ten processes and 1.8 GB of
     memory for features (scheduled jobs) omnicrm does not use (library notes §2).
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"ui: --port must be a TCP port between 1 and 65535, got {port!r}")
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith(("http://", "https://")):
         say(f"MLflow UI: {uri} (MLFLOW_TRACKING_URI points at a server; nothing to start)")
         return
+    problem = port_problem(port)
+    if problem:
+        raise ConfigError(f"ui: port {port} on 127.0.0.1 is {problem}; pass --port with a free port")
     configure()
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    say(f"MLflow UI: http://127.0.0.1:{port}  (store {tracking_uri()}; Ctrl-C stops it)")
+    url = f"http://127.0.0.1:{port}"
+    say(f"MLflow UI: starting mlflow server on 127.0.0.1:{port} (store {tracking_uri()}) ...")
+    healthy = False
+    status: int | None = None
+    proc = None
+    with _signals_interrupt(signal.SIGTERM, signal.SIGHUP):
+        try:
+            proc = subprocess.Popen(ui_command(port), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+            healthy = _wait_healthy(proc, url, _HEALTH_WAIT)
+            if healthy:
+                say(f"MLflow UI: {url}  (Ctrl-C stops it)")
+            elif proc.poll() is None:
+                waited = f"has not answered /health after {_HEALTH_WAIT:.0f} s"
+                say(f"MLflow UI: {url} {waited}; it may still be starting (Ctrl-C stops it)")
+            status = proc.wait()
+        except KeyboardInterrupt:
+            status = None  # asked to stop
+        finally:
+            if proc is not None:
+                stop_process_group(proc)
+    if status is not None and (status != 0 or not healthy):
+        how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        when = "while serving" if healthy else "before it answered on " + url
+        raise ConfigError(f"ui: mlflow server {how} {when}; its messages are printed above")
+    say("MLflow UI stopped")
+
+
+def port_problem(port: int) -> str | None:
+    """Why a server could not listen on 127.0.0.1:``port`` (``None`` if it can), without starting one.
+
+    A plain bind (no SO_REUSEADDR) also fails for a port whose only users are closed connections in
+    TIME_WAIT; the server (uvicorn sets SO_REUSEADDR) can take those, so such a port counts as free
+    when no one accepts connections on it.
+    """
     try:
-        subprocess.run(ui_command(port), env=env, check=False)
-    except KeyboardInterrupt:
-        say("MLflow UI stopped")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return f"not available ({exc.strerror or exc})"
+    if _accepts(port):
+        return "already in use"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+    except OSError:
+        return "already in use"
+    return None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_healthy(proc: subprocess.Popen, url: str, seconds: float) -> bool:
+    """Poll ``url/health`` until it answers OK (True), the process exits or time runs out (False)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP proxy
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with opener.open(f"{url}/health", timeout=2) as response:
+                if response.status == 200 and response.read(64).strip() == b"OK":
+                    return True
+        except (OSError, http.client.HTTPException, ValueError):
+            pass
+        time.sleep(0.5)
+    return False
+
+
+@contextmanager
+def _signals_interrupt(*signums: signal.Signals) -> Iterator[None]:
+    """While inside, these signals raise KeyboardInterrupt like Ctrl-C does (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def stop_process_group(proc: subprocess.Popen, grace: float | None = None) -> None:
+    """SIGTERM the process group led by ``proc`` (started with a new session), SIGKILL it after ``grace`` s.
+
+    Returns once no process of the group is left (or 5 s after SIGKILL). A second Ctrl-C while
+    waiting skips the rest of the grace period.
+    """
+    grace = _STOP_GRACE if grace is None else grace
+    pgid = proc.pid
+    if _signal_group(pgid, signal.SIGTERM):
+        with suppress(KeyboardInterrupt):
+            if _group_gone(proc, pgid, grace):
+                return
+        _signal_group(pgid, signal.SIGKILL)
+    with suppress(KeyboardInterrupt):
+        _group_gone(proc, pgid, 5.0)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_gone(proc: subprocess.Popen, pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        proc.poll()  # reap the leader, or it stays in the group as a zombie
+        if not _group_alive(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs; zombies do not count.
+
+    A worker orphaned by its parent is re-parented to PID 1, and where PID 1 does not reap
+    (some container inits) it stays a zombie member of the group forever: ``killpg(pgid, 0)``
+    alone would wait out the whole grace period. On Linux ``/proc`` tells zombies apart.
+    """
+    if not _signal_group(pgid, 0):
+        return False
+    proc_dir = Path("/proc")
+    if not (proc_dir / "self" / "stat").exists():
+        return True
+    for stat in proc_dir.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False

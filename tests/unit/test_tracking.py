@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ast
+import os
+import re
+import socket
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from omnicrm import tracking
+from omnicrm.errors import ConfigError
 
 from ..conftest import ROOT
 
@@ -59,3 +65,127 @@ def test_ui_serves_the_local_store_on_localhost_only() -> None:
     assert cmd[cmd.index("--backend-store-uri") + 1] == tracking.tracking_uri()
     assert cmd[cmd.index("--port") + 1] == "5055"
     assert cmd[cmd.index("--default-artifact-root") + 1].endswith("/artifacts")
+
+
+# --- a damaged local store is one clear error, not a SQLAlchemy traceback ---------------------------
+
+
+def test_a_garbage_store_file_is_a_config_error_naming_it() -> None:
+    db = tracking.mlruns_dir() / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"hello")
+    with pytest.raises(ConfigError, match="not a valid SQLite database") as err:
+        tracking.configure()
+    assert str(db) in str(err.value) and "MLFLOW_TRACKING_URI" in str(err.value)
+    with pytest.raises(ConfigError, match=re.escape(str(db))), tracking.start_run("unit", "never"):
+        pytest.fail("a run was opened on a garbage store")
+
+
+def test_a_truncated_copy_of_a_real_store_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with tracking.start_run("unit", "real"):
+        tracking.log_metrics({"auc": 0.5})
+    data = (tracking.mlruns_dir() / "mlflow.db").read_bytes()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "mlflow.db").write_bytes(data[: len(data) * 2 // 3])
+    intact = os.environ["OMNICRM_MLRUNS"]
+    _use_store(monkeypatch, copy)
+    with pytest.raises(ConfigError, match=re.escape(str(copy / "mlflow.db"))):
+        tracking.get_version("omnicrm-unit", "champion")
+    # the intact store still works: the check names a damaged file, not every file
+    _use_store(monkeypatch, Path(intact))
+    with tracking.start_run("unit", "again"):
+        pass
+
+
+def _use_store(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    monkeypatch.setenv("OMNICRM_MLRUNS", str(folder))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exported the last one
+
+
+def test_an_empty_store_file_is_a_new_store() -> None:
+    db = tracking.mlruns_dir() / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.touch()
+    with tracking.start_run("unit", "fresh") as run:
+        tracking.log_metrics({"fit_seconds": 1.5})
+    assert tracking.run_metrics(run.run_id) == {"fit_seconds": 1.5}
+
+
+def test_a_store_damaged_after_the_start_up_check_is_still_a_config_error() -> None:
+    with tracking.start_run("unit", "before"):
+        pass
+    tracking.configure()  # the check passes and is cached for this process
+    db = tracking.mlruns_dir() / "mlflow.db"
+    db.write_bytes(b"hello" * 1000)
+    with pytest.raises(ConfigError, match=re.escape(str(db))), tracking.start_run("unit", "after"):
+        pytest.fail("a run was opened on a garbage store")
+
+
+# --- omnicrm ui: checks before anything starts ----------------------------------------------------------
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(port: int) -> list[str]:
+        pytest.fail(f"serve_ui tried to start a server on port {port}")
+
+    monkeypatch.setattr(tracking, "ui_command", refuse)
+
+
+@pytest.mark.usefixtures("no_server")
+def test_ui_refuses_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is already in use; pass --port"):
+            tracking.serve_ui(port, lambda line: pytest.fail(f"printed {line!r}"))
+
+
+@pytest.mark.usefixtures("no_server")
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000, 99999])
+def test_ui_refuses_a_port_number_out_of_range(port: int) -> None:
+    with pytest.raises(ConfigError, match="between 1 and 65535"):
+        tracking.serve_ui(port, lambda line: pytest.fail(f"printed {line!r}"))
+
+
+@pytest.mark.usefixtures("no_server")
+def test_ui_refuses_a_garbage_store_before_starting() -> None:
+    db = tracking.mlruns_dir() / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(b"hello")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match=re.escape(str(db))):
+        tracking.serve_ui(port, lambda line: None)
+
+
+def test_a_port_held_only_by_closed_connections_counts_as_free() -> None:
+    # after `omnicrm ui` stops, the browser's old connections linger in TIME_WAIT on the port;
+    # the server (SO_REUSEADDR) can listen there again, so the check must not call it "in use"
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what a naive check would have reported
+    assert tracking.port_problem(port) is None
+
+
+def test_ui_reports_a_server_that_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracking, "ui_command", lambda port: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    lines: list[str] = []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError, match="exited with status 3 before it answered"):
+        tracking.serve_ui(port, lines.append)
+    assert not any("http://" in line for line in lines), lines  # no address for a server that never ran
