@@ -3,12 +3,14 @@ metrics against hand-computed values, and no purchase at or after the cutoff eve
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.recommend import METHODS, OUTPUT_COLUMNS, Hybrid, Popularity, Repurchase, build_history, ranking_metrics
@@ -179,6 +181,32 @@ def test_purchases_at_or_after_the_cutoff_never_reach_the_fit(kind: str, world: 
             before.recommend(customers, 4, exclude_purchased=exclude),
             after.recommend(customers, 4, exclude_purchased=exclude),
         )
+
+
+@pytest.mark.contract
+@pytest.mark.parametrize("kind", KINDS)
+def test_item_state_holds_products_only(kind: str, world: pd.DataFrame) -> None:
+    """What an artifact may hold: entries per product (or product x product), no customer id, no per-customer axis."""
+    model = make(kind).fit(world.assign(customer_id="customer-" + world["customer_id"]), CUTOFF)
+    h = model.history_
+    assert h.n_users != h.n_items  # so a per-customer axis cannot pass for a per-product one
+    state = model.item_state()
+    assert state["items"].tolist() == h.items.tolist()
+    assert state["method"]["kind"] == kind and state["method"]["cutoff"] == str(h.cutoff)
+    text = []
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            assert value.dtype != object and len(value) == h.n_items, name
+            text += value.astype(str).tolist() if value.dtype.kind == "U" else []
+        elif sp.issparse(value):
+            assert value.shape == (h.n_items, h.n_items), name
+        elif isinstance(value, pd.DataFrame):
+            assert len(value) == h.n_items, name
+            text.append(value.to_csv(index=False))
+        else:
+            assert isinstance(value, str | dict), name
+            text.append(value if isinstance(value, str) else json.dumps(value))
+    assert "customer-" not in "\n".join(text)
 
 
 def test_ranking_metrics_match_hand_computed_values() -> None:

@@ -2,9 +2,11 @@
 
 * :func:`evaluate_recommenders`: the time-split experiment of :mod:`omnicrm.recommend.evaluate`,
   logged to MLflow (experiment ``omnicrm-recommend``): one parent run per experiment holding the
-  results table and ``<method>.<mode>.<metric>`` metrics, and one nested run per method with its
+  results table, ``<method>.<mode>.<metric>`` metrics and the item-side state of the ``serve``
+  method (``model/<method>/``, see :func:`write_item_state`), and one nested run per method with its
   tuned params, its test metrics as ``<mode>.<metric>`` (so the UI's compare view lines methods up),
-  validation metrics, the tuning grid and the fitted model (joblib).
+  validation metrics and the tuning grid. No fitted model is pickled: it would carry every
+  customer's purchases and id (251 MB per run on Online Retail), which a refit re-derives.
 * :func:`write_recommendations`: fits the config's ``serve`` method on everything before ``as_of``
   and writes top-k rows for every customer with a purchase before it (Parquet, written to a
   temporary file and moved into place, so a failed run leaves the previous output).
@@ -12,12 +14,16 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from omnicrm.pipeline.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
@@ -57,8 +63,6 @@ def _load(cfg, before: date):  # noqa: ANN001, ANN202 - (purchases, items)
 
 def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) -> RecommendEvalResult:
     """Tune on the validation window, score the test window, log everything; returns the table."""
-    import joblib
-
     from omnicrm import tracking
     from omnicrm.recommend.config import load_recommend_config
     from omnicrm.recommend.evaluate import MODES, run_experiment
@@ -99,6 +103,10 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
                 if col not in ("method", "mode")
             }
         )
+        served = next(r for r in result.methods if r.name == cfg.serve)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in write_item_state(served.model.item_state(), Path(tmp)):
+                tracking.log_artifact(path, f"model/{served.name}")
         for r in result.methods:
             with tracking.start_run(
                 cfg.experiment,
@@ -110,15 +118,39 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
                 tracking.log_metrics({mode: {k: v for k, v in r.test[mode].items()} for mode in MODES})
                 tracking.log_metrics({"val": r.validation, "fit_seconds": r.fit_seconds})
                 tracking.log_table(r.tuning, "tables/tuning.csv")
-                with tempfile.TemporaryDirectory() as tmp:
-                    path = Path(tmp) / f"{r.name}.joblib"
-                    joblib.dump(r.model, path)
-                    tracking.log_artifact(path, "model")
                 child_ids[r.name] = run.run_id
     progress("done", 1.0)
     return RecommendEvalResult(
         table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k
     )
+
+
+def write_item_state(state: dict[str, Any], folder: Path) -> list[Path]:
+    """Write a recommender's :meth:`~omnicrm.recommend.base.Recommender.item_state` to ``folder``.
+
+    One file per entry, in formats that load without omnicrm and without unpickling: arrays as
+    ``.npy`` (no pickled objects), sparse matrices as ``.npz`` (uncompressed, like the rest, so the
+    files can be searched as they are), tables as ``.csv``, text as ``.txt``, dicts as ``.json``.
+    """
+    paths = []
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            path = folder / f"{name}.npy"
+            np.save(path, value, allow_pickle=False)
+        elif sp.issparse(value):
+            path = folder / f"{name}.npz"
+            sp.save_npz(path, sp.csr_matrix(value), compressed=False)
+        elif isinstance(value, pd.DataFrame):
+            path = folder / f"{name}.csv"
+            value.to_csv(path, index=False)
+        elif isinstance(value, str):
+            path = folder / f"{name}.txt"
+            path.write_text(value, encoding="utf-8")
+        else:
+            path = folder / f"{name}.json"
+            path.write_text(json.dumps(value, indent=1, default=str), encoding="utf-8")
+        paths.append(path)
+    return paths
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:

@@ -13,6 +13,11 @@ scikit-learn's estimators).
   personal lists) from the method's fallback ranking -- global popularity unless the method is itself
   a popularity ranking -- so every customer gets ``k`` rows while the catalogue allows it.
 * ``score`` is on the method's own scale; ``rank`` is the authoritative order.
+* :meth:`Recommender.item_state` returns what the fitted model knows about *products* only (ids,
+  rankings, item factors or similarities, a ranker's trees), for logging as an artifact. Nothing per
+  customer is in it: customer ids, the customer x product matrix, user factors and per-customer
+  scores are who-bought-what, and a refit at the same cutoff re-derives them. A subclass extends the
+  base class's dict with its own item-side state.
 """
 
 from __future__ import annotations
@@ -109,11 +114,37 @@ class Recommender:
     def _fit(self, history: History) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "history_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    # --- artifact -------------------------------------------------------------------------------
+    def item_state(self) -> dict[str, Any]:
+        """The fitted model's item-side state: nothing per customer (see the module docstring).
+
+        Values are numpy arrays with one entry (or row) per product, in the order of ``items``,
+        scipy sparse product x product matrices, DataFrames with one row per product, text, or a
+        JSON-able dict (``method``: kind, params, cutoff and sizes).
+        """
+        self._check_fitted()
+        h = self.history_
+        return {
+            "method": {
+                "kind": self.kind,
+                "params": self.get_params(),
+                "cutoff": str(h.cutoff),
+                "items": h.n_items,
+                "customers": h.n_users,
+                "customer_state": "not included: customer ids, purchases and user factors are re-derived by a refit",
+            },
+            "items": np.asarray(h.items, dtype=str),
+            "popularity": self.popular_.scores,
+        }
+
     # --- recommending ---------------------------------------------------------------------------
     def recommend(self, customers: Iterable[str], k: int = 10, exclude_purchased: bool = False) -> pd.DataFrame:
         """Top ``k`` products per customer as (customer_id, rank, product_id, score, reason)."""
-        if not hasattr(self, "history_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+        self._check_fitted()
         if not isinstance(k, int | np.integer) or k < 1:
             raise ConfigError(f"recommend: k must be a positive integer. Got {k!r} instead.")
         h = self.history_

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -42,6 +44,9 @@ class RecentPopularity(Recommender):
     def _fallback(self) -> Ranking:
         return self.recent_
 
+    def item_state(self) -> dict[str, Any]:
+        return super().item_state() | {"recent_popularity": self.recent_.scores}
+
     def _top_items(self, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:
         return _no_rows()
 
@@ -52,6 +57,7 @@ class Repurchase(Recommender):
     ``half_life_days``: each past order of the item counts ``0.5 ** (age / half_life)``; ``None``
     counts orders plainly, the most recent purchase breaking ties. Customers with fewer than ``k``
     own items (and every customer when purchased items are excluded) are filled by popularity.
+    Its :meth:`item_state` is the base class's: its own scores are per customer, which no artifact holds.
     """
 
     kind = "repurchase"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -153,6 +154,10 @@ class _FactorModel(Recommender):
 
     def _top_items(self, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:
         return _implicit_top(self.model_, self.user_items_, users, k, exclude)
+
+    def item_state(self) -> dict[str, Any]:
+        """The base's state and the item factors (user factors are per customer: left out)."""
+        return super().item_state() | {"item_factors": np.asarray(self.model_.item_factors)}
 
     def pair_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """The model's score of arbitrary (user, item) pairs (for the hybrid's features)."""
@@ -314,6 +319,10 @@ class ItemKNN(Recommender):
             return pd.DataFrame({"row": [], "i": [], "score": []}).astype({"row": "int64", "i": "int64"})
         out = pd.concat(parts, ignore_index=True)
         return out[out["score"].to_numpy() > 0]  # no similarity at all: leave the slot to the fallback
+
+    def item_state(self) -> dict[str, Any]:
+        """The base's state and the item x item similarity (``K`` neighbours per item)."""
+        return super().item_state() | {"item_similarity": sp.csr_matrix(self.model_.similarity)}
 
     def pair_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """sum_j w[u, j] * sim[j, i] for arbitrary pairs (what ``recommend`` ranks by)."""

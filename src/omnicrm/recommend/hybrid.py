@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from omnicrm.errors import InputError
 from omnicrm.recommend.base import Recommender
@@ -174,6 +175,25 @@ class Hybrid(Recommender):
         self._validate_params()
         self._fit_rankers()
         return self
+
+    def item_state(self) -> dict[str, Any]:
+        """The base's state, the generators' item side (item statistics and categories, ALS item
+        factors, kNN similarity) and each mode's ranker as LightGBM model text. Per-customer features
+        and the training frames stay out; the rankers hold split thresholds, not customers."""
+        c = self.components_
+        cats = c.categories.to_numpy(dtype=object)
+        named = cats[np.maximum(c.item_cat, 0)] if len(cats) else np.full(len(c.item_cat), None, dtype=object)
+        items = c.items.assign(category=np.where(c.item_cat >= 0, named, None))
+        items.insert(0, "product_id", np.asarray(self.history_.items, dtype=str))
+        state = super().item_state() | {
+            "item_stats": items.reset_index(drop=True),
+            "als_item_factors": np.asarray(c.als.model_.item_factors),
+            "knn_item_similarity": sp.csr_matrix(c.knn.model_.similarity),
+            "train_stats": dict(self.train_stats_),
+        }
+        for mode, ranker in self.rankers_.items():
+            state[f"ranker_{mode}"] = ranker.booster_.model_to_string()
+        return state
 
     def feature_importance(self) -> pd.DataFrame:
         """Gain importance of each feature in each mode's ranker."""
