@@ -283,3 +283,12 @@ def test_tables_are_not_cut_when_the_output_is_not_a_terminal(tiny_sources: Path
     assert res.exit_code == 0, res.output
     # 80 columns would wrap this reason over two lines of its table cell
     assert "unparseable till_time: expected timestamp (%d/%m/%Y %H:%M:%S)" in res.output
+
+
+def test_help_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["--help"], ["features", "--help"], ["--debug", "predict", "--help"]):
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        assert "error:" not in res.output and "details:" not in res.output
+    assert not (tmp_path / "logs").exists()
