@@ -17,7 +17,9 @@ shown once each as ``warning:`` lines. Output paths and dates are checked before
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -54,8 +56,34 @@ class _HandledGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> object:
         argv = [*getattr(ctx, "_protected_args", []), *ctx.args]  # read before the group consumes them
-        with _handled(ctx, argv):
+        with _handled(ctx, argv), _sigterm_interrupts():
             return super().invoke(ctx)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's timeout, ``kill``): handled like Ctrl-C, so temporary files are removed."""
+
+
+_SIGTERM_SEEN = threading.Event()
+
+
+def _raise_terminated(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
+    _SIGTERM_SEEN.set()
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds it like Ctrl-C (writers clean up, the store stays as it was)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    _SIGTERM_SEEN.clear()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 app = typer.Typer(
@@ -137,8 +165,9 @@ def _handled(ctx: typer.Context, argv: list[str]) -> Iterator[None]:
             if _interrupted(exc):
                 if debug:
                     _print_traceback(exc)
-                _say(f"[bold yellow]interrupted:[/] {escape(command)} stopped; earlier outputs are unchanged")
-                raise typer.Exit(130) from None
+                how, status = ("terminated", 143) if _terminated(exc) else ("interrupted", 130)
+                _say(f"[bold yellow]{how}:[/] {escape(command)} stopped; earlier outputs are unchanged")
+                raise typer.Exit(status) from None
             if debug:
                 _print_traceback(exc)
             if isinstance(exc, OmnicrmError):
@@ -166,6 +195,11 @@ def _interrupted(exc: BaseException) -> bool:
             return True
         e = e.__cause__ or e.__context__
     return False
+
+
+def _terminated(exc: BaseException) -> bool:
+    # DuckDB turns the handler's exception into its own InterruptException, so the signal is remembered
+    return isinstance(exc, Terminated) or _SIGTERM_SEEN.is_set()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -439,6 +473,8 @@ def _print_demo_models(result) -> None:  # noqa: ANN001 - a DemoResult
         )
     if result.tasks:
         _print_task_table(summary_table(result.tasks), "prediction tasks on their evaluation cutoffs (MLflow: mlruns/)")
+    for p in result.promotions:
+        console.print(f"champion {p.name}: v{p.version} ({p.note})")
     if result.recommend_eval is not None:
         _print_recommend_eval(result.recommend_eval)
     if result.recommendations is not None:
@@ -485,11 +521,19 @@ def _print_world(summary) -> None:  # noqa: ANN001 - a WorldSummary
 def _print_ingest(result) -> None:  # noqa: ANN001
     t = Table(title=f"ingest -> {result.store}")
     t.add_column("source")
-    for col in ("rows in", "accepted", "quarantined", "%"):
+    for col in ("rows in", "accepted", "quarantined", "%", "limit %"):
         t.add_column(col, justify="right")
+    t.add_column("status")
     for c in result.sources:
-        share = 100 * c.quarantined / c.rows_in if c.rows_in else 0.0
-        t.add_row(c.source, f"{c.rows_in:,}", f"{c.accepted:,}", f"{c.quarantined:,}", f"{share:.2f}")
+        t.add_row(
+            c.source,
+            f"{c.rows_in:,}",
+            f"{c.accepted:,}",
+            f"{c.quarantined:,}",
+            f"{100 * c.quarantine_share:.2f}",
+            f"{100 * c.max_quarantine_share:.0f}",
+            c.status if c.status == "ok" else f"[yellow]{escape(c.status)}[/]",
+        )
     total_in = sum(c.rows_in for c in result.sources)
     total_q = sum(c.quarantined for c in result.sources)
     t.add_row(
@@ -498,6 +542,8 @@ def _print_ingest(result) -> None:  # noqa: ANN001
         f"{total_in - total_q:,}",
         f"{total_q:,}",
         f"{100 * total_q / max(total_in, 1):.2f}",
+        "",
+        "",
         style="bold",
     )
     console.print(t)

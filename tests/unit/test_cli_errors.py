@@ -278,6 +278,27 @@ def test_an_interrupt_is_one_line_and_exit_130(world: Path, monkeypatch: pytest.
     assert not (world / "logs").exists()
 
 
+def test_sigterm_unwinds_like_ctrl_c_with_exit_143(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduler's timeout sends SIGTERM: writers clean up, earlier outputs stay, one line, 128 + 15."""
+    import os
+    import signal
+    import time
+
+    def killed(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr("omnicrm.pipeline.features.run_features", killed)
+    before = (world / "out/f.parquet").read_bytes()
+    handler = signal.getsignal(signal.SIGTERM)
+    res = run("features", "features.yaml", "--cutoff", CUTOFF, "--out", "out/f.parquet")
+    assert res.exit_code == 143
+    assert one_line(res.output) == "terminated: features stopped; earlier outputs are unchanged"
+    assert (world / "out/f.parquet").read_bytes() == before
+    assert signal.getsignal(signal.SIGTERM) is handler  # restored after the command
+
+
 def test_tables_are_not_cut_when_the_output_is_not_a_terminal(tiny_sources: Path) -> None:
     res = run("ingest", str(tiny_sources))
     assert res.exit_code == 0, res.output
