@@ -11,6 +11,35 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A private temporary folder for the whole run (and the commands it starts).
+
+    Ingest sweeps spill folders of dead processes from the system temp folder with a warning, and
+    warnings are errors here: a folder left on the machine by some other killed run must not fail
+    an unrelated test, nor may a test's kill leave anything outside the run's own folder.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    if "OMNICRM_TEST_TMPDIR" in os.environ:  # set already (a test run started by a test)
+        return
+    # one folder per user, reused, so pytest's rotation of its own folders keeps it small; spill
+    # folders that killed runs of earlier test sessions left here are removed first
+    private = Path(tempfile.gettempdir()) / f"omnicrm-tests-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    for leftover in private.glob("omnicrm-ingest-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    os.environ["OMNICRM_TEST_TMPDIR"] = os.environ["TMPDIR"] = str(private)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+@pytest.fixture(autouse=True)
+def _logs_outside_the_repo(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error logs of CLI tests go to a throw-away folder, never to ``logs/`` of the working folder."""
+    monkeypatch.setenv("OMNICRM_LOG_DIR", str(tmp_path_factory.mktemp("logs")))
+
+
 @pytest.fixture(autouse=True)
 def _private_mlflow_store(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test logs to a throw-away SQLite MLflow store, never to the project's mlruns/."""

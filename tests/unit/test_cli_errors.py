@@ -234,6 +234,7 @@ def test_an_unexpected_exception_is_one_line_and_a_log(
         raise ZeroDivisionError("float division by zero\nsecond line of detail")
 
     monkeypatch.setattr("omnicrm.pipeline.features.run_features", crash)
+    monkeypatch.delenv("OMNICRM_LOG_DIR")  # the default: logs/ in the working folder (the world here)
     before = (world / "out/f.parquet").read_bytes()
     res = run("features", "features.yaml", "--cutoff", CUTOFF, "--out", "out/f.parquet")
     assert res.exit_code == 1
