@@ -324,3 +324,16 @@ def test_failed_generation_leaves_the_earlier_world_whole(tmp_path: Path, monkey
         generate_world(_tiny(seed=99), out)
     assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]  # no staging folder left
+
+
+def test_a_killed_generators_staging_folder_is_removed_next_time(tmp_path: Path) -> None:
+    from omnicrm.store.staging import StaleFileWarning
+
+    out = tmp_path / "world"
+    generate_world(_tiny(), out)
+    stale = tmp_path / ".world.999999999-deadbeef"  # a pid no process has
+    (stale / "raw").mkdir(parents=True)
+    with pytest.warns(StaleFileWarning, match="left by a killed run"):
+        generate_world(_tiny(), out)
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world"]

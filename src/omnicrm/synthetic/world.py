@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from omnicrm.store.staging import staging_dir, sweep_stale_dirs
 from omnicrm.synthetic.behaviour import Simulation, simulate
 from omnicrm.synthetic.campaigns import CONTROL, CampaignPlan, person_effects, plan_campaigns
 from omnicrm.synthetic.catalogue import make_catalogue
@@ -115,10 +115,13 @@ def generate_world(config: WorldConfig, out_dir: Path, progress: Progress | None
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
+    prefix = f".{out_dir.name}."  # staging folders are .<name>.<pid>-<random>: a killed run's are swept
+    if out_dir.exists():  # else a killed swap may have left the only copy as .old: keep it for a human
+        sweep_stale_dirs(out_dir.parent, prefix)
+    staging = staging_dir(out_dir.parent, prefix)
     try:
         summary = _generate(config, staging, progress)
-        old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
+        old = staging.with_name(staging.name + ".old")
         if out_dir.exists():
             out_dir.rename(old)
         staging.rename(out_dir)
