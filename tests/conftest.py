@@ -28,8 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # folders that killed runs of earlier test sessions left here are removed first
     private = Path(tempfile.gettempdir()) / f"omnicrm-tests-{os.getuid()}"
     private.mkdir(mode=0o700, exist_ok=True)
-    for leftover in private.glob("omnicrm-ingest-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    for pattern in ("omnicrm-ingest-*", "omnicrm-kill-tests-*"):
+        for leftover in private.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
     os.environ["OMNICRM_TEST_TMPDIR"] = os.environ["TMPDIR"] = str(private)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 

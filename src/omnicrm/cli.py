@@ -65,6 +65,8 @@ class Terminated(KeyboardInterrupt):
 
 
 _SIGTERM_SEEN = threading.Event()
+#: set once a command's interrupt was reported (omnicrm.entry reports the others)
+INTERRUPT_REPORTED = threading.Event()
 
 
 def _raise_terminated(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
@@ -166,7 +168,8 @@ def _handled(ctx: typer.Context, argv: list[str]) -> Iterator[None]:
                 if debug:
                     _print_traceback(exc)
                 how, status = ("terminated", 143) if _terminated(exc) else ("interrupted", 130)
-                _say(f"[bold yellow]{how}:[/] {escape(command)} stopped; earlier outputs are unchanged")
+                INTERRUPT_REPORTED.set()
+                _say(f"[bold yellow]{how}:[/] {escape(command)} stopped; no output was left half-written")
                 raise typer.Exit(status) from None
             if debug:
                 _print_traceback(exc)

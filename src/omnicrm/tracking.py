@@ -436,7 +436,7 @@ def get_version(name: str, ref: str) -> VersionInfo:
         with _store_errors():
             mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
     except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"model registry: no version '{ref}' of registered model '{name}'") from exc
+        raise MissingVersion(f"model registry: no version '{ref}' of registered model '{name}'") from exc
     return VersionInfo(name, str(mv.version), mv.run_id, tuple(mv.aliases or ()), dict(mv.tags or {}))
 
 
@@ -467,11 +467,18 @@ def load_run_text(run_id: str, path: str) -> str:
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
 
 
+class MissingVersion(ConfigError):
+    """The registry has no such version or alias (a damaged store is a plain ConfigError)."""
+
+
 def find_version(name: str, ref: str) -> VersionInfo | None:
-    """Like :func:`get_version`, but ``None`` when the alias or version does not exist."""
+    """Like :func:`get_version`, but ``None`` when the alias or version does not exist.
+
+    A damaged tracking database still raises: it must not read as "no model registered yet".
+    """
     try:
         return get_version(name, ref)
-    except ConfigError:
+    except MissingVersion:
         return None
 
 

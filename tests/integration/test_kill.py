@@ -40,13 +40,15 @@ pytestmark = pytest.mark.integration
 
 SPILL_PREFIX = "omnicrm-ingest-"
 AS_OF = "2024-12-01"  # the small world's events span 2023-01-01 .. 2024-12-30
+#: the system temp folder of the commands under test (their TMPDIR)
+SPILL_ROOT = Path(tempfile.gettempdir()) / f"omnicrm-kill-tests-{os.getpid()}"
 SALT = "kill-test-salt"
 RUN_TIMEOUT = 300.0
 
 
 def _command() -> list[str]:
     script = Path(sys.executable).parent / "omnicrm"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "omnicrm.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "omnicrm.entry"]
 
 
 # --- the work folder: a small world, its store, a registered model, published outputs -------------
@@ -113,7 +115,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Work:
         "OMNICRM_SALT": SALT,
         "OMNICRM_MLRUNS": str(root / "mlruns"),
         "OMNICRM_LOG_DIR": str(root / "logs"),
+        # the commands' own temp folder: their spill folders are checked there, and a killed run's
+        # leftovers never reach the test session's (where an in-process ingest would sweep them)
+        "TMPDIR": str(SPILL_ROOT),
     }
+    SPILL_ROOT.mkdir(parents=True, exist_ok=True)
     _run(["generate", str(ROOT / "configs/generate/small.yaml"), "--out", str(root / "world")], env, root)
     (root / "store").mkdir()
     cfg = write_ingest_config(root, root / "world/raw")
@@ -176,7 +182,7 @@ def _temp_files(root: Path) -> list[str]:
 
 def _spill_folders(pid: int | None = None) -> list[Path]:
     pattern = f"{SPILL_PREFIX}{pid}-*" if pid is not None else f"{SPILL_PREFIX}*"
-    return sorted(Path(tempfile.gettempdir()).glob(pattern))
+    return sorted(SPILL_ROOT.glob(pattern))
 
 
 def _alive(pid: int) -> bool:

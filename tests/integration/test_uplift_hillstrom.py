@@ -56,8 +56,9 @@ def test_config_errors_name_the_key(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="effects.outcome"):
         load_uplift_config(bad)
     missing = tmp_path / "m.yaml"
-    missing.write_text(CONFIG.read_text().replace("[recency,", "[nope,").replace(
-        "../shared/data/hillstrom/hillstrom.csv", str(DATA)))
+    missing.write_text(
+        CONFIG.read_text().replace("[recency,", "[nope,").replace("../shared/data/hillstrom/hillstrom.csv", str(DATA))
+    )
     cfg, feats = load_uplift_config(missing)
     if DATA.is_file():
         with pytest.raises(InputError, match=r"missing column\(s\) \['nope'\]"):

@@ -28,14 +28,22 @@ def _store_path(small_store: Path) -> Path:
 def _config(tmp_path: Path, store: Path, world: Path, **extra) -> Path:  # noqa: ANN003
     cfg = {
         "name": "small",
-        "source": {"kind": "store", "store": str(store), "features": {}, "window_days": 14,
-                   "outcomes": ["purchase", "spend", "margin"], "segment": "lifecycle_stage"},
+        "source": {
+            "kind": "store",
+            "store": str(store),
+            "features": {},
+            "window_days": 14,
+            "outcomes": ["purchase", "spend", "margin"],
+            "segment": "lifecycle_stage",
+        },
         "learners": {"names": ["DR"], "model": {"n_estimators": 20, "min_child_samples": 20}},
         "evaluation": {"outcomes": ["purchase"], "seeds": 1, "folds": 2},
         "readout": {"by": ["campaign_id"]},
         "effects": {"learner": "T", "outcome": "purchase"},
-        "truth": {"effects": str(world / "truth/treatment_effects.parquet"),
-                  "record_owner": str(world / "truth/record_owner.parquet")},
+        "truth": {
+            "effects": str(world / "truth/treatment_effects.parquet"),
+            "record_owner": str(world / "truth/record_owner.parquet"),
+        },
         **extra,
     }
     path = tmp_path / "uplift.yaml"
@@ -131,8 +139,9 @@ def test_pipeline_uplift_readout_and_effects_on_the_store(small_store: Path, sma
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_effects_refuse_a_date_before_any_outcome_window_closed(small_store: Path, small_world: Path,
-                                                                tmp_path: Path) -> None:
+def test_effects_refuse_a_date_before_any_outcome_window_closed(
+    small_store: Path, small_world: Path, tmp_path: Path
+) -> None:
     from omnicrm.cli import app
 
     config = _config(tmp_path, _store_path(small_store), small_world)

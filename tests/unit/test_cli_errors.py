@@ -274,7 +274,7 @@ def test_an_interrupt_is_one_line_and_exit_130(world: Path, monkeypatch: pytest.
     before = (world / "out/f.parquet").read_bytes()
     res = run("features", "features.yaml", "--cutoff", CUTOFF, "--out", "out/f.parquet")
     assert res.exit_code == 130
-    assert one_line(res.output) == "interrupted: features stopped; earlier outputs are unchanged"
+    assert one_line(res.output) == "interrupted: features stopped; no output was left half-written"
     assert (world / "out/f.parquet").read_bytes() == before
     assert not (world / "logs").exists()
 
@@ -295,7 +295,7 @@ def test_sigterm_unwinds_like_ctrl_c_with_exit_143(world: Path, monkeypatch: pyt
     handler = signal.getsignal(signal.SIGTERM)
     res = run("features", "features.yaml", "--cutoff", CUTOFF, "--out", "out/f.parquet")
     assert res.exit_code == 143
-    assert one_line(res.output) == "terminated: features stopped; earlier outputs are unchanged"
+    assert one_line(res.output) == "terminated: features stopped; no output was left half-written"
     assert (world / "out/f.parquet").read_bytes() == before
     assert signal.getsignal(signal.SIGTERM) is handler  # restored after the command
 

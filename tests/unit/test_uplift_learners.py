@@ -33,8 +33,9 @@ def simulate(n: int = 6000, seed: int = 0, binary: bool = False):  # noqa: ANN20
 
 def learner(name: str, binary: bool = False, seed: int = 0):  # noqa: ANN201
     base = default_model("classifier" if binary else "regressor", seed, **SMALL)
-    return make_learner(name, control="ctrl", base_model=base, effect_model=default_model("regressor", seed, **SMALL),
-                        random_state=seed)
+    return make_learner(
+        name, control="ctrl", base_model=base, effect_model=default_model("regressor", seed, **SMALL), random_state=seed
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -121,8 +121,15 @@ def learner_factory(cfg: UpliftConfig, name: str, control: str, outcome: str, y:
     def make(seed: int):  # noqa: ANN202
         base = default_model("classifier" if binary else "regressor", seed, **cfg.learners.model)
         eff = default_model("regressor", seed, **cfg.learners.model)
-        return make_learner(name, control=control, outcome="binary" if binary else "continuous", base_model=base,
-                            effect_model=eff, random_state=seed, n_folds=cfg.learners.dr_folds)
+        return make_learner(
+            name,
+            control=control,
+            outcome="binary" if binary else "continuous",
+            base_model=base,
+            effect_model=eff,
+            random_state=seed,
+            n_folds=cfg.learners.dr_folds,
+        )
 
     return make
 
@@ -192,19 +199,41 @@ def run_uplift(config_path: str | Path, progress: Progress = silent) -> UpliftRe
     outcomes = cfg.evaluation.outcomes or data.outcomes
     seeds = list(range(cfg.evaluation.seeds))
     parts, policies, verdicts, evals = [], [], {}, {}
-    tags = {"task": "uplift", "dataset": cfg.name, "outcome": ",".join(outcomes),
-            "learners": ",".join(cfg.learners.names), "model_family": "lightgbm meta-learners"}
+    tags = {
+        "task": "uplift",
+        "dataset": cfg.name,
+        "outcome": ",".join(outcomes),
+        "learners": ",".join(cfg.learners.names),
+        "model_family": "lightgbm meta-learners",
+    }
     with tracking.start_run(cfg.experiment, f"uplift-{cfg.name}", tags=tags) as run:
         tracking.log_config(cfg.model_dump(mode="json"))
-        tracking.log_params({"rows": len(data.frame), "seeds": len(seeds), "folds": cfg.evaluation.folds,
-                             "top_k": cfg.evaluation.top_k, "features": len(data.features)})
+        tracking.log_params(
+            {
+                "rows": len(data.frame),
+                "seeds": len(seeds),
+                "folds": cfg.evaluation.folds,
+                "top_k": cfg.evaluation.top_k,
+                "features": len(data.features),
+            }
+        )
         for i, outcome in enumerate(outcomes):
             y = data.frame[outcome].to_numpy(float)
             use_truth = truth if (cfg.truth is not None and outcome == cfg.truth.outcome) else None
             learners = {n: learner_factory(cfg, n, data.control, outcome, y) for n in cfg.learners.names}
             ev = evaluate(
-                learners, X, arm, y, units, data.control, outcome, seeds, cfg.evaluation.folds, cfg.evaluation.top_k,
-                truth=use_truth, truth_by=truth_by if use_truth is not None else None,
+                learners,
+                X,
+                arm,
+                y,
+                units,
+                data.control,
+                outcome,
+                seeds,
+                cfg.evaluation.folds,
+                cfg.evaluation.top_k,
+                truth=use_truth,
+                truth_by=truth_by if use_truth is not None else None,
                 progress=lambda f, i=i, o=outcome: progress(f"uplift: {o}", (i + f) / len(outcomes)),
             )
             evals[outcome] = ev

@@ -52,7 +52,11 @@ class StoreWriter:
     def __enter__(self) -> StoreWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(self.path)
-        self.con.execute(f"ATTACH {literal(str(self.tmp))} AS {self.ALIAS}")
+        try:
+            self.con.execute(f"ATTACH {literal(str(self.tmp))} AS {self.ALIAS}")
+        except BaseException:  # an interrupt inside ATTACH: __exit__ is not called when __enter__ fails
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def write_table(self, table: str, select_sql: str) -> int:

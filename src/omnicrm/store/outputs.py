@@ -50,7 +50,8 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = None, *
     except OSError as exc:
         verb = "write in" if folder == path.parent else "create folders in"
         raise ConfigError(f"{what} {path}: cannot {verb} {folder} ({exc.strerror or exc})") from None
-    probe.unlink(missing_ok=True)
+    finally:  # an interrupt between create and remove must not leave the probe
+        probe.unlink(missing_ok=True)
     return path
 
 

@@ -70,8 +70,13 @@ class Evaluation:
 
     def policy_summary(self) -> pd.DataFrame:
         g = self.policy.groupby(["learner", "policy"], sort=False)
-        return g.agg(value=("ipw", "mean"), value_std=("ipw", "std"), se=("se", "mean"),
-                     direct=("direct", "mean"), treated_share=("treated_share", "mean")).reset_index()
+        return g.agg(
+            value=("ipw", "mean"),
+            value_std=("ipw", "std"),
+            se=("se", "mean"),
+            direct=("direct", "mean"),
+            treated_share=("treated_share", "mean"),
+        ).reset_index()
 
     def verdicts(self) -> dict[str, str]:
         """Per learner: does its best-action policy beat the best constant policy (mean over seeds)?"""

@@ -202,8 +202,10 @@ class SLearner(UpliftLearner):
     name = "S"
 
     def _with_arm(self, X: pd.DataFrame, arm: Any) -> pd.DataFrame:
-        cols = {f"__arm_{i}": (arm == a).astype(float) if isinstance(arm, np.ndarray) else float(arm == a)
-                for i, a in enumerate(self.actions_)}
+        cols = {
+            f"__arm_{i}": (arm == a).astype(float) if isinstance(arm, np.ndarray) else float(arm == a)
+            for i, a in enumerate(self.actions_)
+        }
         return pd.concat([X, pd.DataFrame(cols, index=X.index)], axis=1)
 
     def _fit(self, X: pd.DataFrame, t: np.ndarray, y: np.ndarray) -> None:

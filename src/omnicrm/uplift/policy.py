@@ -121,8 +121,7 @@ def verdict(gain: float, gain_se: float, best_constant: str) -> str:
     lo, hi = gain - Z95 * gain_se, gain + Z95 * gain_se
     if lo > 0:
         return (
-            f"personalisation beats the best constant policy ({best_constant}): "
-            f"gain {gain:+.4g} [{lo:+.4g}, {hi:+.4g}]"
+            f"personalisation beats the best constant policy ({best_constant}): gain {gain:+.4g} [{lo:+.4g}, {hi:+.4g}]"
         )
     return (
         f"personalisation does NOT beat the best constant policy ({best_constant}) beyond its uncertainty: "

@@ -24,8 +24,19 @@ def welch_ate(y_t: np.ndarray, y_c: np.ndarray, level: float = 0.95) -> dict[str
     n_t, n_c = y_t.size, y_c.size
     if n_t < 2 or n_c < 2:
         nan = float("nan")
-        return {"n_t": n_t, "n_c": n_c, "mean_t": nan, "mean_c": nan, "ate": nan, "se": nan, "ci_low": nan,
-                "ci_high": nan, "p_value": nan, "mde": nan, "relative_lift": nan}
+        return {
+            "n_t": n_t,
+            "n_c": n_c,
+            "mean_t": nan,
+            "mean_c": nan,
+            "ate": nan,
+            "se": nan,
+            "ci_low": nan,
+            "ci_high": nan,
+            "p_value": nan,
+            "mde": nan,
+            "relative_lift": nan,
+        }
     v_t, v_c = y_t.var(ddof=1) / n_t, y_c.var(ddof=1) / n_c
     se = float(np.sqrt(v_t + v_c))
     ate = float(y_t.mean() - y_c.mean())
@@ -81,6 +92,12 @@ def readout(
             treated = arm == action
             for outcome in outcomes:
                 y = part[outcome].to_numpy(float)
-                rows.append({**dict(zip(by, key, strict=True)), "action": action, "outcome": outcome,
-                             **welch_ate(y[treated], y[ctrl])})
+                rows.append(
+                    {
+                        **dict(zip(by, key, strict=True)),
+                        "action": action,
+                        "outcome": outcome,
+                        **welch_ate(y[treated], y[ctrl]),
+                    }
+                )
     return pd.DataFrame(rows)

@@ -1,0 +1,41 @@
+"""The ``omnicrm`` console script: the command line, with Ctrl-C handled from the first instant.
+
+:mod:`omnicrm.cli` reports an interrupt of a running command itself. Two moments lie outside it:
+importing the command line (typer, rich: a few hundred milliseconds in which Ctrl-C printed a
+30-line traceback from the import machinery) and parsing the arguments (where typer ends with
+status 130 and prints nothing). This module imports nothing heavy, so it can catch both and say
+the same one line.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+_STOPPED = "interrupted: omnicrm stopped before any work; nothing was written\n"
+
+
+def main() -> None:
+    """Run the command line; exit 130 with one line when interrupted, at start-up included."""
+    try:
+        from omnicrm import cli
+    except KeyboardInterrupt:
+        sys.stderr.write(_STOPPED)
+        raise SystemExit(130) from None
+    try:
+        cli.app()
+    except KeyboardInterrupt:
+        sys.stderr.write(_STOPPED)
+        raise SystemExit(130) from None
+    except SystemExit as exc:
+        if exc.code == 130 and not cli.INTERRUPT_REPORTED.is_set():
+            sys.stderr.write(_STOPPED)
+        raise
+    finally:
+        # the command has ended and said how; a Ctrl-C while the interpreter shuts down would only
+        # kill it without a word (and change the exit status of a run that completed)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
