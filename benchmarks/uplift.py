@@ -37,22 +37,38 @@ def report(config: str) -> str:
         f"### `{config}` — {result.rows:,} rows, {cfg.evaluation.seeds} split seeds × {cfg.evaluation.folds}-fold "
         f"cross-fitting, {secs:.0f} s (MLflow run `{result.run_id}`)",
         "",
-        "| outcome | action | learner | Qini coef. | uplift AUC | " + k_col.replace("_", " ") + " | ATE (random) |"
+        "| outcome | action | learner | Qini coef. | uplift AUC | "
+        + k_col.replace("_", " ")
+        + " | ATE (random) |"
         + (" Spearman vs truth | per campaign (min..max) |" if truth else ""),
         "|---|---|---|---:|---:|---:|---:|" + ("---:|---|" if truth else ""),
     ]
     for _, r in tab.iterrows():
-        cells = [r["outcome"], r["action"], r["learner"], _pm(r, "qini"), _pm(r, "uplift_auc"), _pm(r, k_col),
-                 f"{r['ate']:.4f}"]
+        cells = [
+            r["outcome"],
+            r["action"],
+            r["learner"],
+            _pm(r, "qini"),
+            _pm(r, "uplift_auc"),
+            _pm(r, k_col),
+            f"{r['ate']:.4f}",
+        ]
         if truth:
             per = [r[c] for c in tab.columns if c.startswith("spearman_truth.") and not c.endswith("_std")]
             cells += [_pm(r, "spearman_truth", ".3f"), f"{min(per):.3f} .. {max(per):.3f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    lines += ["", "Policy value per customer (IPW on held-out randomised rows, mean over seeds ± mean SE):", "",
-              "| outcome | learner | policy | value | treated |", "|---|---|---|---:|---:|"]
+    lines += [
+        "",
+        "Policy value per customer (IPW on held-out randomised rows, mean over seeds ± mean SE):",
+        "",
+        "| outcome | learner | policy | value | treated |",
+        "|---|---|---|---:|---:|",
+    ]
     for _, r in result.policy.iterrows():
-        lines.append(f"| {r['outcome']} | {r['learner']} | {r['policy']} | {r['value']:.4f} ± {r['se']:.4f} | "
-                     f"{r['treated_share']:.0%} |")
+        lines.append(
+            f"| {r['outcome']} | {r['learner']} | {r['policy']} | {r['value']:.4f} ± {r['se']:.4f} | "
+            f"{r['treated_share']:.0%} |"
+        )
     lines += [""]
     for outcome, by in result.verdicts.items():
         for learner, text in by.items():
