@@ -188,11 +188,35 @@ def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warni
 
         raise InputError("stopped after the date check")
 
+    monkeypatch.setattr("omnicrm.tasks.predict._version", lambda name, ref: None)  # a champion stand-in
     monkeypatch.setattr("omnicrm.tasks.frames.build_frame", stop)
     res = run("predict", "churn.yaml", "--as-of", "2023-07-15", "--out", "out/s.csv")
     assert res.exit_code == 2
     assert "warning: --as-of 2023-07-15 is 14 days after the store's last event (2023-07-01)" in res.output
     assert "error: stopped after the date check" in res.output
+    assert not (world / "out/s.csv").exists()
+
+
+def test_predict_without_a_champion_fails_before_any_feature_is_built(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task = {
+        "dataset": {"name": "tiny", "store": "store/omnicrm.duckdb", "features": {}, "feature_cache": None},
+        "task": {"kind": "churn", "horizon_days": 30},
+        "cutoffs": {"train": {"dates": ["2023-04-01"]}, "validation": "2023-05-15", "evaluation": "2023-06-20"},
+    }
+    (world / "churn.yaml").write_text(yaml.safe_dump(task))
+
+    def refuse(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise AssertionError("features were built before the registry was asked")
+
+    monkeypatch.setattr("omnicrm.tasks.frames.build_frame", refuse)
+    res = run("predict", "churn.yaml", "--as-of", "2023-07-01", "--out", "out/s.csv")
+    assert res.exit_code == 2
+    assert one_line(res.output) == (
+        "error: predict: registered model 'omnicrm-churn' has no version 'champion' "
+        "(promote one with `omnicrm promote`, or pass --model candidate)"
+    )
     assert not (world / "out/s.csv").exists()
 
 

@@ -47,6 +47,17 @@ def source_keys(con, customer_ids: pd.Series) -> pd.DataFrame:  # noqa: ANN001
     return wide.reset_index()
 
 
+def _version(name: str, ref: str) -> tracking.VersionInfo:
+    """The registered version ``ref`` (alias or number) of ``name``; a clear error when there is none."""
+    info = tracking.find_version(name, ref)
+    if info is None:
+        raise ConfigError(
+            f"predict: registered model '{name}' has no version '{ref}'"
+            + (" (promote one with `omnicrm promote`, or pass --model candidate)" if ref == "champion" else "")
+        )
+    return info
+
+
 def predict(
     config_path: str | Path,
     as_of: date,
@@ -61,26 +72,25 @@ def predict(
     from omnicrm.tasks.train import registered_name, targets_of
 
     cfg = load_task_config(config_path)
+    ref = model or "champion"
     con = open_store(cfg.dataset.store, deterministic=True)
     try:
         check_date(as_of, data_range(con), "--as-of")
+        # the registry is asked before the features are built, so a missing champion costs no
+        # compute (an empty frame gives every target but CLV's margin, known only from the labels)
+        for target in targets_of(cfg, pd.DataFrame()):
+            _version(registered_name(cfg, target), ref)
         progress(f"features at {as_of}", 0.1)
         frame = build_frame(con, cfg, [as_of], with_labels=False, what="scoring")
         keys = source_keys(con, frame["customer_id"])
     finally:
         con.close()
-    ref = model or "champion"
     result = frame[["customer_id"]].copy()
     result.insert(0, "as_of", pd.Timestamp(as_datetime(as_of)))
     versions: dict[str, str] = {}
     for i, target in enumerate(targets_of(cfg, frame)):
         name = registered_name(cfg, target)
-        info = tracking.find_version(name, ref)
-        if info is None:
-            raise ConfigError(
-                f"predict: registered model '{name}' has no version '{ref}'"
-                + (" (promote one with `omnicrm promote`, or pass --model candidate)" if ref == "champion" else "")
-            )
+        info = _version(name, ref)
         progress(f"scoring {name} v{info.version}", 0.3 + 0.2 * i)
         m = tracking.load_model(tracking.model_uri(name, info.version))
         scores = m.predict_frame(frame)
