@@ -167,3 +167,102 @@ def test_a_new_key_changes_every_customer_id_and_the_fingerprint(
     new_ids, new_fingerprint = ids_and_fingerprint()
     assert len(new_ids) == len(ids) and not new_ids & ids
     assert new_fingerprint != fingerprint  # feature caches keyed by it do not serve the old ids
+
+
+# --- found by an attacker's review (issue 9) ---
+
+
+def test_a_mapping_file_outside_raw_dir_is_refused(tiny_sources: Path) -> None:
+    root = tiny_sources.parent
+    (root / "configs/local").mkdir(parents=True)
+    (root / "configs/local/salt.txt").write_text("my-very-secret-key\n")
+    mapping = root / "maps/shop.yaml"
+    _edit(mapping, "file: shop.csv", "file: ../configs/local/salt.txt")
+    with pytest.raises(ConfigError, match=r"shop\.yaml: key '<top level>'.*must be a path inside") as err:
+        run_ingest(tiny_sources)
+    assert "my-very-secret-key" not in str(err.value)
+    # a symbolic link inside raw_dir that points out of it is refused too
+    _edit(mapping, "file: ../configs/local/salt.txt", "file: link.csv")
+    (root / "raw/link.csv").symlink_to(root / "configs/local/salt.txt")
+    with pytest.raises(ConfigError, match=r"key 'file': 'link\.csv' resolves outside raw_dir") as err:
+        run_ingest(tiny_sources)
+    assert "my-very-secret-key" not in str(err.value)
+
+
+def test_a_file_without_its_header_is_not_quoted_in_the_error(tiny_sources: Path) -> None:
+    shop = tiny_sources.parent / "raw/shop.csv"
+    shop.write_text("\n".join(shop.read_text().splitlines()[1:]) + "\n")  # the header line lost
+    with pytest.raises(InputError, match=r"shop\.csv: missing required column") as err:
+        run_ingest(tiny_sources)
+    assert "ANA@x.com" not in str(err.value) and "withheld" in str(err.value)
+
+
+def test_an_expression_failing_on_the_data_is_named_without_quoting_the_data(tiny_sources: Path) -> None:
+    _edit(
+        tiny_sources.parent / "maps/crm.yaml",
+        "output: {first_seen: joined_on",
+        "rules: [{check: \"CAST(regexp_replace(card_no, ' ', '', 'g') AS BIGINT) > 0\", reason: r}]\n"
+        "output: {first_seen: joined_on",
+    )
+    with pytest.raises(ConfigError, match=r"crm\.yaml: key 'rules\[0\]\.check': .* fails on the data") as err:
+        run_ingest(tiny_sources)
+    assert "4444" not in str(err.value) and "'…'" in str(err.value)
+
+
+def test_infinite_and_implausible_times_are_quarantined(tiny_sources: Path) -> None:
+    shop = tiny_sources.parent / "raw/shop.csv"
+    shop.write_text(
+        shop.read_text()
+        + "O2,1,A1,ANA@x.com,infinity,Web,P2,1,10.00\n"
+        + "O3,1,A1,ANA@x.com,-infinity,Web,P2,1,10.00\n"
+        + "O4,1,A1,ANA@x.com,294247-01-01T00:00:00,Web,P2,1,10.00\n"
+    )
+    _edit(tiny_sources.parent / "maps/shop.yaml", "target: events", "target: events\nmax_quarantine_share: 1")
+    con = duckdb.connect(str(run_ingest(tiny_sources).store), read_only=True)
+    reasons = dict(con.sql("SELECT source_row_id, reason FROM quarantine WHERE source = 'shop'").fetchall())
+    assert {reasons[f"O{i}|1"] for i in (2, 3, 4)} == {"unparseable event_time: expected timestamp (iso8601)"}
+    assert con.sql("SELECT count(*) FROM events WHERE NOT isfinite(ts)").fetchall() == [(0,)]
+    assert con.sql("SELECT count(*) FROM customers WHERE NOT isfinite(first_seen)").fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("key", "expr", "reason"),
+    [
+        ("ts", "'infinity'::TIMESTAMP", "implausible ts after mapping: expected a time in 1900..2200"),
+        # a NaN made by the expression itself is quarantined
+        ("amount", "CASE WHEN random() < 2 THEN 'nan'::DOUBLE ELSE 1.0 END", "non-finite amount after mapping"),
+        (
+            "amount",
+            "CASE WHEN (SELECT count(*) FROM duckdb_tables() WHERE table_name = '_accepted_shop') > 0 "
+            "THEN 'inf'::DOUBLE ELSE 1.0 END",
+            None,  # computed before that table exists: 1.0, and finite
+        ),
+    ],
+)
+def test_outputs_are_checked_on_the_values_that_are_stored(
+    tiny_sources: Path, key: str, expr: str, reason: str | None
+) -> None:
+    mapping = tiny_sources.parent / "maps/shop.yaml"
+    _edit(mapping, {"ts": "ts: event_time", "amount": "amount: qty * unit_price"}[key], f'{key}: "{expr}"')
+    _edit(mapping, "target: events", "target: events\nallow_empty: true")
+    con = duckdb.connect(str(run_ingest(tiny_sources).store), read_only=True)
+    assert con.sql("SELECT count(*) FROM events WHERE NOT isfinite(amount) OR NOT isfinite(ts)").fetchall() == [(0,)]
+    reasons = [r[0] for r in con.sql("SELECT reason FROM quarantine WHERE source = 'shop'").fetchall()]
+    assert reasons == ([reason] if reason else [])
+
+
+def test_raw_columns_may_not_take_omnicrm_reserved_names(tiny_sources: Path) -> None:
+    mapping = tiny_sources.parent / "maps/pos.yaml"
+    _edit(mapping, "kind: {type: category", "_reason: {type: category")
+    with pytest.raises(ConfigError, match=r"pos\.yaml.*'_reason': names starting with '_' are reserved"):
+        load_mapping(mapping)
+
+
+def test_raw_file_digests_in_the_store_are_keyed(tiny_sources: Path) -> None:
+    import hashlib
+
+    con = duckdb.connect(str(run_ingest(tiny_sources).store), read_only=True)
+    meta = dict(con.sql("SELECT key, value FROM store_meta").fetchall())
+    plain = hashlib.sha256((tiny_sources.parent / "raw/shop.csv").read_bytes()).hexdigest()
+    assert not [k for k in meta if k.startswith("sha256:")]
+    assert len(meta["hmac_sha256:shop"]) == 64 and plain not in meta.values()

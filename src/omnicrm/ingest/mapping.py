@@ -142,7 +142,8 @@ class SourceMapping(StrictModel):
     delimiter: str = Field(",", min_length=1, max_length=1)
     encoding: str = "utf-8"
     target: Target
-    #: columns that identify a row; ``_row`` (the row number in the file) may be one of them
+    #: columns that identify a row; ``_row`` (the row number in the file) may be one of them (other
+    #: names starting with ``_`` are reserved)
     row_id: list[str] = Field(min_length=1)
     customer_key: KeySpec | None = None
     fields: dict[str, FieldSpec] = Field(default_factory=dict)
@@ -182,6 +183,10 @@ class SourceMapping(StrictModel):
         for col in self.raw_columns():
             if not _IDENT.match(col):
                 raise ValueError(f"column name {col!r} must be letters, digits, '_' or spaces")
+            if col.startswith("_"):  # the validator's own columns (_row, _key, _reason, _raw_<field>…)
+                raise ValueError(f"column name {col!r}: names starting with '_' are reserved for omnicrm")
+        if Path(self.file).is_absolute() or ".." in Path(self.file).parts:
+            raise ValueError(f"file {self.file!r} must be a path inside the ingest config's raw_dir")
         return self
 
     def expressions(self) -> list[tuple[str, str]]:

@@ -64,8 +64,7 @@ def read_source_table(
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise InputError(
-            f"{path}: missing required column(s) {', '.join(repr(c) for c in missing)}; "
-            f"found: {', '.join(table.column_names)}"
+            f"{path}: missing required column(s) {', '.join(repr(c) for c in missing)}; found: {_names(table)}"
         )
     table = table.select(list(dict.fromkeys(required)))
     n_all = table.num_rows + len(malformed)
@@ -111,6 +110,22 @@ def _read_csv(path: Path, delimiter: str, encoding: str) -> tuple[pa.Table, list
     # arrow counts the header as row 1; the header pass of open_csv may report a row twice
     numbered = sorted({(n - 1, e, a) for n, e, a in seen})
     return table, [(n, f"malformed CSV row: expected {e} fields, got {a}") for n, e, a in numbered]
+
+
+def _names(table: pa.Table, most: int = 30) -> str:
+    """The file's column names for an error message, only where they look like names.
+
+    A file without a header (or not the file the mapping meant) has data in its first line, and
+    data may be personal: such a "name" is counted, never echoed.
+    """
+    names = table.column_names
+    shown = [n for n in names[:most] if _NAME.fullmatch(n)]
+    hidden = len(names) - len(shown)
+    text = ", ".join(shown) if shown else "no column name"
+    return text + (f" (and {hidden} that do not look like column names, withheld)" if hidden else "")
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,63}")
 
 
 def _without_row_text(message: str) -> str:

@@ -4,19 +4,23 @@ All of it is one SQL statement per source over the raw text table, so it runs at
 whole columns. Each row gets at most one ``_reason`` (the first check it fails, in this order):
 
 1. missing row id; 2. missing or unusable customer key; 3. a value that does not parse as its
-declared type, or is not among a category's values; 4. a number that is not finite (NaN, inf) or
-outside its field's bounds (absurd: beyond 1e12 where no bounds are set); 5. a missing value in a
-non-nullable field; 6. a mapping rule that is not true; 7. a canonical value outside the store's
-vocabulary (unknown event type, channel, group; survey score outside 0-10), or a non-finite
-amount, quantity, cost, price or margin after mapping; 8. a product id not in the product
-catalogue; 9. a repeated row id (the first copy is kept).
+declared type (a time outside the years 1900-2200, ``infinity`` included, does not parse), or is
+not among a category's values; 4. a number that is not finite (NaN, inf) or outside its field's
+bounds (absurd: beyond 1e12 where no bounds are set); 5. a missing value in a non-nullable field;
+6. a mapping rule that is not true; 7. a canonical value outside the store's vocabulary (unknown
+event type, channel, group; survey score outside 0-10), a non-finite amount, quantity, cost, price
+or margin, or an implausible time, after mapping; 8. a product id not in the product catalogue;
+9. a repeated row id (the first copy is kept).
 
-Rows without a reason are accepted; so rows in = accepted + quarantined, always. (Lines of a CSV
-file that do not even split into fields are quarantined by the reader, see ``read.py``.)
+Each output expression is computed once per row: the checks read that value and the accepted table
+stores it, so what is checked is what is stored. Rows without a reason are accepted; so rows in =
+accepted + quarantined, always. (Lines of a CSV file that do not even split into fields are
+quarantined by the reader, see ``read.py``.)
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import duckdb
@@ -78,6 +82,8 @@ def _parse_expr(col: str, spec: FieldSpec) -> str:
     else:
         local = f"try_strptime({raw}, {literal(fmt)})"
         ts = local if spec.timezone == "UTC" else f"timezone('UTC', timezone({tz}, {local}))"
+    # 'infinity' and year 294247 cast to timestamps: outside the plausible years a value does not parse
+    ts = f"CASE WHEN {_plausible_time(ts)} THEN {ts} END"
     return f"CAST({ts} AS DATE)" if t == "date" else ts
 
 
@@ -98,6 +104,14 @@ def _key_expr(mapping: SourceMapping) -> str:
 
 #: canonical numeric columns that must be finite numbers
 _NUMERIC_OUTPUTS = ("quantity", "amount", "cost", "price", "margin")
+#: canonical time columns, and the years a parsed or mapped time must fall in (as ``epoch_s``)
+_TIME_OUTPUTS = ("ts", "first_seen")
+_YEARS = (1900, 2201)
+
+
+def _plausible_time(ts: str) -> str:
+    """SQL: ``ts`` is a finite time in the years of ``_YEARS`` (not ``infinity``, not year 294247)."""
+    return f"(isfinite({ts}) AND {ts} >= TIMESTAMP '{_YEARS[0]}-01-01' AND {ts} < TIMESTAMP '{_YEARS[1]}-01-01')"
 
 
 def _number_checks(col: str, spec: FieldSpec) -> list[tuple[str, str]]:
@@ -126,15 +140,20 @@ class Vocabulary:
 
 
 def _vocabulary_checks(mapping: SourceMapping, vocabulary: Vocabulary) -> list[tuple[str, str]]:
-    """(condition that is TRUE for a bad row, reason) for canonical values outside the contract."""
+    """(condition that is TRUE for a bad row, reason) for canonical values outside the contract.
+
+    The conditions read the outputs as computed once in the stage (:func:`output_column`), so a row
+    is checked on exactly the values that are stored (an expression using ``random()`` or reading
+    the session's tables cannot pass the checks with one value and be stored with another).
+    """
     checks = []
-    out = mapping.output
+    out = {col: output_column(col) for col in mapping.output}
 
     def vocab(col: str, allowed: tuple[str, ...]) -> None:
         if col in out:
             checks.append(
                 (
-                    f"({out[col]}) IS NULL OR ({out[col]}) NOT IN {in_list(allowed)}",
+                    f"{out[col]} IS NULL OR {out[col]} NOT IN {in_list(allowed)}",
                     f"unknown {col}: expected one of {', '.join(allowed)}",
                 )
             )
@@ -146,20 +165,33 @@ def _vocabulary_checks(mapping: SourceMapping, vocabulary: Vocabulary) -> list[t
         vocab("group", schema.TREATMENT_GROUPS)
         vocab("channel", vocabulary.channels)
     if mapping.target == "surveys":
-        checks.append((f"NOT coalesce(({out['score']}) BETWEEN 0 AND 10, FALSE)", "score outside 0-10"))
+        checks.append((f"NOT coalesce({out['score']} BETWEEN 0 AND 10, FALSE)", "score outside 0-10"))
     for col in _NUMERIC_OUTPUTS:  # finite inputs can still map to inf (1e200 * 1e200)
         if col in out:
-            expr = f"TRY_CAST(({out[col]}) AS DOUBLE)"
             checks.append(
                 (
-                    f"({out[col]}) IS NOT NULL AND NOT coalesce(isfinite({expr}), FALSE)",
+                    f"{out[col]} IS NOT NULL AND NOT coalesce(isfinite(TRY_CAST({out[col]} AS DOUBLE)), FALSE)",
                     f"non-finite {col} after mapping",
+                )
+            )
+    for col in _TIME_OUTPUTS:  # 'infinity'::TIMESTAMP, or a year 294247, is no time a customer acted
+        if col in out:
+            plausible = _plausible_time(f"TRY_CAST({out[col]} AS TIMESTAMP)")
+            checks.append(
+                (
+                    f"{out[col]} IS NOT NULL AND NOT coalesce({plausible}, FALSE)",
+                    f"implausible {col} after mapping: expected a time in {_YEARS[0]}..{_YEARS[1] - 1}",
                 )
             )
     for col in TARGET_REQUIRED[mapping.target]:
         if col in out and col not in ("event_type", "channel", "group"):
-            checks.append((f"({out[col]}) IS NULL", f"missing {col} after mapping"))
+            checks.append((f"{out[col]} IS NULL", f"missing {col} after mapping"))
     return checks
+
+
+def output_column(col: str) -> str:
+    """The stage's column holding canonical output ``col`` (raw names cannot start with ``_``)."""
+    return ident(f"_out_{col}")
 
 
 def validate_source(
@@ -205,7 +237,7 @@ def validate_source(
         checks.append((f"NOT coalesce(({rule.check}), FALSE)", rule.reason))
     checks += _vocabulary_checks(mapping, vocabulary)
     if products_table and mapping.target == "events" and "product_id" in mapping.output:
-        pid = f"({mapping.output['product_id']})"
+        pid = output_column("product_id")
         checks.append(
             (
                 f"{pid} IS NOT NULL AND {pid} NOT IN (SELECT product_id FROM {products_table})",
@@ -216,7 +248,9 @@ def validate_source(
         checks.append((f"row_number() OVER (PARTITION BY {ROW_ID} ORDER BY {ROW}) > 1", "duplicate row id"))
 
     case = "CASE " + " ".join(f"WHEN {cond} THEN {literal(reason)}" for cond, reason in checks) + " END"
-    outputs = [f"({expr}) AS {ident(col)}" for col, expr in mapping.output.items()]
+    # each output is computed once, in the stage; checks and the accepted table read that column
+    computed = ", ".join(f"({expr}) AS {output_column(col)}" for col, expr in mapping.output.items())
+    outputs = [f"{output_column(col)} AS {ident(col)}" for col in mapping.output]
     pii_cols = [f"{ident(c)}" for c in dict.fromkeys(mapping.pii.values())]
     stage = f"_stage_{src}"
     base = ", ".join(
@@ -228,8 +262,8 @@ def validate_source(
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE {stage} AS "
-            f"WITH p AS (SELECT {base} FROM {raw_table} r) "
-            f"SELECT {case} AS {REASON}, * FROM p"
+            f"WITH p AS (SELECT {base} FROM {raw_table} r), o AS (SELECT *, {computed} FROM p) "
+            f"SELECT {case} AS {REASON}, * FROM o"
         )
         acc = f"_accepted_{src}"
         con.execute(
@@ -266,9 +300,26 @@ def _expression_error(
                 f"{mapping_path}: key '{key}': the expression {expr!r} is not valid SQL over the mapped "
                 f"fields ({type(one).__name__}: {str(one).splitlines()[0]})"
             )
+    # valid SQL that fails on some row's data (a CAST of a value that does not convert): find which
+    # expression, and never quote DuckDB's message whole, since it quotes the value (personal data)
+    for key, expr in mapping.expressions():
+        try:
+            con.execute(f"SELECT count(({expr})) FROM ({parsed_sql})").fetchall()
+        except duckdb.Error as one:
+            return ConfigError(
+                f"{mapping_path}: key '{key}': the expression {expr!r} fails on the data "
+                f"({type(one).__name__}: {_redacted(one)}); parse the field with a type in 'fields' "
+                "(a value that does not parse is quarantined) or guard the expression with TRY_CAST"
+            )
     return ConfigError(
-        f"{mapping_path}: source '{mapping.source}': the mapping's SQL failed ({type(exc).__name__}: {exc})"
+        f"{mapping_path}: source '{mapping.source}': the mapping's SQL failed ({type(exc).__name__}: {_redacted(exc)})"
     )
+
+
+def _redacted(exc: BaseException) -> str:
+    """The first line of a DuckDB error with quoted values withheld (they may be personal data)."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"'[^']*'", "'…'", line)
 
 
 def _records(con: duckdb.DuckDBPyConnection, mapping: SourceMapping, accepted: str) -> str:

@@ -15,6 +15,7 @@ named, before anything is written.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from omnicrm.identity.config import IdentityConfig, PrivacyConfig
 from omnicrm.identity.evaluate import PairwiseMetrics, evaluate_store
 from omnicrm.identity.pseudonymise import (
     DefaultSaltWarning,
+    derive_key,
     hash_sql,
     hmac_hex,
     resolve_salt,
@@ -76,7 +78,7 @@ class SourceCounts:
     accepted: int
     quarantined: int
     reasons: dict[str, int] = field(default_factory=dict)
-    sha256: str = ""  # of the raw file's bytes: which input built the store
+    digest: str = ""  # keyed hash (HMAC-SHA-256) of the raw file's bytes: which input built the store
     max_quarantine_share: float = 1.0
     status: str = "ok"  # or why a source that breaks its limits was let through
 
@@ -126,7 +128,7 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
         con.execute(f"SET temp_directory = {literal(str(spill / 'work'))}")
         box = open_sandbox(spill / "sandbox")
         n_steps = len(mappings) + 2
-        validated, counts, products = _validate_sources(box, con, cfg, mappings, progress, n_steps)
+        validated, counts, products = _validate_sources(box, con, cfg, mappings, progress, n_steps, derive_key(secret))
         box.close()
         box = None
         check_losses(counts, config_path)
@@ -187,6 +189,7 @@ def _validate_sources(
     mappings: list[tuple[SourceMapping, str]],
     progress: Progress,
     n_steps: int,
+    file_key: bytes,
 ) -> tuple[list[tuple[SourceMapping, ValidatedSource]], list[SourceCounts], str | None]:
     """Read and validate every source in the sandbox ``box`` (the product catalogue first, so events
     can check ids); the results move to ``con``."""
@@ -200,7 +203,8 @@ def _validate_sources(
     products = None
     for i, (m, mpath) in enumerate(sorted(mappings, key=lambda mp: mp[0].target != "products")):
         progress(f"ingest {m.source}", i / n_steps)
-        source = read_source_table(raw_dir / m.file, m.format, m.raw_columns(), m.delimiter, m.encoding)
+        path = source_path(raw_dir, m, mpath)
+        source = read_source_table(path, m.format, m.raw_columns(), m.delimiter, m.encoding)
         raw = f"_raw_{m.source}"
         box.register("_arrow_in", source.table)
         box.execute(f"CREATE OR REPLACE TEMP TABLE {raw} AS SELECT * FROM _arrow_in")
@@ -223,10 +227,8 @@ def _validate_sources(
         for table in (v.accepted, v.quarantine, v.records):
             if table:
                 move_table(box, con, table)
-        digest = file_sha256(raw_dir / m.file)
-        c = SourceCounts(
-            m.source, str(raw_dir / m.file), source.rows_in, acc, quar, reasons, digest, m.max_quarantine_share
-        )
+        digest = file_digest(path, file_key)
+        c = SourceCounts(m.source, str(path), source.rows_in, acc, quar, reasons, digest, m.max_quarantine_share)
         if acc == 0 and m.allow_empty:
             c.status = "empty (allow_empty)"
         counts.append(c)
@@ -249,18 +251,30 @@ def data_fingerprint(
     whose ids differ, so caches keyed by the fingerprint must not serve frames of the old ids.
     ``key_check`` is an HMAC of a constant: it tells keys apart without revealing them.
     """
-    parts = [f"{c.source}:{c.sha256}:{m.model_dump_json()}" for (m, _), c in zip(validated, counts, strict=True)]
+    parts = [f"{c.source}:{c.digest}:{m.model_dump_json()}" for (m, _), c in zip(validated, counts, strict=True)]
     settings = cfg.model_dump_json(include={"identity", "extra_event_types", "extra_channels"})
     return hashlib.sha256("\n".join([*parts, settings, key_check]).encode()).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 8 MiB blocks."""
-    h = hashlib.sha256()
+def file_digest(path: Path, key: bytes) -> str:
+    """HMAC-SHA-256 of a file's bytes under ``key``, read in 8 MiB blocks."""
+    h = hmac.new(key, digestmod=hashlib.sha256)
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 23), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def source_path(raw_dir: Path, m: SourceMapping, mapping_path: str) -> Path:
+    """The raw file of a mapping, refused unless it lies inside ``raw_dir`` (symbolic links resolved).
+
+    A mapping is a config a data team edits: its ``file`` must not reach the key file or any other
+    file of the machine (an error message quoting a file's first line would show it).
+    """
+    path = raw_dir / m.file
+    if not path.resolve().is_relative_to(raw_dir.resolve()):
+        raise ConfigError(f"{mapping_path}: key 'file': {m.file!r} resolves outside raw_dir ({raw_dir})")
+    return path
 
 
 def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: str | None) -> str:
@@ -392,7 +406,9 @@ def _write_store(
         "pseudonymised_key_sources": ",".join(pii_keys),
         # one hash over inputs, mappings and linkage settings: equal fingerprints, equal stores
         "data_fingerprint": fingerprint,
-        **{f"sha256:{c.source}": c.sha256 for c in counts},
+        # keyed: a plain SHA-256 of a small file would let anyone test a guessed file (and the
+        # personal data in it) against the store without the key
+        **{f"hmac_sha256:{c.source}": c.digest for c in counts},
     }
     meta_sql = " UNION ALL ".join(f"SELECT {literal(k)} AS key, {literal(v)} AS value" for k, v in meta.items())
     tables = {
