@@ -266,3 +266,10 @@ def test_raw_file_digests_in_the_store_are_keyed(tiny_sources: Path) -> None:
     plain = hashlib.sha256((tiny_sources.parent / "raw/shop.csv").read_bytes()).hexdigest()
     assert not [k for k in meta if k.startswith("sha256:")]
     assert len(meta["hmac_sha256:shop"]) == 64 and plain not in meta.values()
+
+
+def test_an_overlong_expression_is_refused_when_the_mapping_loads(tiny_sources: Path) -> None:
+    mapping = tiny_sources.parent / "maps/shop.yaml"
+    _edit(mapping, "amount: qty * unit_price", "amount: qty * unit_price" + " + 0" * 5000)
+    with pytest.raises(ConfigError, match=r"key 'output\.amount': .*at most 10,000 characters, got 20,016"):
+        load_mapping(mapping)
