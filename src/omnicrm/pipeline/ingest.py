@@ -121,9 +121,9 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
     # one left by a killed run is removed now
     sweep_stale_dirs(None, SPILL_PREFIX)
     spill = staging_dir(None, SPILL_PREFIX)
-    con = duckdb.connect()
-    box = None
+    con = box = None
     try:
+        con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
         con.execute(f"SET temp_directory = {literal(str(spill / 'work'))}")
         box = open_sandbox(spill / "sandbox")
@@ -148,9 +148,9 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
             con, Path(cfg.store), validated, products, counts, resolution, str(config_path), fingerprint
         )
     finally:
-        if box is not None:
-            box.close()
-        con.close()
+        for session in (box, con):
+            if session is not None:
+                session.close()
         shutil.rmtree(spill, ignore_errors=True)
     progress("done", 1.0)
     return IngestResult(Path(cfg.store), counts, resolution, tables)
@@ -164,9 +164,9 @@ def check_losses(counts: list[SourceCounts], config_path: str | Path) -> None:
     """
     problems = []
     for c in counts:
-        top = "; ".join(f"{r}: {n:,}" for r, n in list(c.reasons.items())[:3]) or "no data rows"
         if c.status != "ok":
             continue  # the mapping allows it (status says how)
+        top = "; ".join(f"{r}: {n:,}" for r, n in list(c.reasons.items())[:3]) or "no data rows"
         if c.accepted == 0:
             problems.append(
                 f"source '{c.source}' ({c.file}): 0 of {c.rows_in:,} rows accepted (top reasons: {top}); "
