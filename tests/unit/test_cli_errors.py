@@ -168,15 +168,20 @@ def test_an_unparseable_date_stays_a_usage_error(world: Path) -> None:
     assert "Invalid value for '--cutoff'" in res.output and "Traceback" not in res.output
 
 
-def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warning(
-    world: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def write_churn_config(world: Path) -> None:
+    """``churn.yaml``: a churn task on the tiny store (nothing registered for it)."""
     task = {
         "dataset": {"name": "tiny", "store": "store/omnicrm.duckdb", "features": {}, "feature_cache": None},
         "task": {"kind": "churn", "horizon_days": 30},
         "cutoffs": {"train": {"dates": ["2023-04-01"]}, "validation": "2023-05-15", "evaluation": "2023-06-20"},
     }
     (world / "churn.yaml").write_text(yaml.safe_dump(task))
+
+
+def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warning(
+    world: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_churn_config(world)
     res = run("predict", "churn.yaml", "--as-of", "2024-01-01", "--out", "out/s.csv")
     assert res.exit_code == 2
     assert one_line(res.output).startswith(
@@ -200,12 +205,7 @@ def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warni
 def test_predict_without_a_champion_fails_before_any_feature_is_built(
     world: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    task = {
-        "dataset": {"name": "tiny", "store": "store/omnicrm.duckdb", "features": {}, "feature_cache": None},
-        "task": {"kind": "churn", "horizon_days": 30},
-        "cutoffs": {"train": {"dates": ["2023-04-01"]}, "validation": "2023-05-15", "evaluation": "2023-06-20"},
-    }
-    (world / "churn.yaml").write_text(yaml.safe_dump(task))
+    write_churn_config(world)
 
     def refuse(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         raise AssertionError("features were built before the registry was asked")
