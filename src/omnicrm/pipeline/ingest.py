@@ -18,77 +18,39 @@ import hashlib
 import hmac
 import shutil
 import warnings
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from omnicrm import __version__, schema
-from omnicrm.config import StrictModel, load_config
-from omnicrm.errors import ConfigError, InputError
-from omnicrm.identity import normalise
-from omnicrm.identity.config import IdentityConfig, PrivacyConfig
+from omnicrm import schema
+from omnicrm.config import load_config
+from omnicrm.errors import ConfigError
 from omnicrm.identity.evaluate import PairwiseMetrics, evaluate_store
-from omnicrm.identity.pseudonymise import (
-    DefaultSaltWarning,
-    derive_key,
-    hash_sql,
-    hmac_hex,
-    resolve_salt,
-    set_key,
-    stored_key_sql,
-)
+from omnicrm.identity.pseudonymise import DefaultSaltWarning, derive_key, hmac_hex, resolve_salt, set_key
 from omnicrm.identity.resolve import Resolution, resolve_identities
-from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
+from omnicrm.ingest.config import IngestConfig
+from omnicrm.ingest.mapping import SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
+from omnicrm.ingest.report import SourceCounts, check_losses
 from omnicrm.ingest.sandbox import move_table, open_sandbox
-from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, Vocabulary, validate_source
+from omnicrm.ingest.validate import ValidatedSource, Vocabulary, validate_source
 from omnicrm.pipeline.progress import Progress, silent
-from omnicrm.sql import ident, literal, stable_mode
+from omnicrm.sql import literal
 from omnicrm.store import StoreWriter
+from omnicrm.store.assemble import assemble_store, data_fingerprint
 from omnicrm.store.staging import staging_dir, sweep_stale_dirs
+
+__all__ = ["IngestConfig", "IngestResult", "SourceCounts", "evaluate_identity", "load_ingest", "run_ingest"]
 
 #: name prefix of the private spill folders in the system temp folder
 SPILL_PREFIX = "omnicrm-ingest-"
 
 
-class IngestConfig(StrictModel):
-    """An ingest run: where raw files are, which source mappings apply, where the store goes.
-
-    ``raw_dir`` and ``store`` are relative to the working directory (the project root);
-    ``sources`` are mapping files relative to this config file.
-    """
-
-    raw_dir: str
-    store: str
-    sources: list[str]
-    privacy: PrivacyConfig = PrivacyConfig()
-    identity: IdentityConfig = IdentityConfig()
-    #: event types and channels accepted beyond the store contract's (e.g. ``sms_sent``, ``kiosk``)
-    extra_event_types: list[str] = []
-    extra_channels: list[str] = []
-
-
-@dataclass
-class SourceCounts:
-    source: str
-    file: str
-    rows_in: int
-    accepted: int
-    quarantined: int
-    reasons: dict[str, int] = field(default_factory=dict)
-    digest: str = ""  # keyed hash (HMAC-SHA-256) of the raw file's bytes: which input built the store
-    max_quarantine_share: float = 1.0
-    status: str = "ok"  # or why a source that breaks its limits was let through
-
-    @property
-    def quarantine_share(self) -> float:
-        return self.quarantined / self.rows_in if self.rows_in else 0.0
-
-
 @dataclass
 class IngestResult:
+    """What an ingest run published: the store path, per-source counts, the identity resolution, rows per table."""
+
     store: Path
     sources: list[SourceCounts]
     resolution: Resolution
@@ -144,42 +106,17 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
         resolution = resolve_identities(con, "_all_records", cfg.identity)
         progress("write store", (len(mappings) + 1) / n_steps)
         fingerprint = data_fingerprint(cfg, validated, counts, hmac_hex(secret, "fingerprint", ""))
-        tables = _write_store(
-            con, Path(cfg.store), validated, products, counts, resolution, str(config_path), fingerprint
-        )
+        tables = assemble_store(con, validated, products, counts, str(config_path), fingerprint)
+        with StoreWriter(con, Path(cfg.store)) as writer:
+            written = {table: writer.write_table(table, sql) for table, sql in tables.items()}
+            writer.commit()
     finally:
         for session in (box, con):
             if session is not None:
                 session.close()
         shutil.rmtree(spill, ignore_errors=True)
     progress("done", 1.0)
-    return IngestResult(Path(cfg.store), counts, resolution, tables)
-
-
-def check_losses(counts: list[SourceCounts], config_path: str | Path) -> None:
-    """Stop before writing when a source yields nothing or quarantines more than its mapping allows.
-
-    A header-only export, a changed delimiter or date format would otherwise publish a store that
-    silently lacks the source. Every offending source is named with its top reasons.
-    """
-    problems = []
-    for c in counts:
-        if c.status != "ok":
-            continue  # the mapping allows it (status says how)
-        top = "; ".join(f"{r}: {n:,}" for r, n in list(c.reasons.items())[:3]) or "no data rows"
-        if c.accepted == 0:
-            problems.append(
-                f"source '{c.source}' ({c.file}): 0 of {c.rows_in:,} rows accepted (top reasons: {top}); "
-                "set 'allow_empty: true' in its mapping if it may be empty"
-            )
-        elif c.quarantine_share > c.max_quarantine_share:
-            problems.append(
-                f"source '{c.source}' ({c.file}): {c.quarantine_share:.1%} of {c.rows_in:,} rows quarantined, "
-                f"above its limit of {c.max_quarantine_share:.0%} (top reasons: {top}); fix the file or the "
-                "mapping, or raise 'max_quarantine_share' in the mapping"
-            )
-    if problems:
-        raise InputError(f"{config_path}: ingest stopped, nothing was written:\n  " + "\n  ".join(problems))
+    return IngestResult(Path(cfg.store), counts, resolution, written)
 
 
 def _validate_sources(
@@ -238,24 +175,6 @@ def _validate_sources(
     return validated, counts, products
 
 
-def data_fingerprint(
-    cfg: IngestConfig,
-    validated: list[tuple[SourceMapping, ValidatedSource]],
-    counts: list[SourceCounts],
-    key_check: str,
-) -> str:
-    """SHA-256 over every raw file's bytes, every mapping, the linkage settings (not paths) and a
-    keyed check value of the pseudonymisation key.
-
-    The key changes every ``customer_id``: after a key rotation the same raw files make a store
-    whose ids differ, so caches keyed by the fingerprint must not serve frames of the old ids.
-    ``key_check`` is an HMAC of a constant: it tells keys apart without revealing them.
-    """
-    parts = [f"{c.source}:{c.digest}:{m.model_dump_json()}" for (m, _), c in zip(validated, counts, strict=True)]
-    settings = cfg.model_dump_json(include={"identity", "extra_event_types", "extra_channels"})
-    return hashlib.sha256("\n".join([*parts, settings, key_check]).encode()).hexdigest()
-
-
 def file_digest(path: Path, key: bytes) -> str:
     """HMAC-SHA-256 of a file's bytes under ``key``, read in 8 MiB blocks."""
     h = hmac.new(key, digestmod=hashlib.sha256)
@@ -275,162 +194,6 @@ def source_path(raw_dir: Path, m: SourceMapping, mapping_path: str) -> Path:
     if not path.resolve().is_relative_to(raw_dir.resolve()):
         raise ConfigError(f"{mapping_path}: key 'file': {m.file!r} resolves outside raw_dir ({raw_dir})")
     return path
-
-
-def _select_target(m: SourceMapping, v: ValidatedSource, target: str, products: str | None) -> str:
-    """Canonical rows of one source for ``target``, with customer ids from the links."""
-    cols = []
-    with_products = target == "events" and products is not None and "product_id" in m.output
-    for c in TARGET_COLUMNS[target]:
-        if c == "category" and with_products:
-            own = f"a.{ident(c)}" if c in m.output else "NULL"
-            cols.append(f"coalesce({own}, p.category) AS category")
-        elif c in m.output:
-            cols.append(f"a.{ident(c)}")
-        else:
-            cols.append(f"NULL AS {ident(c)}")
-    join_p = f"LEFT JOIN {products} p ON p.product_id = a.product_id" if with_products else ""
-    return (
-        f"SELECT {literal(m.source + ':')} || {row_id_sql(m, 'a.' + ROW_ID)} AS event_id, l.customer_id, "
-        f"{', '.join(cols)} "
-        f"FROM {v.accepted} a JOIN _links l ON l.source = {literal(m.source)} AND l.source_record_id = a.{KEY} "
-        f"{join_p}"
-    )
-
-
-def row_id_sql(m: SourceMapping, col: str) -> str:
-    """A source row's id as stored: its keyed hash where a row-id column is personal data (a card)."""
-    return hash_sql(col, "key") if set(m.row_id) & set(m.pii.values()) else col
-
-
-def _empty(columns: dict[str, str]) -> str:
-    """A typed, empty result with ``columns`` (name -> DuckDB type)."""
-    return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {ident(c)}" for c, t in columns.items()) + " WHERE FALSE"
-
-
-def _empty_target(target: str) -> str:
-    """A typed, empty result with the columns a target's union would have."""
-    table = schema.CUSTOMERS if target == "profiles" else target
-    return _empty(
-        {"event_id": "VARCHAR", "customer_id": "VARCHAR"} | {c: schema.TABLES[table][c] for c in TARGET_COLUMNS[target]}
-    )
-
-
-def _write_store(
-    con: duckdb.DuckDBPyConnection,
-    path: Path,
-    validated: list[tuple[SourceMapping, ValidatedSource]],
-    products: str | None,
-    counts: list[SourceCounts],
-    resolution: Resolution,
-    config_path: str,
-    fingerprint: str,
-) -> dict[str, int]:
-    def union(target: str) -> str | None:
-        parts = [_select_target(m, v, target, products) for m, v in validated if m.target == target]
-        return " UNION ALL ".join(f"({p})" for p in parts) if parts else None
-
-    for target in ("events", "surveys", "treatments", "profiles"):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _t_{target} AS {union(target) or _empty_target(target)}")
-
-    full_name = "nullif(concat_ws(' ', first_name, last_name), '')"
-    hashes = ", ".join(
-        [
-            f"{hash_sql('email', 'email')} AS email_hash",
-            f"{hash_sql('phone', 'phone')} AS phone_hash",
-            f"{hash_sql('card', 'card')} AS card_hash",
-            f"{hash_sql(full_name, 'name')} AS name_hash",
-            f"{hash_sql('postcode', 'postcode')} AS postcode_hash",
-            f"{normalise.region('postcode')} AS region",
-        ]
-    )
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _source_records AS SELECT source, source_record_id, {hashes} FROM _all_records"
-    )
-    # source keys that are personal data themselves (a card number) are stored hashed
-    pii_keys = [m.source for m, _ in validated if m.customer_key and m.customer_key.column in m.pii.values()]
-    stored_id = stored_key_sql("source_record_id", "source", pii_keys)
-    customers_sql = f"""
-        WITH firsts AS (
-            SELECT customer_id, min(ts) AS ts FROM (
-                SELECT customer_id, ts FROM _t_events UNION ALL
-                SELECT customer_id, ts FROM _t_surveys UNION ALL
-                SELECT customer_id, ts FROM _t_treatments UNION ALL
-                SELECT customer_id, first_seen FROM _t_profiles) GROUP BY customer_id
-        ),
-        prof AS (
-            SELECT customer_id,
-                   -- earliest record's signup channel; latest record's consent (a tie: no consent)
-                   arg_min(signup_channel, row(first_seen, signup_channel)) AS signup_channel,
-                   arg_max(consent_email, row(first_seen, NOT consent_email)) AS consent_email,
-                   arg_max(consent_sms, row(first_seen, NOT consent_sms)) AS consent_sms,
-                   arg_max(consent_push, row(first_seen, NOT consent_push)) AS consent_push
-            FROM _t_profiles GROUP BY customer_id
-        ),
-        first_channel AS (
-            SELECT customer_id, arg_min(channel, row(ts, channel)) AS channel
-            FROM _t_events WHERE event_type IN ('purchase', 'visit') GROUP BY customer_id
-        ),
-        reg AS (
-            SELECT l.customer_id, {stable_mode("s.region")} AS region, count(*) AS n
-            FROM _links l JOIN _source_records s USING (source, source_record_id)
-            GROUP BY l.customer_id
-        )
-        SELECT reg.customer_id, firsts.ts AS first_seen, reg.region,
-               coalesce(prof.signup_channel, first_channel.channel) AS signup_channel,
-               coalesce(prof.consent_email, FALSE) AS consent_email,
-               coalesce(prof.consent_sms, FALSE) AS consent_sms,
-               coalesce(prof.consent_push, FALSE) AS consent_push,
-               reg.n AS n_source_records
-        FROM reg LEFT JOIN firsts USING (customer_id) LEFT JOIN prof USING (customer_id)
-        LEFT JOIN first_channel USING (customer_id)
-    """
-    report_rows = " UNION ALL ".join(
-        f"SELECT {literal(c.source)} AS source, {literal(c.file)} AS file, {c.rows_in} AS rows_in, "
-        f"{c.accepted} AS accepted, {c.quarantined} AS quarantined, {c.quarantine_share!r} AS quarantine_share, "
-        f"{c.max_quarantine_share!r} AS max_quarantine_share, {literal(c.status)} AS status"
-        for c in counts
-    )
-    quarantine_sql = " UNION ALL ".join(
-        f"SELECT {literal(m.source)} AS source, {literal(str(c.file))} AS file, {ROW} AS row_number, "
-        f"{row_id_sql(m, ROW_ID)} AS source_row_id, "
-        f"_reason AS reason FROM {v.quarantine}"
-        for (m, v), c in zip(validated, counts, strict=True)
-    )
-    meta = {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "omnicrm_version": __version__,
-        "ingest_config": config_path,
-        "sources": ",".join(m.source for m, _ in validated),
-        # sources whose source_record_id is stored as hash_sql(key, 'key') (HMAC): see stored_key_sql
-        "pseudonymised_key_sources": ",".join(pii_keys),
-        # one hash over inputs, mappings and linkage settings: equal fingerprints, equal stores
-        "data_fingerprint": fingerprint,
-        # keyed: a plain SHA-256 of a small file would let anyone test a guessed file (and the
-        # personal data in it) against the store without the key
-        **{f"hmac_sha256:{c.source}": c.digest for c in counts},
-    }
-    meta_sql = " UNION ALL ".join(f"SELECT {literal(k)} AS key, {literal(v)} AS value" for k, v in meta.items())
-    tables = {
-        schema.EVENTS: "SELECT * FROM _t_events ORDER BY customer_id, ts, event_id",
-        schema.SURVEYS: "SELECT * FROM _t_surveys ORDER BY customer_id, ts",
-        schema.TREATMENTS: "SELECT * FROM _t_treatments ORDER BY customer_id, ts",
-        schema.CUSTOMERS: customers_sql + " ORDER BY customer_id",
-        schema.PRODUCTS: f"SELECT * FROM {products}" if products else _empty(schema.TABLES[schema.PRODUCTS]),
-        schema.IDENTITY_LINKS: f"SELECT * REPLACE ({stored_id} AS source_record_id) FROM _links "
-        "ORDER BY customer_id, source, source_record_id",
-        schema.SOURCE_RECORDS: f"SELECT * REPLACE ({stored_id} AS source_record_id) FROM _source_records "
-        "ORDER BY source, source_record_id",
-        schema.QUARANTINE: quarantine_sql,
-        schema.INGEST_REPORT: report_rows,
-        schema.STORE_META: meta_sql,
-    }
-    written = {}
-    with StoreWriter(con, path) as writer:
-        for table, sql in tables.items():
-            written[table] = writer.write_table(table, sql)
-        writer.commit()
-    return written
 
 
 def evaluate_identity(config_path: str | Path, truth_dir: str | Path) -> PairwiseMetrics:
