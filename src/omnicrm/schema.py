@@ -134,3 +134,77 @@ def create_table_sql(table: str) -> str:
 def columns(table: str) -> list[str]:
     """Column names of a store table in contract order."""
     return list(TABLES[table])
+
+
+# --- outputs of scoring commands: name -> {column: DuckDB type} ---------------------------------------
+# DESIGN.md "Outputs of a scoring run". Writers conform their frames with
+# :func:`omnicrm.store.outputs.conform` (contract columns first, in this order; extra columns after).
+SCORES: Final = "scores"
+RECOMMENDATIONS: Final = "recommendations"
+EFFECTS: Final = "effects"
+NBA: Final = "nba"
+EXCLUDED: Final = "excluded"
+MANIFEST: Final = "manifest.json"
+
+OUTPUTS: Final[dict[str, dict[str, str]]] = {
+    # long form: one row per (customer, task, target); model = registered name, version its number
+    SCORES: {
+        "customer_id": "VARCHAR",
+        "as_of": "TIMESTAMP",
+        "task": "VARCHAR",
+        "target": "VARCHAR",
+        "score": "DOUBLE",
+        "model": "VARCHAR",
+        "version": "VARCHAR",
+    },
+    # ranks 1..k per customer; score on the method's own scale, rank is the authoritative order
+    RECOMMENDATIONS: {
+        "customer_id": "VARCHAR",
+        "rank": "BIGINT",
+        "product_id": "VARCHAR",
+        "score": "DOUBLE",
+        "reason": "VARCHAR",
+    },
+    # estimated effect of an action on an outcome against no action (control), per customer
+    EFFECTS: {
+        "customer_id": "VARCHAR",
+        "action": "VARCHAR",
+        "outcome": "VARCHAR",
+        "effect": "DOUBLE",
+    },
+    NBA: {
+        "customer_id": "VARCHAR",
+        "rank": "BIGINT",
+        "action": "VARCHAR",
+        "channel": "VARCHAR",
+        "product_id": "VARCHAR",
+        "effect": "DOUBLE",
+        "value": "DOUBLE",
+        "cost": "DOUBLE",
+        "expected_value": "DOUBLE",
+        "reasons": "VARCHAR",
+    },
+    # every customer of the store is scored or listed here with the step and the reason
+    EXCLUDED: {
+        "customer_id": "VARCHAR",
+        "step": "VARCHAR",
+        "reason": "VARCHAR",
+    },
+}
+
+#: keys of a scoring run's ``manifest.json`` (DESIGN.md): what ran, on which data, with which models
+MANIFEST_KEYS: Final = (
+    "as_of",
+    "run_id",
+    "code_version",
+    "config_hash",
+    "data_fingerprint",
+    "models",  # [{name, version, run_id}]
+    "tables",  # {table: {rows_in, rows_out}}
+    "steps",  # {step: {seconds, peak_memory_bytes}}
+)
+
+
+def output_columns(table: str) -> list[str]:
+    """Column names of an output table in contract order."""
+    return list(OUTPUTS[table])

@@ -126,3 +126,24 @@ def test_unwritable_places_are_refused() -> None:
         check_output_path("/proc/new/x.parquet")
     with pytest.raises(ConfigError, match="/dev/null: exists and is not a regular file"):
         check_output_path("/dev/null")
+
+
+def test_conform_orders_contract_columns_first_and_keeps_extras() -> None:
+    from omnicrm import schema
+    from omnicrm.store.outputs import conform
+
+    frame = pd.DataFrame({"extra": [1], "reason": ["r"], "customer_id": ["C1"], "step": ["nba"]})
+    out = conform(frame, schema.EXCLUDED)
+    assert list(out.columns) == ["customer_id", "step", "reason", "extra"]
+    with pytest.raises(ValueError, match=r"'excluded': missing column\(s\) \['reason'\]"):
+        conform(frame.drop(columns="reason"), schema.EXCLUDED)
+
+
+def test_output_contracts_match_design() -> None:
+    """The output tables DESIGN.md names, with the columns it lists (scores in long form)."""
+    from omnicrm import schema
+
+    assert set(schema.OUTPUTS) == {"scores", "recommendations", "effects", "nba", "excluded"}
+    assert schema.output_columns("scores") == ["customer_id", "as_of", "task", "target", "score", "model", "version"]
+    assert schema.output_columns("excluded") == ["customer_id", "step", "reason"]
+    assert not set(schema.OUTPUTS) & set(schema.TABLES)  # outputs never shadow a store table

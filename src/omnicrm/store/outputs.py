@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from omnicrm import schema
 from omnicrm.errors import ConfigError
 from omnicrm.store.staging import staged, staging_path
 
@@ -85,6 +86,19 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
         out[col] = s
     names = pd.Index(out.columns.astype(str))
     return out.set_axis(names.where(~names.str.startswith(FORMULA_PREFIXES), "'" + names), axis=1)
+
+
+def conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """``frame`` with the columns of output table ``table`` (:data:`omnicrm.schema.OUTPUTS`) first, in order.
+
+    Columns beyond the contract (a predict's source keys, a reason's detail) follow the contract's.
+    A missing contract column is a bug in the writer, not a user error: it raises ``ValueError``.
+    """
+    wanted = schema.output_columns(table)
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise ValueError(f"output table {table!r}: missing column(s) {missing}; the contract is {wanted}")
+    return frame[wanted + [c for c in frame.columns if c not in wanted]]
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
