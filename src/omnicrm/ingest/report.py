@@ -29,6 +29,7 @@ class SourceCounts:
 
     @property
     def quarantine_share(self) -> float:
+        """Share of the rows read that were quarantined (0 for an empty file)."""
         return self.quarantined / self.rows_in if self.rows_in else 0.0
 
 

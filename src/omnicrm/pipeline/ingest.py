@@ -128,8 +128,10 @@ def _validate_sources(
     n_steps: int,
     file_key: bytes,
 ) -> tuple[list[tuple[SourceMapping, ValidatedSource]], list[SourceCounts], str | None]:
-    """Read and validate every source in the sandbox ``box`` (the product catalogue first, so events
-    can check ids); the results move to ``con``."""
+    """Read and validate every source in the sandbox ``box``; the results move to ``con``.
+
+    The product catalogue goes first, so that events can check their product ids against it.
+    """
     raw_dir = Path(cfg.raw_dir)
     vocabulary = Vocabulary(
         event_types=schema.EVENT_TYPES + tuple(cfg.extra_event_types),

@@ -29,9 +29,10 @@ def data_fingerprint(
     counts: list[SourceCounts],
     key_check: str,
 ) -> str:
-    """SHA-256 over every raw file's bytes, every mapping, the linkage settings (not paths) and a
-    keyed check value of the pseudonymisation key.
+    """One hash naming the inputs of a store: equal fingerprints, equal stores.
 
+    SHA-256 over every raw file's (keyed) digest, every mapping, the linkage settings (not paths)
+    and a keyed check value of the pseudonymisation key.
     The key changes every ``customer_id``: after a key rotation the same raw files make a store
     whose ids differ, so caches keyed by the fingerprint must not serve frames of the old ids.
     ``key_check`` is an HMAC of a constant: it tells keys apart without revealing them.

@@ -57,7 +57,7 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = None, *
 
 
 def _either(options: Sequence[str]) -> str:
-    """``.a, .b or .c``"""
+    """Options as ``.a, .b or .c``."""
     return " or ".join([", ".join(options[:-1]), options[-1]] if len(options) > 1 else list(options))
 
 
