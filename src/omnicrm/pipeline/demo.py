@@ -23,10 +23,11 @@ from typing import Any, NamedTuple
 
 from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
+from omnicrm.features.cutoffs import CutoffSpec
 from omnicrm.identity.evaluate import PairwiseMetrics
-from omnicrm.pipeline.features import CutoffSpec, FeaturesResult, run_features
+from omnicrm.pipeline.features import FeaturesResult, run_features
 from omnicrm.pipeline.ingest import IngestResult, evaluate_identity, load_ingest, run_ingest
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.synthetic import WorldSummary
 
 

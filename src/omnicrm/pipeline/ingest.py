@@ -44,7 +44,7 @@ from omnicrm.ingest.mapping import TARGET_COLUMNS, SourceMapping, load_mapping
 from omnicrm.ingest.read import read_source_table
 from omnicrm.ingest.sandbox import move_table, open_sandbox
 from omnicrm.ingest.validate import KEY, ROW, ROW_ID, ValidatedSource, Vocabulary, validate_source
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.sql import ident, literal, stable_mode
 from omnicrm.store import StoreWriter
 from omnicrm.store.staging import staging_dir, sweep_stale_dirs

@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from omnicrm.config import StrictModel, read_yaml, validate_config
 from omnicrm.errors import ConfigError
-from omnicrm.pipeline.features import CutoffSpec
+from omnicrm.features.cutoffs import CutoffSpec
 
 TaskKind = Literal["churn", "next_purchase", "clv", "propensity"]
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from omnicrm import tracking
 from omnicrm.errors import ConfigError
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
 from omnicrm.tasks.config import as_datetime, load_task_config
 from omnicrm.tasks.explain import top_reasons

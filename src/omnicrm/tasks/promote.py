@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from omnicrm import tracking
 from omnicrm.config import parse_yaml
 from omnicrm.errors import ConfigError, OmnicrmError
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import task_config_from_dict
 from omnicrm.tasks.train import PRIMARY, Target, label_column, score_metrics, target_rows
 

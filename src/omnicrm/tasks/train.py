@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from omnicrm.errors import InputError
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.tasks import baselines as bl
 from omnicrm.tasks import metrics as mt
 from omnicrm.tasks.config import TaskConfig, load_task_config

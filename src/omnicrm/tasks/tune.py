@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 
 from omnicrm import tracking
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import SearchParam, TaskConfig, load_task_config
 from omnicrm.tasks.tracked import run_tags
 from omnicrm.tasks.train import (
