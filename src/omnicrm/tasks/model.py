@@ -9,7 +9,7 @@ when it lowers the log loss *out of sample*: each calibrator is fitted on one ha
 validation customers and scored on the other, both ways round; the winner is refitted on all of
 the validation frame.
 
-Expected days to the next purchase (``next_purchase``) come from a discrete-time hazard model
+Expected days to the next purchase (``next_purchase``'s extra model) come from a discrete-time hazard model
 (Singer & Willett): the horizon is cut into bins, each (customer, bin) still at risk is one row
 whose label is "first purchase in this bin", a LightGBM classifier learns the hazard with the bin
 as a feature, and the survival curve ``S(t) = prod(1 - h_k)`` gives the restricted mean time
@@ -133,7 +133,7 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, mode: str, seed: int) -> tu
 
 
 def fit_lgbm(
-    kind: str,
+    problem: str,
     X_tr: pd.DataFrame,
     y_tr: np.ndarray,
     X_va: pd.DataFrame,
@@ -142,8 +142,8 @@ def fit_lgbm(
     early_stopping_rounds: int,
     callbacks: list | None = None,
 ) -> lgb.LGBMModel:
-    """A seeded LightGBM fitted with early stopping on the validation frame."""
-    est_cls = lgb.LGBMClassifier if kind == "binary" else lgb.LGBMRegressor
+    """A seeded LightGBM (a classifier for ``problem="binary"``) fitted with early stopping on the validation frame."""
+    est_cls = lgb.LGBMClassifier if problem == "binary" else lgb.LGBMRegressor
     est = est_cls(**(DEFAULT_PARAMS | params))
     est.fit(
         X_tr,
@@ -197,41 +197,75 @@ class HazardModel:
         cond = np.where(p_event > 1e-9, (rmst - e[-1] * S[:, -1]) / np.maximum(p_event, 1e-9), e[-1])
         return rmst, np.clip(cond, 0, e[-1]), p_event
 
+    @staticmethod
+    def columns(max_days: float) -> tuple[str, str, str]:
+        """The output columns for a window of ``max_days``: expected days, if a purchase, P(purchase)."""
+        return "expected_days", "expected_days_if_purchase", f"p_purchase_{int(max_days)}d"
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`expected_days` as named columns (:meth:`columns`), one row per row of the encoded ``X``."""
+        rmst, cond, p_event = self.expected_days(X)
+        return pd.DataFrame(dict(zip(self.columns(self.edges[-1]), (rmst, cond, p_event), strict=True)))
+
 
 @dataclass
 class TaskModel:
-    """One fitted target: encoding + LightGBM (+ calibrator, + timing model). Registered in MLflow."""
+    """One fitted target: encoding + LightGBM (+ calibrator, + an extra model). Registered in MLflow.
+
+    Attributes
+    ----------
+    task, target : str
+        The task's registry name and the target's name.
+    problem : {"binary", "regression"}
+    score_column : str
+        The column of :meth:`predict_score` in :meth:`predict_frame` (the task declares it).
+    encoding : Encoding
+    estimator : LGBMModel
+    calibrator : Calibrator, optional
+    extra : object, optional
+        A second model on the same encoded features whose ``predict_frame(X)`` adds columns
+        (next_purchase: the :class:`HazardModel` behind ``expected_days``).
+    meta : dict
+        Evaluation cutoff and config name, for the registry.
+    """
 
     task: str
     target: str
-    kind: str  # binary | regression
+    problem: str  # binary | regression
+    score_column: str
     encoding: Encoding
     estimator: Any
     calibrator: Calibrator | None = None
-    timing: HazardModel | None = None
+    extra: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def score_column(self) -> str:
-        return {"churn": "p_churn", "next_purchase": "p_purchase", "clv": f"pred_{self.target}"}.get(
-            self.task, f"p_{self.target}"
-        )
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a model registered before the task contract (it had ``kind``, ``timing``, no column)."""
+        state = dict(state)
+        if "kind" in state:
+            state["problem"] = state.pop("kind")
+        if "timing" in state:
+            state["extra"] = state.pop("timing")
+        if "score_column" not in state:
+            from omnicrm.tasks.registry import TASKS
+
+            state["score_column"] = TASKS[state["task"]].score_column_for(state["target"])
+        self.__dict__.update(state)
 
     def predict_score(self, frame: pd.DataFrame) -> np.ndarray:
         X = self.encoding.transform(frame)
-        if self.kind == "binary":
+        if self.problem == "binary":
             p = self.estimator.predict_proba(X)[:, 1]
             return self.calibrator.transform(p) if self.calibrator is not None else p
         return np.clip(self.estimator.predict(X), 0, None)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Named score columns for each input row (the pyfunc output)."""
+        """Named score columns for each input row (the pyfunc output): the score, then the extra model's."""
         out = pd.DataFrame({self.score_column: self.predict_score(frame)}, index=frame.index)
-        if self.timing is not None:
-            rmst, cond, p_event = self.timing.expected_days(self.encoding.transform(frame))
-            out["expected_days"] = rmst
-            out["expected_days_if_purchase"] = cond
-            out[f"p_purchase_{int(self.timing.edges[-1])}d"] = p_event
+        if self.extra is not None:
+            extra = self.extra.predict_frame(self.encoding.transform(frame))
+            for column in extra.columns:
+                out[column] = extra[column].to_numpy()
         return out.reset_index(drop=True)
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
