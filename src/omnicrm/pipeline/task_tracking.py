@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 
 
 def run_name(cfg: TaskConfig, target: str) -> str:
+    """``churn · synthetic · eval 2024-10-01``; ``propensity[clicks_email] · ...`` for a named target."""
     label = cfg.task.kind if target == cfg.task.kind else f"{cfg.task.kind}[{target}]"
     return f"{label} · {cfg.dataset.name} · eval {cfg.cutoffs.evaluation}"
 
 
 def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
+    """Tags that line runs up in the MLflow UI: task, target, dataset, config, cutoffs, data fingerprint."""
     return {
         "task": cfg.task.kind,
         "target": target,

@@ -49,6 +49,8 @@ class DatasetConfig(StrictModel):
 
 
 class Cutoffs(StrictModel):
+    """Training cutoffs (stacked), the validation cutoff (early stopping, calibration, tuning), the evaluation one."""
+
     train: CutoffSpec
     validation: date
     evaluation: date
@@ -65,6 +67,8 @@ class ModelConfig(StrictModel):
 
 
 class SearchParam(StrictModel):
+    """One dimension of the Optuna search space: an int or float range (optionally log), or choices."""
+
     type: Literal["int", "float", "categorical"]
     low: float | None = None
     high: float | None = None
@@ -120,6 +124,7 @@ class TaskConfig(StrictModel, Generic[T]):
         return self
 
     def train_cutoffs(self) -> list[date]:
+        """The training cutoffs, sorted and unique."""
         return self.cutoffs.train.as_list()
 
     def registered_name(self, target: Target | None = None) -> str:

@@ -57,11 +57,13 @@ def snapshot_features(fcfg: FeatureConfig) -> FeatureSource:
 
 
 def store_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """The store's data fingerprint (``store_meta``), or ``""`` for a store without one."""
     rows = con.sql("SELECT value FROM store_meta WHERE key = 'data_fingerprint'").fetchall()
     return rows[0][0] if rows else ""
 
 
 def data_end(con: duckdb.DuckDBPyConnection) -> datetime:
+    """The timestamp of the store's last event; an empty events table is an error."""
     end = con.sql("SELECT max(ts) FROM events").fetchall()[0][0]
     if end is None:
         raise InputError("store: the events table is empty; nothing to train on")
@@ -140,5 +142,6 @@ def model_columns(frame: pd.DataFrame, label_columns: tuple[str, ...] | list[str
 
 
 def describe(frame: pd.DataFrame) -> dict[str, object]:
+    """Rows and rows per cutoff of a frame (JSON), for logs."""
     per = frame.groupby("cutoff").size()
     return {"rows": len(frame), "cutoffs": json.dumps({str(k)[:10]: int(v) for k, v in per.items()})}

@@ -93,4 +93,5 @@ def has_margin(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def has_margin_sql() -> str:
+    """True when the products table has rows and at least one margin."""
     return "SELECT count(*) > 0 AND count(margin) > 0 FROM products"

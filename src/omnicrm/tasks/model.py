@@ -54,6 +54,7 @@ class Encoding:
 
     @classmethod
     def learn(cls, frame: pd.DataFrame, features: list[str]) -> Encoding:
+        """The feature order as given and the sorted categories of every non-numeric column."""
         cats = {}
         for c in features:
             if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])):
@@ -61,6 +62,7 @@ class Encoding:
         return cls(list(features), cats)
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's input: numeric columns as float, str columns as categoricals of the training categories."""
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             from omnicrm.errors import InputError
@@ -87,6 +89,7 @@ class Calibrator:
         self._lr: LogisticRegression | None = None
 
     def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Learn the mapping from raw probabilities ``p`` to the outcomes ``y``."""
         if self.method == "isotonic":
             self._iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(p, y)
         else:
@@ -94,6 +97,7 @@ class Calibrator:
         return self
 
     def transform(self, p: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities."""
         if self._iso is not None:
             return self._iso.predict(p)
         assert self._lr is not None
@@ -253,6 +257,7 @@ class TaskModel:
         self.__dict__.update(state)
 
     def predict_score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The target's score per row: a (calibrated) probability, or a prediction clipped at 0."""
         X = self.encoding.transform(frame)
         if self.problem == "binary":
             p = self.estimator.predict_proba(X)[:, 1]

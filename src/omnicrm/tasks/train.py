@@ -126,11 +126,13 @@ class TargetResult:
 
     @property
     def best_baseline(self) -> tuple[str, float]:
+        """The baseline with the highest primary metric (NaN counts as lowest), and that metric."""
         name = max(self.baseline_metrics, key=lambda b: _nan_low(self.baseline_metrics[b][self.primary]))
         return name, self.baseline_metrics[name][self.primary]
 
     @property
     def beats_baseline(self) -> bool:
+        """Whether the model's primary metric is above the best baseline's."""
         return self.model_metrics[self.primary] > self.best_baseline[1]
 
 
@@ -224,4 +226,5 @@ def metrics_table(r: TargetResult) -> pd.DataFrame:
 
 
 def evaluation_cutoff(results: list[TargetResult]) -> date | None:
+    """The evaluation cutoff the results were judged on (``None`` without results)."""
     return date.fromisoformat(results[0].model.meta["evaluation_cutoff"]) if results else None
