@@ -348,7 +348,8 @@ def _check_truth(truth: Path) -> None:
 @app.command()
 def train(config: ConfigArg) -> None:
     """Train a task's model(s) with baselines, evaluate on the later cutoff, log and register in MLflow."""
-    from omnicrm.tasks.train import summary_table, train
+    from omnicrm.pipeline.train import train
+    from omnicrm.tasks.train import summary_table
 
     with _progress() as progress:
         results = train(config, progress=progress)
@@ -363,8 +364,8 @@ def tune(
     ] = None,
 ) -> None:
     """Optuna study (resumable, pruned, nested MLflow runs), then train and register the best model."""
+    from omnicrm.pipeline.tune import tune
     from omnicrm.tasks.train import summary_table
-    from omnicrm.tasks.tune import tune
 
     with _progress() as progress:
         tuned, results = tune(config, progress=progress, n_trials=trials)
@@ -384,7 +385,7 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Promote even if the candidate is worse.")] = False,
 ) -> None:
     """Move the champion alias to the candidate after comparing both on the same evaluation cutoff."""
-    from omnicrm.tasks.promote import promote
+    from omnicrm.pipeline.promote import promote
 
     with _progress() as progress:
         r = promote(task, force=force, progress=progress)
@@ -412,7 +413,7 @@ def predict(
     from omnicrm.store.outputs import CSV, PARQUET, check_output_path
 
     check_output_path(out, PARQUET + CSV)
-    from omnicrm.tasks.predict import predict
+    from omnicrm.pipeline.predict import predict
 
     with _progress() as progress:
         r = predict(config, as_of.date(), out, model=model, reasons=reasons, progress=progress)

@@ -193,7 +193,7 @@ def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warni
 
         raise InputError("stopped after the date check")
 
-    monkeypatch.setattr("omnicrm.tasks.predict._version", lambda name, ref: None)  # a champion stand-in
+    monkeypatch.setattr("omnicrm.pipeline.predict._version", lambda name, ref: None)  # a champion stand-in
     monkeypatch.setattr("omnicrm.tasks.frames.build_frame", stop)
     res = run("predict", "churn.yaml", "--as-of", "2023-07-15", "--out", "out/s.csv")
     assert res.exit_code == 2

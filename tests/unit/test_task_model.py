@@ -70,3 +70,48 @@ def test_encoding_fixes_categories_and_names_missing_columns() -> None:
     assert out["n"].dtype == "float64"
     with pytest.raises(InputError, match="missing feature column.*seg"):
         enc.transform(pd.DataFrame({"n": [1]}))
+
+
+def test_a_model_pickled_before_the_task_contract_still_predicts_its_columns() -> None:
+    """Registered models are pickled TaskModels; those from before issue 10 had ``kind`` and ``timing``
+    and no score column, and champions of that age must keep scoring (``omnicrm predict``, promote)."""
+    import pickle
+
+    from omnicrm.tasks.model import TaskModel
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=400)})
+    y = (X["x"] + rng.normal(size=400) > 0).astype(int).to_numpy()
+    params = {"n_estimators": 20, "num_leaves": 4, "random_state": 0}
+    enc = Encoding.learn(X, ["x"])
+    est = fit_lgbm("binary", enc.transform(X), y, enc.transform(X), y, params, 5)
+    edges = [0.0, 7.0, 30.0]
+    hz = HazardModel(edges)
+    Xp, yp = hz.person_period(enc.transform(X), rng.uniform(0, 30, 400), rng.integers(0, 2, 400), edges)
+    hz.estimator = fit_lgbm("binary", Xp, yp, Xp, yp, params, 5)
+    new = TaskModel("next_purchase", "next_purchase", "binary", "p_purchase", enc, est, extra=hz)
+    # the same model as the old class laid it out (what an old pickle restores into __dict__)
+    old_state = {
+        "task": "next_purchase",
+        "target": "next_purchase",
+        "kind": "binary",
+        "encoding": enc,
+        "estimator": est,
+        "calibrator": None,
+        "timing": hz,
+        "meta": {},
+    }
+
+    class OldPickle:
+        """Pickles as an old TaskModel did: a bare TaskModel, then its ``__dict__`` as state."""
+
+        def __reduce__(self) -> tuple:
+            return object.__new__, (TaskModel,), old_state
+
+    old = pickle.loads(pickle.dumps(OldPickle()))
+    for model in (old, pickle.loads(pickle.dumps(new))):
+        got = model.predict_frame(X.head(5))
+        assert list(got.columns) == ["p_purchase", "expected_days", "expected_days_if_purchase", "p_purchase_30d"]
+        pd.testing.assert_frame_equal(got, new.predict_frame(X.head(5)))
+    assert (old.problem, old.score_column, old.extra.edges) == ("binary", "p_purchase", edges)
+    assert not hasattr(old, "kind") and not hasattr(old, "timing")

@@ -6,8 +6,9 @@ Public API::
 
     frame = build_features(con, [datetime(2024, 7, 1)], FeatureConfig())
 
-Modules: :mod:`~omnicrm.features.config` (settings), :mod:`~omnicrm.features.sql` (cutoff, SQL
-building blocks), :mod:`~omnicrm.features.sources` (aggregate CTEs), :mod:`~omnicrm.features.definitions`
+Modules: :mod:`~omnicrm.features.config` (settings), :mod:`~omnicrm.features.cutoffs` (cutoff
+dates and the time-split config type), :mod:`~omnicrm.features.sql` (SQL building blocks),
+:mod:`~omnicrm.features.sources` (aggregate CTEs), :mod:`~omnicrm.features.definitions`
 (behavioural groups), :mod:`~omnicrm.features.lifecycle` (lifecycle stage, RFM segment),
 :mod:`~omnicrm.features.snapshot` (assembly and execution on DuckDB), :mod:`~omnicrm.features.spark`
 (the same SQL on Spark; needs the ``spark`` extra, not imported here).

@@ -21,8 +21,9 @@ import pandas as pd
 
 from omnicrm.features import definitions, lifecycle
 from omnicrm.features.config import FeatureConfig
+from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.features.sources import SOURCES, Source, base_cte
-from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff, normalize_cutoff
+from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff
 
 #: Group name -> builder, in no particular order (output order is ``FEATURE_GROUPS``).
 GROUP_BUILDERS = {**definitions.GROUPS, **lifecycle.GROUPS}

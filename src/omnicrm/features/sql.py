@@ -13,7 +13,7 @@ and DuckDB can prune row groups on ``ts``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 #: pandas dtype of an output column. ``int`` columns are never NULL (counts are coalesced to 0);
@@ -24,32 +24,6 @@ PANDAS_DTYPES: dict[str, str] = {"int": "int64", "float": "float64", "str": "str
 _SQL_TYPES: dict[str, str] = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR"}
 
 _US_PER_DAY = 86_400_000_000
-
-
-def normalize_cutoff(cutoff: datetime | date) -> datetime:
-    """A cutoff as a naive UTC ``datetime`` (the store holds naive UTC timestamps).
-
-    A ``date`` means midnight UTC at the start of that day; an aware ``datetime`` is converted to
-    UTC; a naive ``datetime`` is taken to be UTC already.
-    """
-    if isinstance(cutoff, datetime):
-        if cutoff != cutoff:  # pandas.NaT is a datetime that is not equal to itself
-            raise ValueError("a cutoff must be a real point in time, got NaT")
-        if cutoff.tzinfo is not None:
-            cutoff = cutoff.astimezone(UTC).replace(tzinfo=None)
-        # pandas.Timestamp -> plain datetime, so literals and equality behave the same everywhere
-        return datetime(
-            cutoff.year,
-            cutoff.month,
-            cutoff.day,
-            cutoff.hour,
-            cutoff.minute,
-            cutoff.second,
-            cutoff.microsecond,
-        )
-    if isinstance(cutoff, date):
-        return datetime.combine(cutoff, time())
-    raise TypeError(f"a cutoff must be a datetime or a date, got {type(cutoff).__name__}: {cutoff!r}")
 
 
 def ts_literal(value: datetime) -> str:

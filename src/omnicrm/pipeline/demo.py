@@ -6,7 +6,7 @@ model to ``champion`` (so ``omnicrm predict`` works right after the demo), evalu
 and write recommendations, and estimate uplift and read out the campaigns. Model runs go to the
 MLflow store (``mlruns/`` unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
 
-Promotion goes through :func:`omnicrm.tasks.promote.promote`: a model without a champion gets its
+Promotion goes through :func:`omnicrm.pipeline.promote.promote`: a model without a champion gets its
 candidate; on a later demo run the new candidate is compared with the champion on the same
 evaluation cutoff and a worse one is refused (the champion stays, the refusal is reported).
 
@@ -23,10 +23,11 @@ from typing import Any, NamedTuple
 
 from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
+from omnicrm.features.cutoffs import CutoffSpec
 from omnicrm.identity.evaluate import PairwiseMetrics
-from omnicrm.pipeline.features import CutoffSpec, FeaturesResult, run_features
+from omnicrm.pipeline.features import FeaturesResult, run_features
 from omnicrm.pipeline.ingest import IngestResult, evaluate_identity, load_ingest, run_ingest
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.synthetic import WorldSummary
 
 
@@ -113,8 +114,8 @@ def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult
 def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progress) -> None:
     """Prediction tasks (one tuned), recommender, uplift: each step reads the store just published."""
     if cfg.tasks or cfg.tune:
-        from omnicrm.tasks.train import train
-        from omnicrm.tasks.tune import tune
+        from omnicrm.pipeline.train import train
+        from omnicrm.pipeline.tune import tune
 
         tuned_path = (base / cfg.tune.config).resolve() if cfg.tune else None
         for task in cfg.tasks:
@@ -144,10 +145,10 @@ def promote_trained(results: list[Any], progress: Progress = silent) -> list[Pro
     """Promote the candidate of every registered model in ``results`` (``TargetResult``) unless it is worse.
 
     The first candidate of a model becomes champion; a later one must score at least as well as the
-    champion on the same evaluation cutoff (:func:`~omnicrm.tasks.promote.promote`), else the champion
+    champion on the same evaluation cutoff (:func:`~omnicrm.pipeline.promote.promote`), else the champion
     stays and the refusal is recorded instead of stopping the demo.
     """
-    from omnicrm.tasks.promote import PromotionRefused, promote
+    from omnicrm.pipeline.promote import PromotionRefused, promote
 
     out = []
     for name in dict.fromkeys(r.registered_name for r in results if r.version is not None):

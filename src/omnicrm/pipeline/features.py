@@ -9,49 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import model_validator
 
 from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
 from omnicrm.errors import ConfigError
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
-
-
-class CutoffSpec(StrictModel):
-    """Cutoffs as an explicit list or a monthly range (first day of each month, ``start..end``)."""
-
-    dates: list[date] | None = None
-    start: date | None = None
-    end: date | None = None
-    every: Literal["month"] = "month"
-
-    @model_validator(mode="after")
-    def _check(self) -> CutoffSpec:
-        if self.dates is None and (self.start is None or self.end is None):
-            raise ValueError("give either 'dates' (a list) or both 'start' and 'end'")
-        if self.start and self.end and self.end < self.start:
-            raise ValueError(f"'end' ({self.end}) is before 'start' ({self.start})")
-        return self
-
-    def as_list(self) -> list[date]:
-        """The cutoff dates, sorted and unique."""
-        if self.dates is not None:
-            return sorted(set(self.dates))
-        assert self.start and self.end
-        out, y, m = [], self.start.year, self.start.month
-        first = date(y, m, 1) if self.start.day == 1 else _next_month(date(y, m, 1))
-        d = first
-        while d <= self.end:
-            out.append(d)
-            d = _next_month(d)
-        return out
-
-
-def _next_month(d: date) -> date:
-    return date(d.year + d.month // 12, d.month % 12 + 1, 1)
 
 
 class FeaturesRunConfig(StrictModel):

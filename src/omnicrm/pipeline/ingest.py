@@ -35,7 +35,7 @@ from omnicrm.ingest.read import read_source_table
 from omnicrm.ingest.report import SourceCounts, check_losses
 from omnicrm.ingest.sandbox import move_table, open_sandbox
 from omnicrm.ingest.validate import ValidatedSource, Vocabulary, validate_source
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.sql import literal
 from omnicrm.store import StoreWriter
 from omnicrm.store.assemble import assemble_store, data_fingerprint

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
 
 TASK = "recommend"

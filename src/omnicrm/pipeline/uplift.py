@@ -19,7 +19,8 @@ from pydantic import Field, model_validator
 
 from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
 from omnicrm.errors import ConfigError, InputError
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.features.cutoffs import normalize_cutoff
+from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
 from omnicrm.uplift.data import ARM, UNIT, Source, StoreSource, UpliftData, load_store, load_table, to_model_frame
 
@@ -358,7 +359,7 @@ def write_effects(
     """
     from omnicrm.uplift.data import population_features
 
-    as_of = as_of if isinstance(as_of, datetime) else datetime(as_of.year, as_of.month, as_of.day)
+    as_of = normalize_cutoff(as_of)
     cfg, feats = load_uplift_config(config_path)
     progress("effects: loading training data", 0.0)
     data = load_data(cfg, feats)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.recommend.base import Recommender
 from omnicrm.recommend.config import MethodSpec, RecommendConfig, build_method
 from omnicrm.recommend.history import History, as_timestamp, build_history, in_sorted

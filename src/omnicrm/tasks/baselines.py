@@ -1,6 +1,7 @@
 """Simple baselines, fitted on the same training frame and scored on the same evaluation cutoff.
 
-A model's number means something only next to these:
+A model's number means something only next to these (each task names its defaults,
+:attr:`omnicrm.tasks.base.Task.baselines`):
 
 ``recency``      logistic regression on days since the last purchase (the classic churn heuristic)
 ``logistic``     logistic regression on all numeric features (median-imputed, standardised)
@@ -22,13 +23,6 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-DEFAULTS: dict[str, list[str]] = {
-    "churn": ["recency", "logistic"],
-    "next_purchase": ["recency", "logistic"],
-    "clv": ["run_rate", "btyd", "linear"],
-    "propensity": ["logistic"],
-}
-
 
 def _numeric(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
     cols = [c for c in features if pd.api.types.is_numeric_dtype(frame[c])]
@@ -44,11 +38,11 @@ class Baseline:
     estimator: Any = None
     horizon_days: int = 90
 
-    def fit(self, frame: pd.DataFrame, y: np.ndarray, kind: str) -> Baseline:
+    def fit(self, frame: pd.DataFrame, y: np.ndarray, problem: str) -> Baseline:
         if self.name in ("run_rate", "btyd", "gap"):
             return self  # nothing to learn
         X = _numeric(frame, self.features) if self.name in ("logistic", "linear") else _recency(frame)
-        if kind == "binary":
+        if problem == "binary":
             self.estimator = make_pipeline(
                 SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)
             ).fit(X, y)
@@ -58,7 +52,7 @@ class Baseline:
             )
         return self
 
-    def predict(self, frame: pd.DataFrame, kind: str) -> np.ndarray:
+    def predict(self, frame: pd.DataFrame, problem: str) -> np.ndarray:
         if self.name == "run_rate":
             return frame["spend_365d"].fillna(0).to_numpy(dtype=float) * self.horizon_days / 365.0
         if self.name == "btyd":
@@ -66,7 +60,7 @@ class Baseline:
                 raise KeyError("btyd baseline needs the BG/NBD features (task.btyd_features: true)")
             return frame["btyd_clv"].fillna(0).to_numpy(dtype=float)
         X = _numeric(frame, self.features) if self.name in ("logistic", "linear") else _recency(frame)
-        if kind == "binary":
+        if problem == "binary":
             return self.estimator.predict_proba(X)[:, 1]
         return np.clip(self.estimator.predict(X), 0, None)
 

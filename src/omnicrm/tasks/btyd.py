@@ -39,7 +39,8 @@ from threadpoolctl import threadpool_limits
 
 from omnicrm import schema
 from omnicrm.errors import InputError
-from omnicrm.features.sql import normalize_cutoff, ts_literal
+from omnicrm.features.cutoffs import normalize_cutoff
+from omnicrm.features.sql import ts_literal
 
 FREQUENCY = "frequency"
 RECENCY = "recency"

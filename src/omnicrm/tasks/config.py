@@ -10,26 +10,31 @@ A task file names its parts by path (relative to the file) or gives them inline:
     cutoffs: {train: {start: 2023-06-01, end: 2024-04-01}, validation: 2024-07-01, evaluation: 2024-10-01}
 
 :func:`load_task_config` resolves the parts into one :class:`TaskConfig` (logged to MLflow as the
-*resolved* config, so a run can be re-evaluated without the files). The time-split guard rejects a
-config whose label windows overlap the later cutoffs: every training label window ``[T, T+h)`` must
-end by the validation cutoff, and the validation window by the evaluation cutoff.
+*resolved* config, so a run can be re-evaluated without the files). The ``task`` section is the
+task itself: ``kind`` picks its class from :data:`omnicrm.tasks.registry.TASKS`, and that class
+validates the rest of the section (its own keys; a key of another task is an unknown key).
+
+The time-split guard rejects a config whose label windows overlap the later cutoffs: every training
+label window ``[T, T+h)`` must end by the validation cutoff, and the validation window by the
+evaluation cutoff.
 """
 
 from __future__ import annotations
 
-import re
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from omnicrm.config import StrictModel, read_yaml, validate_config
 from omnicrm.errors import ConfigError
-from omnicrm.pipeline.features import CutoffSpec
+from omnicrm.features.cutoffs import CutoffSpec
+from omnicrm.tasks.base import Target, Task
+from omnicrm.tasks.registry import TASKS, unknown_kind
 
-TaskKind = Literal["churn", "next_purchase", "clv", "propensity"]
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: the task section's class: a registered :class:`~omnicrm.tasks.base.Task`
+T = TypeVar("T", bound=Task)
 
 
 class DatasetConfig(StrictModel):
@@ -43,64 +48,9 @@ class DatasetConfig(StrictModel):
     registry_namespace: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
 
 
-class Population(StrictModel):
-    """Who is scored at a cutoff: customers with a purchase in the ``active_days`` before it."""
-
-    active_days: int = Field(365, gt=0)
-    min_purchases: int = Field(1, ge=1)
-    consent: Literal["email", "sms", "push"] | None = None  # also require this consent (e.g. e-mail targets)
-
-
-class PropensityTarget(StrictModel):
-    """One propensity target: does an event of these types (matching ``where``) happen in ``[T, T+h)``?"""
-
-    name: str
-    event_types: list[str] = ["purchase"]
-    where: str | None = None  # SQL condition on the events table, e.g. "category = 'Beauty'"
-    consent: Literal["email", "sms", "push"] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> PropensityTarget:
-        if not _NAME.match(self.name):
-            raise ValueError(f"target name {self.name!r} must be lower_snake_case (it names a registered model)")
-        return self
-
-
-class TaskSpec(StrictModel):
-    """What is predicted. ``horizon_days`` is the label window ``[T, T+horizon)``."""
-
-    kind: TaskKind
-    horizon_days: int = Field(gt=0)
-    population: Population = Population()
-    # next_purchase: expected days to the next purchase, censored at this many days (see docs/tasks.md)
-    timing_max_days: int | None = Field(None, gt=0)
-    timing_bins: list[int] = [7, 14, 21, 30, 45, 60, 90, 120]
-    # clv: objective and whether the BG/NBD + Gamma-Gamma outputs are offered as features
-    clv_objective: Literal["tweedie", "regression", "two_part"] = "tweedie"
-    tweedie_variance_power: float = Field(1.3, gt=1.0, lt=2.0)
-    btyd_features: bool = True
-    margin: bool = True  # also model margin when products carry one
-    targets: list[PropensityTarget] = []
-
-    @model_validator(mode="after")
-    def _check(self) -> TaskSpec:
-        if self.kind == "propensity" and not self.targets:
-            raise ValueError("a propensity task needs at least one entry under 'targets'")
-        if self.kind != "propensity" and self.targets:
-            raise ValueError(f"'targets' is only for propensity tasks, not {self.kind}")
-        names = [t.name for t in self.targets]
-        if len(set(names)) != len(names):
-            raise ValueError(f"target names must be unique, got {names}")
-        if self.timing_max_days and max(self.timing_bins) > self.timing_max_days:
-            raise ValueError("timing_bins must not exceed timing_max_days")
-        return self
-
-    def label_days(self) -> int:
-        """How far after a cutoff the labels read (the guard uses this)."""
-        return max(self.horizon_days, self.timing_max_days or 0)
-
-
 class Cutoffs(StrictModel):
+    """Training cutoffs (stacked), the validation cutoff (early stopping, calibration, tuning), the evaluation one."""
+
     train: CutoffSpec
     validation: date
     evaluation: date
@@ -117,6 +67,8 @@ class ModelConfig(StrictModel):
 
 
 class SearchParam(StrictModel):
+    """One dimension of the Optuna search space: an int or float range (optionally log), or choices."""
+
     type: Literal["int", "float", "categorical"]
     low: float | None = None
     high: float | None = None
@@ -142,14 +94,29 @@ class SearchConfig(StrictModel):
     pruner_warmup_steps: int = 20
 
 
-class TaskConfig(StrictModel):
+class TaskConfig(StrictModel, Generic[T]):
+    """A whole task config: dataset, task section, cutoffs, model, search space, baselines.
+
+    ``task`` is an instance of the registered task class its ``kind`` names; ``TaskConfig[Churn]``
+    is the config of a churn task (what :func:`load_task_config` validates against, so messages
+    about the section list that task's keys).
+    """
+
     name: str
     dataset: DatasetConfig
-    task: TaskSpec
+    task: SerializeAsAny[T]
     cutoffs: Cutoffs
     model: ModelConfig = ModelConfig()
     search: SearchConfig = SearchConfig()
-    baselines: list[str] | None = None  # default per task kind
+    baselines: list[str] | None = None  # default per task (Task.baselines)
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_class(cls, value: Any) -> Any:
+        # the section's kind picks its class; an unknown kind is left to Task's own check
+        if isinstance(value, dict) and isinstance(value.get("kind"), str) and value["kind"] in TASKS:
+            return TASKS[value["kind"]].model_validate(value)
+        return value
 
     @model_validator(mode="after")
     def _time_split_guard(self) -> TaskConfig:
@@ -157,12 +124,25 @@ class TaskConfig(StrictModel):
         return self
 
     def train_cutoffs(self) -> list[date]:
+        """The training cutoffs, sorted and unique."""
         return self.cutoffs.train.as_list()
 
-    def registered_name(self, target: str | None = None) -> str:
+    def registered_name(self, target: Target | None = None) -> str:
+        """``omnicrm-[<namespace>-]<task>[-<suffix>]``: the registered model of ``target``.
+
+        Parameters
+        ----------
+        target : Target, optional
+            Its ``registry_suffix`` (clv's margin, a propensity target) ends the name.
+
+        Returns
+        -------
+        str
+        """
         ns = self.dataset.registry_namespace
         base = f"omnicrm-{ns}-{self.task.kind}" if ns else f"omnicrm-{self.task.kind}"
-        return f"{base}-{target}" if target else base
+        suffix = target.registry_suffix if target is not None else None
+        return f"{base}-{suffix}" if suffix else base
 
 
 def check_time_split(cfg: TaskConfig) -> None:
@@ -215,6 +195,16 @@ def _resolve_nested(data: dict[str, Any], base: Path) -> dict[str, Any]:
     return data
 
 
+def _validate(data: dict[str, Any], source: str) -> TaskConfig:
+    """Validate a resolved task config against the config class of the task its ``kind`` names."""
+    section = data.get("task")
+    kind = section.get("kind") if isinstance(section, dict) else None
+    if isinstance(section, dict) and "kind" in section and not (isinstance(kind, str) and kind in TASKS):
+        raise ConfigError(f"{source}: key 'task.kind': {unknown_kind(kind)}")
+    model = TaskConfig[TASKS[kind]] if isinstance(kind, str) else TaskConfig
+    return validate_config(model, data, source)
+
+
 def load_task_config(path: str | Path) -> TaskConfig:
     """Read a task file, resolve its parts, validate; errors name the file and key."""
     path = Path(path)
@@ -225,13 +215,32 @@ def load_task_config(path: str | Path) -> TaskConfig:
         if key in raw:
             resolved[key] = _part(raw[key], base, key)
     resolved.setdefault("name", path.stem)
-    return validate_config(TaskConfig, resolved, str(path))
+    return _validate(resolved, str(path))
+
+
+#: keys every task section carried, with their defaults, in configs logged before each task had its
+#: own class (one flat section for all tasks): dropped from a logged config where they are not the
+#: task's own and still hold the default, so ``omnicrm promote`` can rebuild an older candidate's frame
+_FLAT_SECTION_DEFAULTS: dict[str, Any] = {
+    "timing_max_days": None,
+    "timing_bins": [7, 14, 21, 30, 45, 60, 90, 120],
+    "clv_objective": "tweedie",
+    "tweedie_variance_power": 1.3,
+    "btyd_features": True,
+    "margin": True,
+    "targets": [],
+}
 
 
 def task_config_from_dict(data: dict[str, Any], source: str = "resolved config") -> TaskConfig:
-    """Re-validate a resolved config (as logged to MLflow)."""
-    return validate_config(TaskConfig, data, source)
-
-
-def as_datetime(d: date) -> datetime:
-    return datetime(d.year, d.month, d.day)
+    """Re-validate a resolved config (as logged to MLflow), also one logged before the task classes."""
+    section = data.get("task")
+    if isinstance(section, dict) and section.get("kind") in TASKS:
+        own = TASKS[section["kind"]].model_fields
+        section = {
+            k: v
+            for k, v in section.items()
+            if k in own or k not in _FLAT_SECTION_DEFAULTS or v != _FLAT_SECTION_DEFAULTS[k]
+        }
+        data = data | {"task": section}
+    return _validate(data, source)

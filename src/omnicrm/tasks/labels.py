@@ -1,16 +1,26 @@
 """Populations and labels in SQL: who is scored at a cutoff ``T`` (``ts < T``) and what happens in ``[T, T+h)``.
 
-Every query takes the cutoff as a literal timestamp and reads the store's ``events``,
-``customers`` and ``products`` tables. The population reads only rows before ``T``; a label reads
-only rows in ``[T, T+h)``; nothing here reads both sides of the cutoff for the same column.
+The building blocks the task modules share. Every query takes the cutoff as a literal timestamp
+and reads the store's ``events``, ``customers`` and ``products`` tables. The population reads only
+rows before ``T``; a label reads only rows in ``[T, T+h)``; nothing here reads both sides of the
+cutoff for the same column.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from omnicrm.sql import in_list, literal
-from omnicrm.tasks.config import Population, PropensityTarget
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+    from omnicrm.tasks.base import Population
+
+#: raw outcome columns :func:`with_purchase_outcomes` adds; a task derives its labels and drops them
+OUTCOME_COLUMNS = ["purchases", "spend", "margin", "days_to_next"]
 
 
 def _ts(t: datetime) -> str:
@@ -55,14 +65,33 @@ def purchase_outcomes_sql(cutoff: datetime, horizon_days: int, timing_max_days: 
     """
 
 
-def target_sql(cutoff: datetime, horizon_days: int, target: PropensityTarget) -> str:
-    """Customers with at least one matching event in ``[T, T+h)`` (label 1)."""
-    where = f"AND ({target.where})" if target.where else ""
+def events_sql(cutoff: datetime, horizon_days: int, event_types: list[str], where: str | None = None) -> str:
+    """Customers with at least one event of ``event_types`` (matching ``where``) in ``[T, T+h)`` (label 1)."""
+    cond = f"AND ({where})" if where else ""
     return f"""
         SELECT DISTINCT customer_id FROM events
-        WHERE event_type IN {in_list(target.event_types)} AND {_window(cutoff, horizon_days)} {where}
+        WHERE event_type IN {in_list(event_types)} AND {_window(cutoff, horizon_days)} {cond}
     """
 
 
+def with_purchase_outcomes(
+    con: duckdb.DuckDBPyConnection,
+    cutoff: datetime,
+    frame: pd.DataFrame,
+    horizon_days: int,
+    timing_max_days: int | None = None,
+    margin: bool = False,
+) -> pd.DataFrame:
+    """``frame`` left-joined to :func:`purchase_outcomes_sql` (the :data:`OUTCOME_COLUMNS`)."""
+    out = con.sql(purchase_outcomes_sql(cutoff, horizon_days, timing_max_days, margin)).df()
+    return frame.merge(out, on="customer_id", how="left")
+
+
+def has_margin(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the products carry a margin (clv then also models margin)."""
+    return bool(con.sql(has_margin_sql()).fetchall()[0][0])
+
+
 def has_margin_sql() -> str:
+    """True when the products table has rows and at least one margin."""
     return "SELECT count(*) > 0 AND count(margin) > 0 FROM products"

@@ -9,7 +9,7 @@ when it lowers the log loss *out of sample*: each calibrator is fitted on one ha
 validation customers and scored on the other, both ways round; the winner is refitted on all of
 the validation frame.
 
-Expected days to the next purchase (``next_purchase``) come from a discrete-time hazard model
+Expected days to the next purchase (``next_purchase``'s extra model) come from a discrete-time hazard model
 (Singer & Willett): the horizon is cut into bins, each (customer, bin) still at risk is one row
 whose label is "first purchase in this bin", a LightGBM classifier learns the hazard with the bin
 as a feature, and the survival curve ``S(t) = prod(1 - h_k)`` gives the restricted mean time
@@ -54,6 +54,7 @@ class Encoding:
 
     @classmethod
     def learn(cls, frame: pd.DataFrame, features: list[str]) -> Encoding:
+        """The feature order as given and the sorted categories of every non-numeric column."""
         cats = {}
         for c in features:
             if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])):
@@ -61,6 +62,7 @@ class Encoding:
         return cls(list(features), cats)
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's input: numeric columns as float, str columns as categoricals of the training categories."""
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             from omnicrm.errors import InputError
@@ -87,6 +89,7 @@ class Calibrator:
         self._lr: LogisticRegression | None = None
 
     def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        """Learn the mapping from raw probabilities ``p`` to the outcomes ``y``."""
         if self.method == "isotonic":
             self._iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1 - 1e-6).fit(p, y)
         else:
@@ -94,6 +97,7 @@ class Calibrator:
         return self
 
     def transform(self, p: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities."""
         if self._iso is not None:
             return self._iso.predict(p)
         assert self._lr is not None
@@ -133,7 +137,7 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, mode: str, seed: int) -> tu
 
 
 def fit_lgbm(
-    kind: str,
+    problem: str,
     X_tr: pd.DataFrame,
     y_tr: np.ndarray,
     X_va: pd.DataFrame,
@@ -142,8 +146,8 @@ def fit_lgbm(
     early_stopping_rounds: int,
     callbacks: list | None = None,
 ) -> lgb.LGBMModel:
-    """A seeded LightGBM fitted with early stopping on the validation frame."""
-    est_cls = lgb.LGBMClassifier if kind == "binary" else lgb.LGBMRegressor
+    """A seeded LightGBM (a classifier for ``problem="binary"``) fitted with early stopping on the validation frame."""
+    est_cls = lgb.LGBMClassifier if problem == "binary" else lgb.LGBMRegressor
     est = est_cls(**(DEFAULT_PARAMS | params))
     est.fit(
         X_tr,
@@ -197,41 +201,76 @@ class HazardModel:
         cond = np.where(p_event > 1e-9, (rmst - e[-1] * S[:, -1]) / np.maximum(p_event, 1e-9), e[-1])
         return rmst, np.clip(cond, 0, e[-1]), p_event
 
+    @staticmethod
+    def columns(max_days: float) -> tuple[str, str, str]:
+        """The output columns for a window of ``max_days``: expected days, if a purchase, P(purchase)."""
+        return "expected_days", "expected_days_if_purchase", f"p_purchase_{int(max_days)}d"
+
+    def predict_frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`expected_days` as named columns (:meth:`columns`), one row per row of the encoded ``X``."""
+        rmst, cond, p_event = self.expected_days(X)
+        return pd.DataFrame(dict(zip(self.columns(self.edges[-1]), (rmst, cond, p_event), strict=True)))
+
 
 @dataclass
 class TaskModel:
-    """One fitted target: encoding + LightGBM (+ calibrator, + timing model). Registered in MLflow."""
+    """One fitted target: encoding + LightGBM (+ calibrator, + an extra model). Registered in MLflow.
+
+    Attributes
+    ----------
+    task, target : str
+        The task's registry name and the target's name.
+    problem : {"binary", "regression"}
+    score_column : str
+        The column of :meth:`predict_score` in :meth:`predict_frame` (the task declares it).
+    encoding : Encoding
+    estimator : LGBMModel
+    calibrator : Calibrator, optional
+    extra : object, optional
+        A second model on the same encoded features whose ``predict_frame(X)`` adds columns
+        (next_purchase: the :class:`HazardModel` behind ``expected_days``).
+    meta : dict
+        Evaluation cutoff and config name, for the registry.
+    """
 
     task: str
     target: str
-    kind: str  # binary | regression
+    problem: str  # binary | regression
+    score_column: str
     encoding: Encoding
     estimator: Any
     calibrator: Calibrator | None = None
-    timing: HazardModel | None = None
+    extra: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def score_column(self) -> str:
-        return {"churn": "p_churn", "next_purchase": "p_purchase", "clv": f"pred_{self.target}"}.get(
-            self.task, f"p_{self.target}"
-        )
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickle, also a model registered before the task contract (it had ``kind``, ``timing``, no column)."""
+        state = dict(state)
+        if "kind" in state:
+            state["problem"] = state.pop("kind")
+        if "timing" in state:
+            state["extra"] = state.pop("timing")
+        if "score_column" not in state:
+            from omnicrm.tasks.registry import TASKS
+
+            state["score_column"] = TASKS[state["task"]].score_column_for(state["target"])
+        self.__dict__.update(state)
 
     def predict_score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The target's score per row: a (calibrated) probability, or a prediction clipped at 0."""
         X = self.encoding.transform(frame)
-        if self.kind == "binary":
+        if self.problem == "binary":
             p = self.estimator.predict_proba(X)[:, 1]
             return self.calibrator.transform(p) if self.calibrator is not None else p
         return np.clip(self.estimator.predict(X), 0, None)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Named score columns for each input row (the pyfunc output)."""
+        """Named score columns for each input row (the pyfunc output): the score, then the extra model's."""
         out = pd.DataFrame({self.score_column: self.predict_score(frame)}, index=frame.index)
-        if self.timing is not None:
-            rmst, cond, p_event = self.timing.expected_days(self.encoding.transform(frame))
-            out["expected_days"] = rmst
-            out["expected_days_if_purchase"] = cond
-            out[f"p_purchase_{int(self.timing.edges[-1])}d"] = p_event
+        if self.extra is not None:
+            extra = self.extra.predict_frame(self.encoding.transform(frame))
+            for column in extra.columns:
+                out[column] = extra[column].to_numpy()
         return out.reset_index(drop=True)
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,107 +1,47 @@
-"""``omnicrm predict CONFIG --as-of DATE --out FILE``: score every customer of the population at a date.
+"""The pure half of ``omnicrm predict``: score a frame with one fitted model per target, side by side.
 
-Features are built at ``as_of`` (``ts < as_of``); every customer of the task's population at that
-date gets one row, keyed by ``customer_id`` and by the source systems' own keys (one column per
-source from ``identity_links``, several keys joined by ``|``) so a business can join scores back.
-Models come from the registry (``champion`` by default, or ``--model candidate`` / a version
-number). Top reasons (``--reasons``) are exact per-customer contributions, computed only when asked
-for because they cost about 400x a prediction. ``as_of`` must lie after the store's first event and
-at most a month past its last (:func:`omnicrm.store.check_date`). The output is written to a
-temporary file and moved into place, so a failed run leaves the previous file intact; in a ``.csv``,
-text that a spreadsheet would run as a formula (an id starting with ``=``) gets a leading ``'``.
+The wiring (:mod:`omnicrm.pipeline.predict`) builds the scoring frame, loads the registered models
+and writes the file; here the scores of each target's model are put next to each other, with each
+customer's top reasons when asked (exact contributions, about 400x a prediction: only on request).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
-from omnicrm import tracking
-from omnicrm.errors import ConfigError
-from omnicrm.pipeline.progress import Progress, silent
-from omnicrm.store.outputs import write_frame
-from omnicrm.tasks.config import as_datetime, load_task_config
+from omnicrm.tasks.base import Target, Task
 from omnicrm.tasks.explain import top_reasons
 
 
-@dataclass
-class PredictResult:
-    out: Path
-    rows: int
-    models: dict[str, str]  # registered name -> version
-    columns: list[str]
+def score_frame(task: Task, frame: pd.DataFrame, models: Mapping[Target, Any], reasons: bool = False) -> pd.DataFrame:
+    """Every target's predicted columns for every row of ``frame``, in target order.
 
+    Parameters
+    ----------
+    task : Task
+        Says whether reasons carry the target's name (:attr:`~omnicrm.tasks.base.Task.multi_target`).
+    frame : DataFrame
+        A scoring frame (:func:`omnicrm.tasks.frames.build_frame` without labels).
+    models : mapping of Target to model
+        One fitted model per target (a :class:`~omnicrm.tasks.model.TaskModel`: ``predict_frame``
+        and, for reasons, ``contributions``).
+    reasons : bool
+        Add each row's top three reasons per model.
 
-def source_keys(con, customer_ids: pd.Series) -> pd.DataFrame:  # noqa: ANN001
-    """One column ``<source>_key`` per source: the customer's record ids there, ``|``-joined."""
-    links = con.sql(
-        "SELECT customer_id, source, string_agg(source_record_id, '|' ORDER BY source_record_id) AS k "
-        "FROM identity_links GROUP BY customer_id, source"
-    ).df()
-    links = links[links["customer_id"].isin(customer_ids)]
-    wide = links.pivot(index="customer_id", columns="source", values="k")
-    wide.columns = [f"{c}_key" for c in wide.columns]
-    return wide.reset_index()
-
-
-def _version(name: str, ref: str) -> tracking.VersionInfo:
-    """The registered version ``ref`` (alias or number) of ``name``; a clear error when there is none."""
-    info = tracking.find_version(name, ref)
-    if info is None:
-        raise ConfigError(
-            f"predict: registered model '{name}' has no version '{ref}'"
-            + (" (promote one with `omnicrm promote`, or pass --model candidate)" if ref == "champion" else "")
-        )
-    return info
-
-
-def predict(
-    config_path: str | Path,
-    as_of: date,
-    out: Path,
-    model: str | None = None,
-    reasons: bool = False,
-    progress: Progress = silent,
-) -> PredictResult:
-    """Score the population at ``as_of`` (checked against the store's events first) and write ``out``."""
-    from omnicrm.store import check_date, data_range, open_store
-    from omnicrm.tasks.frames import build_frame
-    from omnicrm.tasks.train import registered_name, targets_of
-
-    cfg = load_task_config(config_path)
-    ref = model or "champion"
-    con = open_store(cfg.dataset.store, deterministic=True)
-    try:
-        check_date(as_of, data_range(con), "--as-of")
-        # the registry is asked before the features are built, so a missing champion costs no
-        # compute (an empty frame gives every target but CLV's margin, known only from the labels)
-        for target in targets_of(cfg, pd.DataFrame()):
-            _version(registered_name(cfg, target), ref)
-        progress(f"features at {as_of}", 0.1)
-        frame = build_frame(con, cfg, [as_of], with_labels=False, what="scoring")
-        keys = source_keys(con, frame["customer_id"])
-    finally:
-        con.close()
-    result = frame[["customer_id"]].copy()
-    result.insert(0, "as_of", pd.Timestamp(as_datetime(as_of)))
-    versions: dict[str, str] = {}
-    for i, target in enumerate(targets_of(cfg, frame)):
-        name = registered_name(cfg, target)
-        info = _version(name, ref)
-        progress(f"scoring {name} v{info.version}", 0.3 + 0.2 * i)
-        m = tracking.load_model(tracking.model_uri(name, info.version))
-        scores = m.predict_frame(frame)
-        result = pd.concat([result, scores.set_axis(result.index)], axis=1)
-        versions[name] = info.version
+    Returns
+    -------
+    DataFrame
+        One row per row of ``frame`` (index 0..n-1): each target's
+        :meth:`~omnicrm.tasks.base.Task.output_columns`, then its reasons.
+    """
+    parts = []
+    for target, model in models.items():
+        parts.append(model.predict_frame(frame).set_axis(range(len(frame))))
         if reasons:
-            r = top_reasons(m, frame).set_axis(result.index)
-            multi = cfg.task.kind in ("propensity", "clv")  # several models: say whose reasons they are
-            result = pd.concat([result, r.add_prefix(f"{target.name}_") if multi else r], axis=1)
-    result["model_versions"] = ",".join(f"{k}:{v}" for k, v in versions.items())
-    result = result.merge(keys, on="customer_id", how="left")
-    out = write_frame(result, out)
-    progress("scores written", 1.0)
-    return PredictResult(out, len(result), versions, list(result.columns))
+            r = top_reasons(model, frame).set_axis(range(len(frame)))
+            # several models: say whose reasons they are
+            parts.append(r.add_prefix(f"{target.name}_") if task.multi_target else r)
+    return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=range(len(frame)))

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from omnicrm import tracking
 from omnicrm.config import parse_yaml
 from omnicrm.errors import ConfigError, OmnicrmError
-from omnicrm.pipeline.progress import Progress, silent
+from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import task_config_from_dict
-from omnicrm.tasks.train import PRIMARY, Target, label_column, score_metrics, target_rows
 
 
 @dataclass
 class PromoteResult:
+    """What ``omnicrm promote`` did: both versions' scores on one evaluation cutoff, and the outcome."""
+
     name: str
     candidate: str
     champion_before: str | None
@@ -40,6 +41,26 @@ class PromotionRefused(OmnicrmError):
 
 
 def promote(task: str, force: bool = False, progress: Progress = silent) -> PromoteResult:
+    """Move ``champion`` to the ``candidate`` of ``omnicrm-<task>`` unless it scores worse; see the module docstring.
+
+    Parameters
+    ----------
+    task : str
+        The registered model's name, with or without ``omnicrm-`` (``churn``, ``clv-margin``).
+    force : bool
+        Promote a worse candidate too.
+    progress : Progress
+
+    Returns
+    -------
+    PromoteResult
+
+    Raises
+    ------
+    PromotionRefused
+        The candidate is worse and ``force`` is not set.
+    """
+    from omnicrm.pipeline.task_frames import feature_source
     from omnicrm.store import open_store
     from omnicrm.tasks.frames import build_frame
 
@@ -60,17 +81,17 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     progress(f"promote {name}: evaluation frame at {cfg.cutoffs.evaluation}", 0.2)
     con = open_store(cfg.dataset.store, deterministic=True)
     try:
-        frame = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation")
+        frame = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation", features=feature_source(cfg.dataset))
     finally:
         con.close()
     models = {v: tracking.load_model(tracking.model_uri(name, v)) for v in (cand.version, champ.version)}
-    m = models[cand.version]
-    consent = next((t.consent for t in cfg.task.targets if t.name == m.target), None)
-    rows = target_rows(frame, Target(m.target, label_column(m.task, m.target), m.kind, consent))
-    y = rows[label_column(m.task, m.target)].to_numpy()
-    metric = PRIMARY[m.kind]
+    # the candidate's target, as its config's task declares it (label, consent filter, metric)
+    target = next(t for t in cfg.task.targets_of(frame) if t.name == models[cand.version].target)
+    rows = target.rows(frame)
+    y = rows[target.label].to_numpy()
+    metric = cfg.task.primary_metric(target)
     progress(f"promote {name}: scoring both versions", 0.7)
-    values = {v: score_metrics(m.kind, y, models[v].predict_score(rows))[metric] for v in models}
+    values = {v: cfg.task.metrics(target, y, models[v].predict_score(rows))[metric] for v in models}
     better = values[cand.version] >= values[champ.version]
     cut = str(cfg.cutoffs.evaluation)
     result = PromoteResult(

@@ -1,4 +1,4 @@
-"""What a training run logs to MLflow (through :mod:`omnicrm.tracking`): one run per target.
+"""What a training run of a task logs to MLflow (through :mod:`omnicrm.tracking`): one run per target.
 
 Run names read ``churn · synthetic · eval 2024-10-01``; tags carry task, target, dataset, cutoffs,
 model family and data fingerprint, so the MLflow UI's comparison view lines runs up. Metrics are
@@ -17,19 +17,22 @@ from omnicrm import tracking
 from omnicrm.tasks import metrics as mt
 from omnicrm.tasks import plots
 from omnicrm.tasks.explain import importance, sample_rows, shap_summary_figure
-from omnicrm.tasks.train import label_column
+from omnicrm.tasks.train import metrics_table
 
 if TYPE_CHECKING:
+    from omnicrm.tasks.base import Target
     from omnicrm.tasks.config import TaskConfig
     from omnicrm.tasks.train import Frames, TargetResult
 
 
 def run_name(cfg: TaskConfig, target: str) -> str:
+    """``churn · synthetic · eval 2024-10-01``; ``propensity[clicks_email] · ...`` for a named target."""
     label = cfg.task.kind if target == cfg.task.kind else f"{cfg.task.kind}[{target}]"
     return f"{label} · {cfg.dataset.name} · eval {cfg.cutoffs.evaluation}"
 
 
 def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
+    """Tags that line runs up in the MLflow UI: task, target, dataset, config, cutoffs, data fingerprint."""
     return {
         "task": cfg.task.kind,
         "target": target,
@@ -44,10 +47,26 @@ def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
     }
 
 
-def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFrame, extra_tags: dict[str, str]) -> None:
-    """Log one target's run and register its model as ``candidate`` (sets ``r.run_id``, ``r.version``)."""
+def log_target(
+    cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, ev: pd.DataFrame, extra_tags: dict[str, str]
+) -> None:
+    """Log one target's run and register its model as ``candidate`` (sets ``r.run_id``, ``r.version``).
+
+    Parameters
+    ----------
+    cfg : TaskConfig
+    target : Target
+    r : TargetResult
+        The evaluated target.
+    frames : Frames
+        Its frames (row counts, data fingerprint).
+    ev : DataFrame
+        The target's evaluation rows (plots, SHAP sample, the model's input example).
+    extra_tags : dict
+        Tags beyond :func:`run_tags` (``tuned_by``).
+    """
     tags = run_tags(cfg, r.target, frames.fingerprint) | extra_tags
-    y = ev[label_column(r.task, r.target)].to_numpy()
+    y = ev[target.label].to_numpy()
     title = run_name(cfg, r.target)
     with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags) as run:
         tracking.log_config(cfg.model_dump(mode="json"))
@@ -58,10 +77,10 @@ def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFram
         tracking.log_metrics({"baseline": r.baseline_metrics})
         best, value = r.best_baseline
         tracking.log_metrics({f"model_minus_best_baseline.{r.primary}": r.model_metrics[r.primary] - value})
-        if r.timing_metrics:
-            tracking.log_metrics({"timing": r.timing_metrics})
+        if r.extra_metrics:
+            tracking.log_metrics(r.extra_metrics)
         tracking.set_tags({"best_baseline": best, "beats_baseline": r.beats_baseline, "primary_metric": r.primary})
-        if r.kind == "binary":
+        if r.problem == "binary":
             tracking.log_figure(plots.roc_pr_figure(y, r.scores, title), "plots/roc_pr.png")
             tracking.log_figure(plots.calibration_figure(y, r.scores, title), "plots/calibration.png")
             tracking.log_figure(plots.lift_gain_figure(y, r.scores, title), "plots/lift_gain.png")
@@ -94,10 +113,3 @@ def log_target(cfg: TaskConfig, r: TargetResult, frames: Frames, ev: pd.DataFram
 
 def _info(info: dict) -> dict:
     return {k: (json.dumps(v) if isinstance(v, dict | list) else v) for k, v in info.items()}
-
-
-def metrics_table(r: TargetResult) -> pd.DataFrame:
-    """Model and baselines as rows, metrics as columns (the evaluation cutoff)."""
-    rows = [{"score": "model", **r.model_metrics}]
-    rows += [{"score": f"baseline_{k}", **v} for k, v in r.baseline_metrics.items()]
-    return pd.DataFrame(rows)

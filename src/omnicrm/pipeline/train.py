@@ -1,0 +1,66 @@
+"""``omnicrm train CONFIG``: fit each target of a task, evaluate it next to its baselines, log and register.
+
+Wiring around the pure :func:`omnicrm.tasks.train.train_target`: load the config, build the frames
+from the store (:func:`omnicrm.pipeline.task_frames.load_frames`), then per target fit and evaluate,
+and log one MLflow run with config, data fingerprint, git commit, cutoffs, metrics side by side,
+plots, SHAP summary and importance, registering the model as ``omnicrm-<task>[-<target>]`` with
+alias ``candidate`` (:func:`omnicrm.pipeline.task_tracking.log_target`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omnicrm.pipeline.task_frames import load_frames
+from omnicrm.progress import Progress, silent
+from omnicrm.tasks.config import TaskConfig, load_task_config
+from omnicrm.tasks.train import Frames, TargetResult, train_target
+
+
+def train(
+    config: str | Path | TaskConfig,
+    progress: Progress = silent,
+    override: dict[str, Any] | None = None,
+    register: bool = True,
+    frames: Frames | None = None,
+    run_tags: dict[str, str] | None = None,
+    only: str | None = None,
+) -> list[TargetResult]:
+    """Train, evaluate, log and register every target of a task config; see the module docstring.
+
+    Parameters
+    ----------
+    config : path or TaskConfig
+    progress : Progress
+    override : dict, optional
+        LightGBM params over the config's (the best trial of a study).
+    register : bool
+        Log to MLflow and register each model (``False``: fit and evaluate only).
+    frames : Frames, optional
+        Frames built already (tuning builds them once for the study and the final fit).
+    run_tags : dict, optional
+        Extra tags of every run (``tuned_by``).
+    only : str, optional
+        Train only the target of this name.
+
+    Returns
+    -------
+    list of TargetResult
+        With ``run_id`` and ``version`` set when registered.
+    """
+    cfg = config if isinstance(config, TaskConfig) else load_task_config(config)
+    frames = frames or load_frames(cfg, progress)
+    results = []
+    targets = [t for t in cfg.task.targets_of(frames.train) if only is None or t.name == only]
+    for i, target in enumerate(targets):
+        progress(f"{cfg.name}: fitting {target.name}", 0.3 + 0.6 * i / len(targets))
+        result = train_target(cfg, target, frames, override)
+        if register:
+            progress(f"{cfg.name}: logging {target.name} to MLflow", 0.3 + 0.6 * (i + 0.8) / len(targets))
+            from omnicrm.pipeline.task_tracking import log_target
+
+            log_target(cfg, target, result, frames, target.rows(frames.evaluation), run_tags or {})
+        results.append(result)
+    progress(f"{cfg.name}: done", 1.0)
+    return results
