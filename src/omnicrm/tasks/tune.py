@@ -39,8 +39,6 @@ from omnicrm.tasks.train import (
     train,
 )
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 
 def study_name(cfg: TaskConfig, target: Target) -> str:
     """Stable per (config content, target): a changed search space or data window starts a new study."""
