@@ -92,9 +92,9 @@ def test_importing_any_omnicrm_module_changes_no_warning_filter_logger_or_enviro
         for key in ("warning filters", "loggers"):
             if after[key] != before[key]:
                 changes.append(f"{name} changed the {key}")
-        env_change = {
-            k: v for k, v in after["environment"].items() if before["environment"].get(k) != v
-        } | {k: None for k in before["environment"].keys() - after["environment"].keys()}
+        env_change = {k: v for k, v in after["environment"].items() if before["environment"].get(k) != v} | {
+            k: None for k in before["environment"].keys() - after["environment"].keys()
+        }
         if name.split()[0] == "omnicrm":  # the package: the measured exception, set before OpenMP loads
             assert env_change == {"OMP_WAIT_POLICY": "PASSIVE"}
         elif env_change:
@@ -158,8 +158,10 @@ def test_the_cli_hides_the_known_notices_and_shows_any_other_warning_once(
 ) -> None:
     def features_with_warnings(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         for _ in range(2):
-            warnings.warn("The ``noload`` loader strategy is deprecated and will be removed", DeprecationWarning)
-            warnings.warn("something the user should see", UserWarning)
+            warnings.warn(
+                "The ``noload`` loader strategy is deprecated and will be removed", DeprecationWarning, stacklevel=1
+            )
+            warnings.warn("something the user should see", UserWarning, stacklevel=1)
         raise KeyboardInterrupt  # the command ends there; the warnings were printed as they came
 
     monkeypatch.chdir(tmp_path)
