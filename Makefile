@@ -27,8 +27,11 @@ test-spark: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m ''
 
+# lint rules and formatting (line length 120, numpydoc docstrings where pyproject.toml says);
+# `ruff format src tests benchmarks` fixes a formatting slip
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
+	$(BIN)/python -m ruff format --check src tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py

@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A private temporary folder for the whole run (and the commands it starts).
+    """The known third-party notices switched off, and a private temporary folder for the whole run.
+
+    Warnings are errors (``filterwarnings = error`` in pyproject.toml) except those listed in
+    :data:`omnicrm.quiet.WARNINGS`, added here as ``filterwarnings`` lines so that the list is
+    written once; :func:`omnicrm.quiet.apply` sets the same logger levels and environment defaults
+    as the command line.
 
     Ingest sweeps spill folders of dead processes from the system temp folder with a warning, and
     warnings are errors here: a folder left on the machine by some other killed run must not fail
@@ -22,6 +27,11 @@ def pytest_configure(config: pytest.Config) -> None:
     import shutil
     import tempfile
 
+    from omnicrm import quiet
+
+    quiet.apply()
+    for line in quiet.pytest_filters():
+        config.addinivalue_line("filterwarnings", line)
     if "OMNICRM_TEST_TMPDIR" in os.environ:  # set already (a test run started by a test)
         return
     # one folder per user, reused, so pytest's rotation of its own folders keeps it small; spill

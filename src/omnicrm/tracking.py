@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import http.client
 import json
-import logging
 import math
 import os
 import signal
@@ -35,28 +34,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
 import yaml
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
 
 from omnicrm.errors import ConfigError
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-import mlflow  # noqa: E402  (environment defaults above must precede the import)
-from mlflow.models import ModelSignature, infer_signature  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
-from mlflow.types import ColSpec, Schema  # noqa: E402
-
 _PARAM_MAX = 6000  # mlflow's limit on a param value
 
-# Known noise, silenced where it starts: SQLAlchemy 2.1 deprecates a loader mlflow's store uses
-# (library notes §2); mlflow logs every table creation at INFO; and it warns on every pyfunc log
-# that the Python object is pickled, which is how omnicrm stores its models on purpose.
-warnings.filterwarnings("ignore", message="The ``noload`` loader strategy is deprecated", category=DeprecationWarning)
-warnings.filterwarnings("ignore", message="Operation with range is deprecated")  # mlflow's input-example check
-logging.getLogger("mlflow").setLevel(logging.WARNING)
-logging.getLogger("mlflow.pyfunc").addFilter(lambda record: "CloudPickle" not in record.getMessage())
+# mlflow's notices (its INFO logs, the CloudPickle warning, SQLAlchemy's and pandas' deprecations)
+# are switched off by omnicrm.quiet.apply(), which the command line and the tests call: importing
+# this module changes no warning filter, logger or environment variable.
 
 
 def mlruns_dir() -> Path:
@@ -515,11 +506,11 @@ def serve_ui(port: int, say: Callable[[str], Any] = print) -> None:
     own session and prints the address once ``/health`` answers. Ctrl-C, SIGTERM or SIGHUP to
     this process, and any other way out of this function, stop the server's whole process group
     (SIGTERM, then SIGKILL after ``_STOP_GRACE`` seconds): ``mlflow server`` leaves its uvicorn
-    workers running when only the parent is stopped (library notes §13). A server that exits on
+    workers running when only the parent is stopped (seen with mlflow 3.17). A server that exits on
     its own before answering, or with a non-zero status, is a :class:`ConfigError`.
 
     The job runner of ``mlflow server`` is switched off: it starts ten processes and 1.8 GB of
-    memory for features (scheduled jobs) omnicrm does not use (library notes §2).
+    memory (measured with mlflow 3.17) for features (scheduled jobs) omnicrm does not use.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(f"ui: --port must be a TCP port between 1 and 65535, got {port!r}")

@@ -57,6 +57,11 @@ def test_demo_prints_counts_identity_metrics_and_feature_shape(tmp_path: Path, m
     assert m and float(m.group(1)) > 0.95 and float(m.group(2)) > 0.9
     assert re.search(r"features: [\d,]+ rows x \d+ columns \(10 monthly cutoffs 2023-03-01 \.\. 2023-12-01\)", out)
     assert (tmp_path / "features/demo.parquet").is_file()
+    # the runner's output is not a terminal: a log, with one line per step and every cell complete
+    steps = re.findall(r"^\[ *\d+\.\d+s\] (.+)$", out, re.MULTILINE)
+    assert steps[0] == "generate: people" and steps[-1] == "done", steps
+    assert {"ingest pos_sales", "resolve identities", "features at 2023-12-01", "features written"} <= set(steps)
+    assert "…" not in out
 
 
 def test_demo_refuses_configs_that_disagree_on_the_raw_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,5 @@
+"""``python -m omnicrm.cli``: the same as the ``omnicrm`` console script."""
+
+from omnicrm.entry import main
+
+main()

@@ -1,0 +1,88 @@
+"""Commands of the prediction tasks: ``train``, ``tune``, ``promote``, ``predict``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from omnicrm.cli.app import ConfigArg, app
+from omnicrm.cli.render import console, print_task_table, reporting
+
+
+@app.command()
+def train(config: ConfigArg) -> None:
+    """Train a task's model(s) with baselines, evaluate on the later cutoff, log and register in MLflow."""
+    from omnicrm.pipeline.train import train
+    from omnicrm.tasks.train import summary_table
+
+    with reporting() as progress:
+        results = train(config, progress=progress)
+    print_task_table(summary_table(results), f"{config}: evaluation cutoff")
+
+
+@app.command()
+def tune(
+    config: ConfigArg,
+    trials: Annotated[
+        int | None, typer.Option("--trials", help="Total trials wanted (default: search.n_trials).")
+    ] = None,
+) -> None:
+    """Optuna study (resumable, pruned, nested MLflow runs), then train and register the best model."""
+    from omnicrm.pipeline.tune import tune
+    from omnicrm.tasks.train import summary_table
+
+    with reporting() as progress:
+        tuned, results = tune(config, progress=progress, n_trials=trials)
+    for t in tuned:
+        console.print(
+            f"study {t.study}: {t.trials_total} trials ({t.trials_run} run now, {t.pruned} pruned); "
+            f"best validation value {t.best_value:.4f} with {t.best_params}"
+        )
+    print_task_table(summary_table(results), f"{config}: tuned models on the evaluation cutoff")
+
+
+@app.command()
+def promote(
+    task: Annotated[
+        str, typer.Argument(help="churn, next_purchase, clv, clv-margin, propensity-<target>, <namespace>-churn.")
+    ],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the candidate is worse.")] = False,
+) -> None:
+    """Move the champion alias to the candidate after comparing both on the same evaluation cutoff."""
+    from omnicrm.pipeline.promote import promote
+
+    with reporting() as progress:
+        r = promote(task, force=force, progress=progress)
+    detail = (
+        f" ({r.metric} on {r.evaluation_cutoff}: candidate {r.candidate_value:.4f}, "
+        f"champion v{r.champion_before} {r.champion_value:.4f})"
+        if r.candidate_value is not None
+        else ""
+    )
+    verb = "promoted" if r.promoted else "unchanged"
+    console.print(f"{r.name}: {verb}: v{r.candidate} {r.note}{detail}")
+
+
+@app.command()
+def predict(
+    config: ConfigArg,
+    as_of: Annotated[
+        datetime, typer.Option("--as-of", help="Score date: features read ts < as-of.", formats=["%Y-%m-%d"])
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    model: Annotated[str | None, typer.Option("--model", help="Alias or version (default: champion).")] = None,
+    reasons: Annotated[bool, typer.Option("--reasons", help="Add each customer's top 3 reasons.")] = False,
+) -> None:
+    """Score every customer of the task's population at a date with a registered model."""
+    from omnicrm.store.outputs import CSV, PARQUET, check_output_path
+
+    check_output_path(out, PARQUET + CSV)
+    from omnicrm.pipeline.predict import predict
+
+    with reporting() as progress:
+        r = predict(config, as_of.date(), out, model=model, reasons=reasons, progress=progress)
+    models = ", ".join(f"{k} v{v}" for k, v in r.models.items())
+    console.print(f"scores: {r.rows:,} customers x {len(r.columns)} columns ({models}) -> {r.out}")

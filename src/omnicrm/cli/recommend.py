@@ -1,0 +1,48 @@
+"""Commands of the recommenders: ``recommend-eval``, ``recommend``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from omnicrm.cli.app import ConfigArg, app
+from omnicrm.cli.checks import check_as_of
+from omnicrm.cli.render import console, print_recommend_eval, reporting
+
+
+@app.command("recommend-eval")
+def recommend_eval(config: ConfigArg) -> None:
+    """Tune recommenders on a validation window, score them on the test window, log to MLflow."""
+    from omnicrm.pipeline.recommend import evaluate_recommenders
+
+    with reporting() as progress:
+        result = evaluate_recommenders(config, progress=progress)
+    print_recommend_eval(result)
+
+
+@app.command()
+def recommend(
+    config: ConfigArg,
+    as_of: Annotated[
+        datetime, typer.Option("--as-of", help="Fit on purchases before this date.", formats=["%Y-%m-%d"])
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+) -> None:
+    """Top-k products (with reasons) for every customer with a purchase before --as-of."""
+    from omnicrm.store.outputs import PARQUET, check_output_path
+
+    check_output_path(out, PARQUET)
+    from omnicrm.pipeline.recommend import write_recommendations
+    from omnicrm.recommend.config import load_recommend_config
+
+    check_as_of(load_recommend_config(config).store, as_of)
+
+    with reporting() as progress:
+        result = write_recommendations(config, as_of.date(), out, progress=progress)
+    console.print(
+        f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
+        f"{result.customers:,} customers -> {result.out}"
+    )
