@@ -1,8 +1,9 @@
-"""Small helpers for building DuckDB SQL safely (identifier and literal quoting)."""
+"""Quoting for generated SQL, in one place: identifiers, string and timestamp literals, ``IN`` lists."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 
 def ident(name: str) -> str:
@@ -13,6 +14,16 @@ def ident(name: str) -> str:
 def literal(value: str) -> str:
     """Quote a string literal: ``it's`` -> ``'it''s'``."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def ts_literal(value: datetime) -> str:
+    """A ``TIMESTAMP '…'`` literal, with microseconds only when there are any.
+
+    Cutoffs are written as literals rather than parameters so that the same SQL text runs on
+    DuckDB and, transpiled, on Spark, and so that DuckDB can prune row groups on ``ts``.
+    """
+    spec = "%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S"
+    return f"TIMESTAMP {literal(value.strftime(spec))}"
 
 
 def in_list(values: Iterable[str]) -> str:

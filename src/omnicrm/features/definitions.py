@@ -66,8 +66,9 @@ from omnicrm.features.sources import (
     event_amount,
     event_count,
 )
-from omnicrm.features.sql import Agg, Cutoff, GroupSql, ratio, str_literal
+from omnicrm.features.sql import Agg, Cutoff, GroupSql, ratio
 from omnicrm.schema import OFFLINE_CHANNELS, ONLINE_CHANNELS
+from omnicrm.sql import literal
 
 GroupBuilder = Callable[[Cutoff, FeatureConfig], GroupSql]
 
@@ -173,7 +174,7 @@ def channels(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     g = GroupSql()
     # the order's channel is only computed when this group asks for it
     g.need("orders", Agg("channel", "min(channel)"))
-    online = ", ".join(str_literal(c) for c in ONLINE_CHANNELS)
+    online = ", ".join(literal(c) for c in ONLINE_CHANNELS)
     g.need(
         "pa",
         orders_in(cutoff, d),
@@ -181,7 +182,7 @@ def channels(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
         *(
             Agg(
                 f"orders_{ch}_{d}d",
-                f"count(*) FILTER (WHERE ts >= {since} AND channel = {str_literal(ch)})",
+                f"count(*) FILTER (WHERE ts >= {since} AND channel = {literal(ch)})",
             )
             for ch in PURCHASE_CHANNELS
         ),

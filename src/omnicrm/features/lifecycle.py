@@ -55,7 +55,8 @@ from __future__ import annotations
 from omnicrm.features.config import FeatureConfig
 from omnicrm.features.definitions import first_order, last_order, orders_in, spend_in
 from omnicrm.features.sources import Source
-from omnicrm.features.sql import Agg, Cutoff, GroupSql, str_literal
+from omnicrm.features.sql import Agg, Cutoff, GroupSql
+from omnicrm.sql import literal
 
 LIFECYCLE_STAGES: tuple[str, ...] = ("prospect", "new", "active", "at_risk", "dormant", "churned")
 RFM_SEGMENTS: tuple[str, ...] = (
@@ -75,12 +76,12 @@ def lifecycle(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     g = GroupSql()
     g.need("pa", first_order(), last_order())
     stage = (
-        f"CASE WHEN pa.last_ts IS NULL THEN {str_literal('prospect')}"
-        f" WHEN pa.first_ts >= {cutoff.ago(lc.new_days)} THEN {str_literal('new')}"
-        f" WHEN pa.last_ts >= {cutoff.ago(lc.active_days)} THEN {str_literal('active')}"
-        f" WHEN pa.last_ts >= {cutoff.ago(lc.at_risk_days)} THEN {str_literal('at_risk')}"
-        f" WHEN pa.last_ts >= {cutoff.ago(lc.dormant_days)} THEN {str_literal('dormant')}"
-        f" ELSE {str_literal('churned')} END"
+        f"CASE WHEN pa.last_ts IS NULL THEN {literal('prospect')}"
+        f" WHEN pa.first_ts >= {cutoff.ago(lc.new_days)} THEN {literal('new')}"
+        f" WHEN pa.last_ts >= {cutoff.ago(lc.active_days)} THEN {literal('active')}"
+        f" WHEN pa.last_ts >= {cutoff.ago(lc.at_risk_days)} THEN {literal('at_risk')}"
+        f" WHEN pa.last_ts >= {cutoff.ago(lc.dormant_days)} THEN {literal('dormant')}"
+        f" ELSE {literal('churned')} END"
     )
     g.column("lifecycle_stage", stage, "str")
     return g
@@ -119,14 +120,14 @@ def rfm_segment(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     g.need("rs")
     fm = "(rs.f + rs.m)"  # FM >= x  <=>  F + M >= 2x, kept in integers
     segment = (
-        f"CASE WHEN rs.r IS NULL THEN {str_literal('prospect')}"
-        f" WHEN rs.r >= {c.high} AND {fm} >= {2 * c.high} THEN {str_literal('champions')}"
-        f" WHEN rs.r >= {c.mid} AND {fm} >= {2 * c.mid} THEN {str_literal('loyal')}"
-        f" WHEN rs.r >= {c.high} THEN {str_literal('promising')}"
-        f" WHEN rs.r >= {c.mid} THEN {str_literal('needs_attention')}"
-        f" WHEN {fm} >= {2 * c.mid} THEN {str_literal('at_risk')}"
-        f" WHEN rs.r <= {c.lost} THEN {str_literal('lost')}"
-        f" ELSE {str_literal('hibernating')} END"
+        f"CASE WHEN rs.r IS NULL THEN {literal('prospect')}"
+        f" WHEN rs.r >= {c.high} AND {fm} >= {2 * c.high} THEN {literal('champions')}"
+        f" WHEN rs.r >= {c.mid} AND {fm} >= {2 * c.mid} THEN {literal('loyal')}"
+        f" WHEN rs.r >= {c.high} THEN {literal('promising')}"
+        f" WHEN rs.r >= {c.mid} THEN {literal('needs_attention')}"
+        f" WHEN {fm} >= {2 * c.mid} THEN {literal('at_risk')}"
+        f" WHEN rs.r <= {c.lost} THEN {literal('lost')}"
+        f" ELSE {literal('hibernating')} END"
     )
     g.column("rfm_r", "rs.r", "float")
     g.column("rfm_f", "rs.f", "float")

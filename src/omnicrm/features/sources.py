@@ -35,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from omnicrm.features.config import FeatureConfig, category_slug
-from omnicrm.features.sql import Agg, Cutoff, in_list, str_literal
+from omnicrm.features.sql import Agg, Cutoff
 from omnicrm.schema import CUSTOMERS, EVENTS, SURVEYS, TREATMENTS
+from omnicrm.sql import in_list, literal
 
 # Event types the features read; a unit test checks each is in omnicrm.schema.EVENT_TYPES.
 PURCHASE = "purchase"
@@ -83,7 +84,7 @@ def _orders(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tupl
             "orders",
             f"SELECT customer_id, min(ts) AS ts, sum(amount) AS amount{_select_aggs(aggs)}\n"
             f"  FROM {EVENTS}\n"
-            f"  WHERE event_type = {str_literal(PURCHASE)} AND ts < {cutoff.lit}\n"
+            f"  WHERE event_type = {literal(PURCHASE)} AND ts < {cutoff.lit}\n"
             "  GROUP BY customer_id, COALESCE(order_id, event_id)",
         )
     ]
@@ -120,7 +121,7 @@ def category_share_alias(category: str) -> str:
 def _categories(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
     cats = config.categories
     shares = "".join(
-        f",\n    COALESCE(sum(spend) FILTER (WHERE category = {str_literal(c)}), 0)"
+        f",\n    COALESCE(sum(spend) FILTER (WHERE category = {literal(c)}), 0)"
         f" / NULLIF(sum(spend), 0) AS {category_share_alias(c)}"
         for c in cats.shares
     )
@@ -129,7 +130,7 @@ def _categories(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[
             "cat_spend",
             "SELECT customer_id, category, sum(amount) AS spend\n"
             f"  FROM {EVENTS}\n"
-            f"  WHERE event_type = {str_literal(PURCHASE)} AND ts < {cutoff.lit}"
+            f"  WHERE event_type = {literal(PURCHASE)} AND ts < {cutoff.lit}"
             f" AND ts >= {cutoff.ago(cats.days)}\n"
             "    AND category IS NOT NULL\n"
             "  GROUP BY customer_id, category",
@@ -182,9 +183,7 @@ def _events(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tupl
 def event_count(alias: str, event_types: tuple[str, ...], cutoff: Cutoff, days: int) -> Agg:
     """Number of events of ``event_types`` in ``[T - days, T)``."""
     pred = (
-        f"event_type = {str_literal(event_types[0])}"
-        if len(event_types) == 1
-        else f"event_type IN {in_list(event_types)}"
+        f"event_type = {literal(event_types[0])}" if len(event_types) == 1 else f"event_type IN {in_list(event_types)}"
     )
     return Agg(alias, f"count(*) FILTER (WHERE {pred} AND ts >= {cutoff.ago(days)})", event_types, days)
 
@@ -193,7 +192,7 @@ def event_amount(alias: str, event_type: str, cutoff: Cutoff, days: int) -> Agg:
     """Sum of ``amount`` of ``event_type`` events in ``[T - days, T)``."""
     return Agg(
         alias,
-        f"sum(amount) FILTER (WHERE event_type = {str_literal(event_type)} AND ts >= {cutoff.ago(days)})",
+        f"sum(amount) FILTER (WHERE event_type = {literal(event_type)} AND ts >= {cutoff.ago(days)})",
         (event_type,),
         days,
     )
@@ -221,7 +220,7 @@ def _treatments(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[
             "tr",
             "SELECT customer_id, count(*) AS treated\n"
             f"  FROM {TREATMENTS}\n"
-            f'  WHERE "group" = {str_literal(TREATED)} AND ts < {cutoff.lit}'
+            f'  WHERE "group" = {literal(TREATED)} AND ts < {cutoff.lit}'
             f" AND ts >= {cutoff.ago(config.contacts.days)}\n"
             "  GROUP BY customer_id",
         )

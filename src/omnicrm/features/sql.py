@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from omnicrm.sql import ts_literal
+
 #: pandas dtype of an output column. ``int`` columns are never NULL (counts are coalesced to 0);
 #: every numeric column that can be missing is ``float`` so a frame's dtypes never depend on
 #: whether the data happened to contain a NULL.
@@ -24,22 +26,6 @@ PANDAS_DTYPES: dict[str, str] = {"int": "int64", "float": "float64", "str": "str
 _SQL_TYPES: dict[str, str] = {"int": "BIGINT", "float": "DOUBLE", "str": "VARCHAR"}
 
 _US_PER_DAY = 86_400_000_000
-
-
-def ts_literal(value: datetime) -> str:
-    """``TIMESTAMP '…'`` literal with microseconds only when needed."""
-    spec = "%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S"
-    return f"TIMESTAMP '{value.strftime(spec)}'"
-
-
-def str_literal(value: str) -> str:
-    """SQL string literal (single quotes doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def in_list(values: tuple[str, ...] | list[str]) -> str:
-    """``('a', 'b')`` for an ``IN`` predicate."""
-    return "(" + ", ".join(str_literal(v) for v in values) + ")"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 from omnicrm import schema
 from omnicrm.errors import InputError
 from omnicrm.features.cutoffs import normalize_cutoff
-from omnicrm.features.sql import ts_literal
+from omnicrm.sql import ts_literal
 
 FREQUENCY = "frequency"
 RECENCY = "recency"

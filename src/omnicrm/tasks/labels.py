@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from omnicrm.sql import in_list, literal
+from omnicrm.sql import in_list, ts_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 
 #: raw outcome columns :func:`with_purchase_outcomes` adds; a task derives its labels and drops them
 OUTCOME_COLUMNS = ["purchases", "spend", "margin", "days_to_next"]
-
-
-def _ts(t: datetime) -> str:
-    return f"TIMESTAMP {literal(t.strftime('%Y-%m-%d %H:%M:%S'))}"
 
 
 def population_sql(cutoff: datetime, pop: Population, consent: str | None = None) -> str:
@@ -37,20 +33,20 @@ def population_sql(cutoff: datetime, pop: Population, consent: str | None = None
     return f"""
         SELECT customer_id FROM (
             SELECT customer_id FROM events
-            WHERE event_type = 'purchase' AND ts >= {_ts(start)} AND ts < {_ts(cutoff)}
+            WHERE event_type = 'purchase' AND ts >= {ts_literal(start)} AND ts < {ts_literal(cutoff)}
             GROUP BY customer_id HAVING count(DISTINCT coalesce(order_id, event_id)) >= {pop.min_purchases}
         ) p {join}
     """
 
 
 def _window(cutoff: datetime, days: int) -> str:
-    return f"ts >= {_ts(cutoff)} AND ts < {_ts(cutoff + timedelta(days=days))}"
+    return f"ts >= {ts_literal(cutoff)} AND ts < {ts_literal(cutoff + timedelta(days=days))}"
 
 
 def purchase_outcomes_sql(cutoff: datetime, horizon_days: int, timing_max_days: int | None, margin: bool) -> str:
     """Per customer with a purchase in ``[T, T+max)``: purchases/spend/margin in the horizon, days to first."""
-    span_end = _ts(cutoff + timedelta(days=max(horizon_days, timing_max_days or 0)))
-    end = _ts(cutoff + timedelta(days=horizon_days))
+    span_end = ts_literal(cutoff + timedelta(days=max(horizon_days, timing_max_days or 0)))
+    end = ts_literal(cutoff + timedelta(days=horizon_days))
     margin_expr = f"sum(CASE WHEN e.ts < {end} THEN e.quantity * p.margin END)" if margin else "NULL"
     join = "LEFT JOIN products p USING (product_id)" if margin else ""
     return f"""
@@ -58,9 +54,9 @@ def purchase_outcomes_sql(cutoff: datetime, horizon_days: int, timing_max_days: 
                count(DISTINCT CASE WHEN e.ts < {end} THEN coalesce(e.order_id, e.event_id) END) AS purchases,
                coalesce(sum(CASE WHEN e.ts < {end} THEN e.amount END), 0) AS spend,
                {margin_expr} AS margin,
-               date_diff('second', {_ts(cutoff)}, min(e.ts)) / 86400.0 AS days_to_next
+               date_diff('second', {ts_literal(cutoff)}, min(e.ts)) / 86400.0 AS days_to_next
         FROM events e {join}
-        WHERE e.event_type = 'purchase' AND e.ts >= {_ts(cutoff)} AND e.ts < {span_end}
+        WHERE e.event_type = 'purchase' AND e.ts >= {ts_literal(cutoff)} AND e.ts < {span_end}
         GROUP BY e.customer_id
     """
 
