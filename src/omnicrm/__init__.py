@@ -1,6 +1,6 @@
 """omnicrm: customer analytics workbench for omni-channel retail.
 
-The package mirrors the data flow of DESIGN.md::
+The package mirrors the data flow (README.md, "Architecture")::
 
     synthetic  -> raw source files (a seeded omni-channel world with ground truth)
     ingest     -> validated, quarantined, pseudonymised source records

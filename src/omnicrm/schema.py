@@ -1,4 +1,4 @@
-"""Names once: the tables and columns of the unified store, mirroring DESIGN.md ("Contracts").
+"""Names once: the tables and columns of the unified store and of the scoring outputs.
 
 Other modules refer to these constants instead of spelling table or column names again. Types are
 DuckDB SQL types; all timestamps are UTC (``TIMESTAMP`` holding UTC wall time), amounts are in one
@@ -137,7 +137,7 @@ def columns(table: str) -> list[str]:
 
 
 # --- outputs of scoring commands: name -> {column: DuckDB type} ---------------------------------------
-# DESIGN.md "Outputs of a scoring run". Writers conform their frames with
+# What a scoring run writes. Writers conform their frames with
 # :func:`omnicrm.store.outputs.conform` (contract columns first, in this order; extra columns after).
 SCORES: Final = "scores"
 RECOMMENDATIONS: Final = "recommendations"
@@ -192,7 +192,7 @@ OUTPUTS: Final[dict[str, dict[str, str]]] = {
     },
 }
 
-#: keys of a scoring run's ``manifest.json`` (DESIGN.md): what ran, on which data, with which models
+#: keys of a scoring run's ``manifest.json``: what ran, on which data, with which models
 MANIFEST_KEYS: Final = (
     "as_of",
     "run_id",

@@ -1,6 +1,6 @@
 """Point-in-time feature snapshots on Spark: the same generated SQL, run by Spark SQL.
 
-DESIGN.md: "one definition, two engines". :func:`build_features_spark` takes
+One definition, two engines. :func:`build_features_spark` takes
 :func:`~omnicrm.features.snapshot.feature_sql` (DuckDB dialect), transpiles it with ``sqlglot`` to
 Spark SQL and runs it on a ``SparkSession``; it returns the same frame as
 :func:`~omnicrm.features.build_features` (columns, order, dtypes, values to float rounding).

@@ -1,6 +1,6 @@
 """The span of time a store covers, and the check of a user's date (a cutoff, an as-of) against it.
 
-Cutoffs are never derived from the data (STYLE.md): the user gives them. But a date the data
+Cutoffs are never derived from the data (a leakage-prone default): the user gives them. But a date the data
 cannot support gives a silently useless result: a cutoff on or before the first event reads no
 events (a 0-row feature file), and an as-of long after the last event makes every customer look
 lapsed (everyone "churned"), which is how a store that stopped being refreshed shows up. So a date
