@@ -586,8 +586,11 @@ def effects(
         datetime, typer.Option("--as-of", help="Score date; features read only ts < as-of.", formats=["%Y-%m-%d"])
     ],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file (customer_id, action, effect).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Score with a registered model (champion, candidate or a version).")
+    ] = None,
 ) -> None:
-    """Per-customer effect of every action for every customer at a date."""
+    """Per-customer effect of every action for every customer at a date (refit and register, or --model)."""
     from omnicrm.store.outputs import PARQUET, check_output_path
 
     check_output_path(out, PARQUET)
@@ -599,10 +602,10 @@ def effects(
         _check_as_of(source.store, as_of)
 
     with _progress() as progress:
-        result = write_effects(config, as_of, out, progress=progress)
+        result = write_effects(config, as_of, out, progress=progress, model=model)
     console.print(
         f"effects: {result.customers:,} customers x {len(result.actions)} actions ({', '.join(result.actions)}) "
-        f"from {result.training_rows:,} training rows -> {result.out}"
+        f"from {result.training_rows:,} training rows -> {result.out}\nmodel: {result.model}"
     )
 
 
@@ -740,12 +743,13 @@ def _print_recommend_eval(result) -> None:  # noqa: ANN001 - a RecommendEvalResu
 @app.command()
 def recommend(
     config: ConfigArg,
-    as_of: Annotated[
-        datetime, typer.Option("--as-of", help="Fit on purchases before this date.", formats=["%Y-%m-%d"])
-    ],
+    as_of: Annotated[datetime, typer.Option("--as-of", help="Use purchases before this date.", formats=["%Y-%m-%d"])],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Score with a registered model (champion, candidate or a version).")
+    ] = None,
 ) -> None:
-    """Top-k products (with reasons) for every customer with a purchase before --as-of."""
+    """Top-k products (with reasons) per customer with a purchase before --as-of: refit and register, or --model."""
     from omnicrm.store.outputs import PARQUET, check_output_path
 
     check_output_path(out, PARQUET)
@@ -755,10 +759,10 @@ def recommend(
     _check_as_of(load_recommend_config(config).store, as_of)
 
     with _progress() as progress:
-        result = write_recommendations(config, as_of.date(), out, progress=progress)
+        result = write_recommendations(config, as_of.date(), out, progress=progress, model=model)
     console.print(
         f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
-        f"{result.customers:,} customers -> {result.out}"
+        f"{result.customers:,} customers -> {result.out}\nmodel: {result.model}"
     )
 
 

@@ -98,8 +98,11 @@ class ServedRecommender:
         return scored.recommend(history.users, k, exclude_purchased=exclude)
 
     def example_purchases(self, customers: int = 2, lines: int = 3) -> pd.DataFrame:
-        """A made-up purchase frame for the registry's input example: invented customer ids, real
-        product ids, dates before the fit cutoff (a real customer's purchases must not be logged)."""
+        """A made-up purchase frame for the registry's input example.
+
+        Invented customer ids, real product ids, dates before the fit cutoff: a real customer's
+        purchases must not be logged.
+        """
         n = min(lines, len(self.products))
         ids = np.repeat([f"example-customer-{c + 1}" for c in range(customers)], n)
         products = np.tile(np.asarray(self.products[:n], dtype=object), customers)
