@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from omnicrm import tracking
 from omnicrm.cli import app
-from omnicrm.pipeline.promote_models import DataFingerprintWarning, promote_model
+from omnicrm.pipeline.promote_models import DataFingerprintWarning, handles, promote_model
 from omnicrm.tasks.promote import PromotionRefused
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,7 @@ def rec_config(store: str, serve: str = "hybrid") -> dict:
             {"name": "popularity", "kind": "popularity"},
             {"name": "als", "kind": "als", "params": {"factors": 8, "iterations": 5}},
             {"name": "item_knn", "kind": "item_knn", "params": {"K": 20}},
-            {"name": "bpr", "kind": "bpr", "params": {"factors": 8, "iterations": 10}},
+            *([{"name": "bpr", "kind": "bpr", "params": {"factors": 8, "iterations": 10}}] if serve == "bpr" else []),
             {
                 "name": "hybrid",
                 "kind": "hybrid",
@@ -212,10 +212,10 @@ def test_the_registered_recommender_is_a_pyfunc_and_holds_no_customer_id(
 ) -> None:
     import mlflow
 
-    from omnicrm.pipeline.recommend import _load
+    from omnicrm.pipeline.recommend import load_store_purchases
     from omnicrm.recommend.config import load_recommend_config
 
-    purchases, _ = _load(load_recommend_config(in_registry.rec), AS_OF)
+    purchases, _ = load_store_purchases(load_recommend_config(in_registry.rec), AS_OF)
     pyfunc = tracking.load_pyfunc(f"models:/{REC_NAME}@champion")
     got = pyfunc.predict(purchases, params={"as_of": str(AS_OF), "k": K})
     refit = pd.read_parquet(in_registry.folder / "recs.parquet")
@@ -281,7 +281,7 @@ def test_without_a_registered_champion_the_command_says_what_to_do(small_store: 
 
 
 def test_recommender_promotion_compares_ndcg_on_the_test_window(small_store: Path, tmp_path: Path) -> None:
-    from omnicrm.pipeline.recommend import _load, write_recommendations
+    from omnicrm.pipeline.recommend import load_store_purchases, write_recommendations
     from omnicrm.recommend import history_in
     from omnicrm.recommend.config import build_method, load_recommend_config
     from omnicrm.recommend.evaluate import make_split, score
@@ -303,7 +303,7 @@ def test_recommender_promotion_compares_ndcg_on_the_test_window(small_store: Pat
         r = refused.result
     assert r.metric == f"ndcg_at_{K}" and r.evaluation_cutoff.startswith("the test window 2024-05-27..2024-06-24")
     cfg = load_recommend_config(hybrid)
-    purchases, items = _load(cfg, cfg.test_end)
+    purchases, items = load_store_purchases(cfg, cfg.test_end)
     split = make_split(purchases, items, cfg.test_cutoff, cfg.test_end, "test")
     for version, fitted_at in ((r.candidate, earlier), (r.champion_before, cut)):
         model = build_method(cfg.serve_spec, dict(cfg.serve_spec.params), cfg.seed).fit(purchases, fitted_at, items)
@@ -333,6 +333,8 @@ def test_recommender_promotion_compares_ndcg_on_the_test_window(small_store: Pat
     forced = promote_model("omnicrm-small-recommend", force=True)
     assert forced.promoted and forced.note.startswith("forced: not compared")
     assert promote_model("small-recommend").note == "candidate is already champion"
+    # `omnicrm promote NAME` sends recommenders and effect models here, task models to the task promotion
+    assert handles("small-recommend") and handles("omnicrm-other-uplift-visit") and not handles("churn")
 
 
 def test_a_method_that_cannot_be_served_is_written_but_not_registered(small_store: Path, tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ from omnicrm.tasks.promote import PromoteResult, PromotionRefused
 RECOMMEND_SUFFIX = "-recommend"
 #: ... or hold this (``omnicrm-<dataset>-uplift-<outcome>``)
 UPLIFT_INFIX = "-uplift-"
+#: the ``model_kind`` tags of the versions promoted here
+MODEL_KINDS = ("recommend", "uplift")
 
 
 class DataFingerprintWarning(UserWarning):
@@ -56,8 +58,15 @@ def full_name(name: str) -> str:
 
 
 def handles(name: str) -> bool:
-    """Whether ``name`` is a registered recommender or effect model (promoted here, not as a task)."""
+    """Whether ``name`` is a registered recommender or effect model (promoted here, not as a task).
+
+    Decided by the candidate version's ``model_kind`` tag; without a candidate, by the name's
+    pattern (``...-recommend``, ``...-uplift-...``), so the missing candidate is reported here.
+    """
     name = full_name(name)
+    cand = tracking.find_version(name, "candidate")
+    if cand is not None:
+        return cand.tags.get("model_kind") in MODEL_KINDS
     return name.endswith(RECOMMEND_SUFFIX) or UPLIFT_INFIX in name
 
 
@@ -201,7 +210,7 @@ def _recommend_values(
     name: str, cand: tracking.VersionInfo, champ: tracking.VersionInfo, progress: Progress
 ) -> tuple[str, dict[str, float], str, str]:
     """NDCG@k of both versions on the candidate config's test window: (metric, values, window, why not)."""
-    from omnicrm.pipeline.recommend import _load
+    from omnicrm.pipeline.recommend import load_store_purchases
     from omnicrm.recommend.config import recommend_config_from_dict
     from omnicrm.recommend.evaluate import make_split
     from omnicrm.recommend.metrics import ranking_metrics
@@ -223,7 +232,7 @@ def _recommend_values(
             ),
         )
     progress(f"promote {name}: purchases before {cfg.test_end}", 0.2)
-    purchases, items = _load(cfg, cfg.test_end)
+    purchases, items = load_store_purchases(cfg, cfg.test_end)
     split = make_split(purchases, items, cfg.test_cutoff, cfg.test_end, "test")
     customers = split.customers(mode)
     before = purchases[pd.to_datetime(purchases["ts"]) < pd.Timestamp(cfg.test_cutoff)]

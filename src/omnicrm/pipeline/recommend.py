@@ -71,7 +71,8 @@ class WriteResult:
     run_id: str | None = None
 
 
-def _load(cfg, before: date):  # noqa: ANN001, ANN202 - (purchases, items)
+def load_store_purchases(cfg, before: date) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001 - a RecommendConfig
+    """The purchase lines before ``before`` and the products table of the config's store (read single-threaded)."""
     from omnicrm.recommend.history import load_items, load_purchases
     from omnicrm.store import open_store
 
@@ -90,7 +91,7 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
 
     cfg = load_recommend_config(config_path)
     progress("loading purchases", 0.0)
-    purchases, items = _load(cfg, cfg.test_end)
+    purchases, items = load_store_purchases(cfg, cfg.test_end)
     result = run_experiment(cfg, purchases, items, lambda s, f: progress(s, 0.02 + 0.9 * f))
     table = result.table(cfg.k)
     val_rows = []
@@ -230,7 +231,7 @@ def write_recommendations(
         return _score_registered(cfg, as_of_date, out, model, progress)
     spec = cfg.serve_spec
     progress("loading purchases", 0.0)
-    purchases, items = _load(cfg, as_of_date)
+    purchases, items = load_store_purchases(cfg, as_of_date)
     if purchases.empty:
         raise InputError(f"{cfg.store}: no purchases before {as_of_date}; nothing to recommend from")
     progress(f"refitting {spec.name} on purchases before {as_of_date}", 0.2)
@@ -331,7 +332,7 @@ def _score_registered(cfg, as_of: date, out: str | Path, ref: str, progress: Pro
     version, served = load_registered(name, ref, "recommend")
     check_fingerprint(version, store_fingerprint(cfg.store), f"store {cfg.store}")
     progress("loading purchases", 0.2)
-    purchases, _ = _load(cfg, as_of)
+    purchases, _ = load_store_purchases(cfg, as_of)
     if purchases.empty:
         raise InputError(f"{cfg.store}: no purchases before {as_of}; nothing to recommend from")
     progress(f"recommending with {name} v{version.version}", 0.5)
