@@ -130,7 +130,9 @@ def registered(small_store: Path, small_world: Path, tmp_path_factory: pytest.Te
         }
     )
     mlruns = folder / "mlruns"
+    # a module fixture is set up before the function-scoped autouse ones: clear what earlier tests set
     with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("OMNICRM_MLRUNS", str(mlruns))
         result = DemoResult(None, None, None, None)
         _run_models(cfg, folder, result, lambda *_: None)
