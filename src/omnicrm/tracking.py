@@ -320,6 +320,18 @@ class _FramePredictor(mlflow.pyfunc.PythonModel):
         return self.model.predict_frame(pd.DataFrame(model_input))
 
 
+class _FrameParamsPredictor(_FramePredictor):
+    """pyfunc adapter for ``predict_frame(DataFrame, **params)``: MLflow's inference params are passed on.
+
+    A model logged with ``params`` (e.g. a recommender's ``as_of`` and ``k``) declares them in its
+    signature with their defaults; ``pyfunc_model.predict(frame, params={...})`` reaches
+    ``predict_frame`` as keyword arguments.
+    """
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
+        return self.model.predict_frame(pd.DataFrame(model_input), **(params or {}))
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """A logged (and optionally registered) model."""
@@ -333,12 +345,15 @@ class ModelRef:
         return f"models:/{self.name}/{self.version}" if self.name and self.version else None
 
 
-def _requirements() -> list[str]:
-    """Pinned requirements from what is installed (inference would run the model in a subprocess, 6-10 s)."""
+def _requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """Pinned requirements from what is installed (inference would run the model in a subprocess, 6-10 s).
+
+    ``extra`` names packages a model needs beyond the common ones (e.g. ``implicit`` for recommenders).
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for pkg in ("pandas", "numpy", "scikit-learn", "lightgbm", "scipy", "pyarrow"):
+    for pkg in ("pandas", "numpy", "scikit-learn", "lightgbm", "scipy", "pyarrow", *extra):
         try:
             reqs.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:
@@ -354,11 +369,16 @@ def log_model(
     aliases: tuple[str, ...] = ("candidate",),
     tags: Mapping[str, Any] | None = None,
     signature_sample: pd.DataFrame | None = None,
+    params: Mapping[str, Any] | None = None,
+    extra_requirements: tuple[str, ...] = (),
 ) -> ModelRef:
     """Log ``model`` (an object with ``predict_frame``) with signature and input example.
 
     With ``registered_name`` the model becomes a new version of that registered model and gets
     ``aliases`` (``candidate`` by default; ``champion`` only moves via :func:`set_alias`).
+    ``params`` (name -> default) are inference parameters passed to ``predict_frame`` as keyword
+    arguments and declared in the signature; ``extra_requirements`` are packages pinned beside the
+    common ones.
     """
     # The schema is inferred from a larger sample than the example, so a column that happens to
     # be empty in the first rows still gets its type; every input column is then declared
@@ -368,17 +388,18 @@ def log_model(
     with warnings.catch_warnings():
         # mlflow hints that an integer column "cannot hold missing values": handled by optional columns
         warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
-        inferred = infer_signature(sample, model.predict_frame(sample))
+        inferred = infer_signature(sample, model.predict_frame(sample), params=dict(params) if params else None)
     inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
-    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+    signature = ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
+    adapter = _FrameParamsPredictor(model) if params else _FramePredictor(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=_FramePredictor(model),
+            python_model=adapter,
             signature=signature,
             input_example=example,
-            pip_requirements=_requirements(),
+            pip_requirements=_requirements(extra_requirements),
             registered_model_name=registered_name,
         )
     version = None

@@ -16,13 +16,22 @@ from typer.testing import CliRunner
 from omnicrm.features import FeatureConfig, build_features
 from omnicrm.pipeline.uplift import load_uplift_config, run_readout, run_uplift, write_effects
 from omnicrm.store import open_store
-from omnicrm.uplift.data import StoreSource, load_store
+from omnicrm.uplift.data import StoreSource, store_data
 
 pytestmark = pytest.mark.integration
 
 
 def _store_path(small_store: Path) -> Path:
     return Path(yaml.safe_load(small_store.read_text())["store"])
+
+
+def load_store(src: StoreSource, feats: FeatureConfig):  # noqa: ANN201 - UpliftData
+    """The rows of a store source, read the way the pipeline reads them (one thread: reproducible sums)."""
+    con = open_store(src.store, deterministic=True)
+    try:
+        return store_data(con, src, feats)
+    finally:
+        con.close()
 
 
 def _config(tmp_path: Path, store: Path, world: Path, **extra) -> Path:  # noqa: ANN003

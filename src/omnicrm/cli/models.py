@@ -47,7 +47,11 @@ def tune(
 @app.command()
 def promote(
     task: Annotated[
-        str, typer.Argument(help="churn, next_purchase, clv, clv-margin, propensity-<target>, <namespace>-churn.")
+        str,
+        typer.Argument(
+            help="churn, next_purchase, clv, clv-margin, propensity-<target>, <namespace>-churn, "
+            "<dataset>-recommend, <dataset>-uplift-<outcome>."
+        ),
     ],
     force: Annotated[bool, typer.Option("--force", help="Promote even if the candidate is worse.")] = False,
 ) -> None:

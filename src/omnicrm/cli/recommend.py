@@ -26,12 +26,13 @@ def recommend_eval(config: ConfigArg) -> None:
 @app.command()
 def recommend(
     config: ConfigArg,
-    as_of: Annotated[
-        datetime, typer.Option("--as-of", help="Fit on purchases before this date.", formats=["%Y-%m-%d"])
-    ],
+    as_of: Annotated[datetime, typer.Option("--as-of", help="Use purchases before this date.", formats=["%Y-%m-%d"])],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Score with a registered model (champion, candidate or a version).")
+    ] = None,
 ) -> None:
-    """Top-k products (with reasons) for every customer with a purchase before --as-of."""
+    """Top-k products (with reasons) per customer with a purchase before --as-of: refit and register, or --model."""
     from omnicrm.store.outputs import PARQUET, check_output_path
 
     check_output_path(out, PARQUET)
@@ -41,8 +42,8 @@ def recommend(
     check_as_of(load_recommend_config(config).store, as_of)
 
     with reporting() as progress:
-        result = write_recommendations(config, as_of.date(), out, progress=progress)
+        result = write_recommendations(config, as_of.date(), out, progress=progress, model=model)
     console.print(
         f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
-        f"{result.customers:,} customers -> {result.out}"
+        f"{result.customers:,} customers -> {result.out}\nmodel: {result.model}"
     )

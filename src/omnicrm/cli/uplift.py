@@ -30,8 +30,11 @@ def effects(
         datetime, typer.Option("--as-of", help="Score date; features read only ts < as-of.", formats=["%Y-%m-%d"])
     ],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file (customer_id, action, effect).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Score with a registered model (champion, candidate or a version).")
+    ] = None,
 ) -> None:
-    """Per-customer effect of every action for every customer at a date."""
+    """Per-customer effect of every action for every customer at a date (refit and register, or --model)."""
     from omnicrm.store.outputs import PARQUET, check_output_path
 
     check_output_path(out, PARQUET)
@@ -43,10 +46,10 @@ def effects(
         check_as_of(source.store, as_of)
 
     with reporting() as progress:
-        result = write_effects(config, as_of, out, progress=progress)
+        result = write_effects(config, as_of, out, progress=progress, model=model)
     console.print(
         f"effects: {result.customers:,} customers x {len(result.actions)} actions ({', '.join(result.actions)}) "
-        f"from {result.training_rows:,} training rows -> {result.out}"
+        f"from {result.training_rows:,} training rows -> {result.out}\nmodel: {result.model}"
     )
 
 

@@ -3,8 +3,11 @@
 Generate the world, ingest it, resolve identities, build features, then train every prediction
 task next to its baselines (one of them tuned with a short Optuna study) and promote each trained
 model to ``champion`` (so ``omnicrm predict`` works right after the demo), evaluate the recommenders
-and write recommendations, and estimate uplift and read out the campaigns. Model runs go to the
-MLflow store (``mlruns/`` unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
+and write recommendations, and estimate uplift and read out the campaigns. The recommender that
+wrote the lists and the uplift config's effect model (fitted at ``effects.as_of``) are registered and
+promoted too, so ``omnicrm recommend ... --model champion`` and ``omnicrm effects ... --model
+champion`` score without refitting after the demo. Model runs go to the MLflow store (``mlruns/``
+unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
 
 Promotion goes through :func:`omnicrm.pipeline.promote.promote`: a model without a champion gets its
 candidate; on a later demo run the new candidate is compared with the champion on the same
@@ -46,6 +49,13 @@ class RecommendStep(StrictModel):
     out: str
 
 
+class EffectsStep(StrictModel):
+    """Fit the uplift config's effects learner at ``as_of``, write every customer's effects, register the model."""
+
+    as_of: date
+    out: str
+
+
 class DemoConfig(StrictModel):
     """Paths of the step configs (relative to this file) and the demo's cutoffs and outputs."""
 
@@ -59,6 +69,7 @@ class DemoConfig(StrictModel):
     tune: TuneStep | None = None
     recommend: RecommendStep | None = None
     uplift: str | None = None  # uplift config: effects + Qini, then the campaign readout
+    effects: EffectsStep | None = None  # then the uplift config's effect model, registered and promoted
 
 
 class Promotion(NamedTuple):
@@ -85,6 +96,7 @@ class DemoResult:
     recommendations: Any = None
     uplift: Any = None
     readout: Any = None
+    effects: Any = None  # EffectsResult of the registered effect model
 
 
 def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult:
@@ -134,11 +146,13 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
         rec = base / cfg.recommend.config
         result.recommend_eval = evaluate_recommenders(rec, progress=progress)
         result.recommendations = write_recommendations(rec, cfg.recommend.as_of, Path(cfg.recommend.out), progress)
+        _promote_registered(result, result.recommendations.registered_name, progress)
     if cfg.uplift:
         from omnicrm.pipeline.uplift import run_readout, run_uplift
 
         result.uplift = run_uplift(base / cfg.uplift, progress=progress)
         result.readout = run_readout(base / cfg.uplift, progress=progress)
+        _register_effects(cfg, base, result, progress)
 
 
 def promote_trained(results: list[Any], progress: Progress = silent) -> list[Promotion]:
@@ -161,3 +175,49 @@ def promote_trained(results: list[Any], progress: Progress = silent) -> list[Pro
             continue
         out.append(Promotion(name, p.candidate if p.promoted else str(p.champion_before), p.note))
     return out
+
+
+def _promote_registered(result: DemoResult, name: str | None, progress: Progress) -> None:
+    """Promote the candidate of a registered recommender or effect model; record what happened.
+
+    The first candidate becomes champion. Later ones are compared with the champion on data neither
+    has seen (:func:`~omnicrm.pipeline.promote_models.promote_model`); when there is none (the demo
+    fits at the end of its data) or the candidate is worse, the champion stays and the note says why.
+    """
+    if name is None:  # the served method cannot be registered (the refit's result says why)
+        return
+    from omnicrm.pipeline.promote import PromotionRefused
+    from omnicrm.pipeline.promote_models import promote_model
+
+    try:
+        p = promote_model(name, progress=progress)
+    except PromotionRefused as refused:
+        r = refused.result
+        result.promotions.append(Promotion(name, str(r.champion_before), r.note))
+        return
+    result.promotions.append(Promotion(name, p.candidate if p.promoted else str(p.champion_before), p.note))
+
+
+def _register_effects(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progress) -> None:
+    """Fit and register the uplift config's effect model at ``effects.as_of``, write its effects, promote it.
+
+    The held-out Qini of the same learner and outcome from the uplift evaluation just run is tagged
+    on the version when it was computed on the same exposures.
+    """
+    if cfg.effects is None or cfg.uplift is None:
+        return
+    from omnicrm.pipeline.uplift import HeldOutQini, load_uplift_config, write_effects
+
+    path = base / cfg.uplift
+    ucfg, _ = load_uplift_config(path)
+    qini = None
+    ev = result.uplift.evaluations.get(ucfg.effects.outcome) if result.uplift is not None else None
+    if ev is not None:
+        summary = ev.summary()
+        rows = summary[(summary["learner"] == ucfg.effects.learner) & (summary["metric"] == "qini")]
+        if len(rows):
+            source = f"omnicrm uplift run {result.uplift.run_id}: mean over {ucfg.evaluation.seeds} split seeds"
+            by_action = dict(zip(rows["action"].astype(str), rows["mean"].astype(float), strict=True))
+            qini = HeldOutQini(result.uplift.rows, by_action, source)
+    result.effects = write_effects(path, cfg.effects.as_of, Path(cfg.effects.out), progress, qini=qini)
+    _promote_registered(result, result.effects.registered_name, progress)

@@ -46,7 +46,9 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     Parameters
     ----------
     task : str
-        The registered model's name, with or without ``omnicrm-`` (``churn``, ``clv-margin``).
+        The registered model's name, with or without ``omnicrm-`` (``churn``, ``clv-margin``); a
+        recommender (``<dataset>-recommend``) or an effect model (``<dataset>-uplift-<outcome>``) is
+        handed to :func:`omnicrm.pipeline.promote_models.promote_model`.
     force : bool
         Promote a worse candidate too.
     progress : Progress
@@ -60,6 +62,10 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     PromotionRefused
         The candidate is worse and ``force`` is not set.
     """
+    from omnicrm.pipeline.promote_models import handles, promote_model
+
+    if handles(task):  # a recommender or an effect model: judged on its own evaluation data
+        return promote_model(task, force=force, progress=progress)
     from omnicrm.pipeline.task_frames import feature_source
     from omnicrm.store import open_store
     from omnicrm.tasks.frames import build_frame

@@ -9,7 +9,11 @@
   customer's purchases and id (251 MB per run on Online Retail), which a refit re-derives.
 * :func:`write_recommendations`: fits the config's ``serve`` method on everything before ``as_of``
   and writes top-k rows for every customer with a purchase before it (Parquet, written to a
-  temporary file and moved into place, so a failed run leaves the previous output).
+  temporary file and moved into place, so a failed run leaves the previous output). The fitted model
+  is logged (run ``recommend · <dataset> · as of <date>``) and registered as the ``candidate`` of
+  ``omnicrm-<dataset>-recommend``: a :class:`~omnicrm.recommend.serve.ServedRecommender` holding
+  item-side state only. With ``model`` (``champion``, ``candidate`` or a version number) nothing is
+  fitted: that registered version scores the customers' purchases before ``as_of``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ TASK = "recommend"
 
 @dataclass
 class RecommendEvalResult:
+    """The experiment's tables and the MLflow runs that hold them."""
+
     table: pd.DataFrame  # method, mode, metrics at k, customers, fit_seconds, recommend_seconds
     params: dict[str, dict]  # tuned params per method
     validation: pd.DataFrame  # same layout as table, on the validation window
@@ -41,16 +47,32 @@ class RecommendEvalResult:
     k: int
 
 
+#: the MLflow model kind tag of registered recommenders (promotion dispatches on it)
+MODEL_KIND = "recommend"
+
+
 @dataclass
 class WriteResult:
+    """What ``omnicrm recommend`` wrote, and with which model.
+
+    ``model`` describes in one line where the lists came from (a refit and the version it was
+    registered as, or the registered version used); the command line prints it.
+    """
+
     out: Path
     rows: int
     customers: int
     method: str
     as_of: date
+    registered_name: str | None = None
+    version: str | None = None
+    refitted: bool = True
+    model: str = ""
+    run_id: str | None = None
 
 
-def _load(cfg, before: date):  # noqa: ANN001, ANN202 - (purchases, items)
+def load_store_purchases(cfg, before: date) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001 - a RecommendConfig
+    """The purchase lines before ``before`` and the products table of the config's store (read single-threaded)."""
     from omnicrm.recommend.history import load_items, load_purchases
     from omnicrm.store import open_store
 
@@ -69,7 +91,7 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
 
     cfg = load_recommend_config(config_path)
     progress("loading purchases", 0.0)
-    purchases, items = _load(cfg, cfg.test_end)
+    purchases, items = load_store_purchases(cfg, cfg.test_end)
     result = run_experiment(cfg, purchases, items, lambda s, f: progress(s, 0.02 + 0.9 * f))
     table = result.table(cfg.k)
     val_rows = []
@@ -171,24 +193,166 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
 
 
 def write_recommendations(
-    config_path: str | Path, as_of: date | datetime, out: str | Path, progress: Progress = silent
+    config_path: str | Path,
+    as_of: date | datetime,
+    out: str | Path,
+    progress: Progress = silent,
+    model: str | None = None,
 ) -> WriteResult:
-    """Top-k products for every customer with a purchase before ``as_of`` -> ``out`` (Parquet)."""
+    """Top-k products for every customer with a purchase before ``as_of`` -> ``out`` (Parquet).
+
+    Parameters
+    ----------
+    config_path
+        The recommender config (store, ``serve`` method, ``k``, ``serve_exclude_purchased``).
+    as_of
+        Only purchases before this date are read (fitted on, or scored from).
+    out
+        The Parquet file, replaced whole or not at all.
+    progress
+        Progress callback.
+    model
+        ``None``: refit the ``serve`` method, write its lists, log a run and register the model as
+        ``candidate`` of ``omnicrm-<dataset>-recommend`` (a method that cannot be served from item
+        state, BPR, is not registered and the result says why). An alias (``champion``,
+        ``candidate``) or a version number: score with that registered version; nothing is fitted.
+
+    Returns
+    -------
+    WriteResult
+        Counts, the method, the model used (registered name and version) and the output path.
+    """
     from omnicrm.errors import InputError
     from omnicrm.recommend.config import build_method, load_recommend_config
 
     cfg = load_recommend_config(config_path)
     as_of_date = as_of.date() if isinstance(as_of, datetime) else as_of
-    spec = next(m for m in cfg.methods if m.name == cfg.serve)
+    if model is not None:
+        return _score_registered(cfg, as_of_date, out, model, progress)
+    spec = cfg.serve_spec
     progress("loading purchases", 0.0)
-    purchases, items = _load(cfg, as_of_date)
+    purchases, items = load_store_purchases(cfg, as_of_date)
     if purchases.empty:
         raise InputError(f"{cfg.store}: no purchases before {as_of_date}; nothing to recommend from")
-    progress(f"fitting {spec.name}", 0.2)
-    model = build_method(spec, dict(spec.params), cfg.seed, str(config_path)).fit(purchases, as_of_date, items)
-    customers = model.history_.users
-    progress(f"recommending for {len(customers):,} customers", 0.7)
-    recs = model.recommend(customers, cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
-    out = write_frame(recs, out)
+    progress(f"refitting {spec.name} on purchases before {as_of_date}", 0.2)
+    fitted = build_method(spec, dict(spec.params), cfg.seed, str(config_path)).fit(purchases, as_of_date, items)
+    customers = fitted.history_.users
+    progress(f"recommending for {len(customers):,} customers", 0.6)
+    recs = fitted.recommend(customers, cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
+    progress("logging and registering the model", 0.8)
+    run_id, version, note = _register(cfg, fitted, as_of_date)
+    written = write_frame(recs, out)
     progress("recommendations written", 1.0)
-    return WriteResult(out, len(recs), int(recs["customer_id"].nunique()), spec.name, as_of_date)
+    name = cfg.registered_name()
+    described = f"refitted {spec.name} on purchases before {as_of_date}; " + (
+        f"registered {name} v{version} (candidate)" if version else f"not registered: {note}"
+    )
+    return WriteResult(
+        written,
+        len(recs),
+        int(recs["customer_id"].nunique()),
+        spec.name,
+        as_of_date,
+        name if version else None,
+        version,
+        True,
+        described,
+        run_id,
+    )
+
+
+def store_fingerprint(store: str | Path) -> str:
+    """The store's ``data_fingerprint`` (``store_meta``), read with the store opened read-only."""
+    from omnicrm.store import open_store
+    from omnicrm.tasks.frames import store_fingerprint as read
+
+    con = open_store(store, deterministic=True)
+    try:
+        return read(con)
+    finally:
+        con.close()
+
+
+def _register(cfg, fitted, as_of: date) -> tuple[str, str | None, str]:  # noqa: ANN001 - config, Recommender
+    """Log the serving run and register the fitted model; (run id, version or None, why not registered)."""
+    from omnicrm import tracking
+    from omnicrm.recommend import NotServableError, ServedRecommender
+
+    spec = cfg.serve_spec
+    fingerprint = store_fingerprint(cfg.store)
+    meta = {
+        "as_of": f"{as_of:%Y-%m-%d}",
+        "method": spec.name,
+        "kind": spec.kind,
+        "k": cfg.k,
+        "exclude_purchased": cfg.serve_exclude_purchased,
+        "products": fitted.history_.n_items,
+        "customers_at_fit": fitted.history_.n_users,
+        "data_fingerprint": fingerprint,
+        "config": cfg.dataset,
+    }
+    tags = {
+        "task": TASK,
+        "run_kind": "serve",
+        "model_kind": MODEL_KIND,
+        "dataset": cfg.dataset,
+        "method": spec.name,
+        "model_family": spec.kind,
+        "as_of": meta["as_of"],
+        "data_fingerprint": fingerprint,
+    }
+    with tracking.start_run(cfg.experiment, f"recommend · {cfg.dataset} · as of {as_of}", tags=tags) as run:
+        tracking.log_config(cfg.model_dump(mode="json"))
+        tracking.log_params({"serve": {"method": spec.name, "kind": spec.kind, **fitted.get_params()}})
+        try:
+            served = ServedRecommender.from_fitted(fitted, spec.name, cfg.k, cfg.serve_exclude_purchased, meta)
+        except NotServableError as exc:
+            tracking.set_tags({"registered": "no"})
+            return run.run_id, None, str(exc)
+        example = served.example_purchases()
+        ref = tracking.log_model(
+            served,
+            example,
+            registered_name=cfg.registered_name(),
+            tags={k: str(v) for k, v in meta.items()}
+            | {"model_kind": MODEL_KIND, "primary_metric": f"ndcg_at_{cfg.k}"},
+            params=served.params(),
+            extra_requirements=("implicit", "threadpoolctl"),
+        )
+        return run.run_id, ref.version, ""
+
+
+def _score_registered(cfg, as_of: date, out: str | Path, ref: str, progress: Progress) -> WriteResult:  # noqa: ANN001
+    """``omnicrm recommend --model REF``: the registered recommender scores the purchases before ``as_of``."""
+    from omnicrm.errors import InputError
+    from omnicrm.pipeline.promote_models import check_fingerprint, load_registered
+
+    name = cfg.registered_name()
+    progress(f"loading {name} ({ref}) from the registry", 0.0)
+    version, served = load_registered(name, ref, "recommend")
+    check_fingerprint(version, store_fingerprint(cfg.store), f"store {cfg.store}")
+    progress("loading purchases", 0.2)
+    purchases, _ = load_store_purchases(cfg, as_of)
+    if purchases.empty:
+        raise InputError(f"{cfg.store}: no purchases before {as_of}; nothing to recommend from")
+    progress(f"recommending with {name} v{version.version}", 0.5)
+    recs = served.predict_frame(purchases, as_of=as_of, k=cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
+    written = write_frame(recs, out)
+    progress("recommendations written", 1.0)
+    aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
+    described = (
+        f"{name} v{version.version}{aliases}: {served.method} fitted on purchases before {served.fit_cutoff}, "
+        "not refitted"
+    )
+    return WriteResult(
+        written,
+        len(recs),
+        int(recs["customer_id"].nunique()),
+        served.method,
+        as_of,
+        name,
+        version.version,
+        False,
+        described,
+        version.run_id,
+    )

@@ -1,167 +1,129 @@
-"""``omnicrm uplift | effects | readout CONFIG``: train, evaluate and read out uplift from a config.
+"""``omnicrm uplift | effects | readout CONFIG``: train, evaluate, serve and read out uplift from a config.
 
-Wiring only: reads the config and the data (a feature table or the store), calls the pure steps of
-:mod:`omnicrm.uplift`, logs to MLflow through :mod:`omnicrm.tracking` (experiment ``omnicrm-uplift``)
-and writes outputs atomically. The synthetic ground truth (optional ``truth`` block) is read only to
-*report* how well the estimated effects track the true ones.
+Wiring only: reads the config (:mod:`omnicrm.uplift.config`) and the data (a feature table file or
+the store, opened read-only and single-threaded), calls the pure steps of :mod:`omnicrm.uplift`, logs
+to MLflow through :mod:`omnicrm.tracking` (experiment ``omnicrm-uplift``) and writes outputs
+atomically. The synthetic ground truth (optional ``truth`` block) is read only to *report* how well
+the estimated effects track the true ones (:mod:`omnicrm.uplift.truth`).
+
+``omnicrm effects`` either refits the configured learner and registers it as the ``candidate`` of
+``omnicrm-<name>-uplift-<outcome>`` (an :class:`~omnicrm.uplift.model.EffectModel`), or, with
+``model`` (``champion``, ``candidate`` or a version number), loads that registered version and scores
+with it without fitting anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
 
-from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
-from omnicrm.uplift.data import ARM, UNIT, Source, StoreSource, UpliftData, load_store, load_table, to_model_frame
+from omnicrm.uplift.config import UpliftConfig, learner_factory, load_uplift_config
+from omnicrm.uplift.data import (
+    ARM,
+    UNIT,
+    StoreSource,
+    UpliftData,
+    closed_before,
+    population_features,
+    store_data,
+    table_data,
+)
 
-LearnerName = Literal["S", "T", "X", "DR"]
+__all__ = [
+    "EffectsResult",
+    "HeldOutQini",
+    "ReadoutResult",
+    "UpliftResult",
+    "load_data",
+    "load_uplift_config",
+    "run_readout",
+    "run_uplift",
+    "write_effects",
+]
 
-
-class LearnerSettings(StrictModel):
-    """Which learners to compare and the LightGBM settings of their base models."""
-
-    names: list[LearnerName] = Field(default=["S", "T", "X", "DR"], min_length=1)
-    #: LightGBM parameters overriding ``omnicrm.uplift.learners.default_model``
-    model: dict[str, Any] = {}
-    dr_folds: int = Field(default=2, ge=2, le=10)
-
-
-class EvaluationSettings(StrictModel):
-    """Held-out evaluation: outcomes, split seeds, cross-fitting folds and the targeting share k."""
-
-    outcomes: list[str] | None = None
-    seeds: int = Field(default=5, ge=1, le=50)
-    folds: int = Field(default=2, ge=2, le=10)
-    top_k: float = Field(default=0.3, gt=0, lt=1)
-
-
-class ReadoutSettings(StrictModel):
-    """Campaign readout: outcomes and grouping columns (e.g. campaign_id); the segment comes from the source."""
-
-    outcomes: list[str] | None = None
-    by: list[str] = []
+#: the MLflow model kind tag of registered effect models (promotion dispatches on it)
+MODEL_KIND = "uplift"
 
 
-class EffectsSettings(StrictModel):
-    """The learner and outcome of ``omnicrm effects``."""
-
-    learner: LearnerName = "DR"
-    outcome: str
-
-
-class TruthSettings(StrictModel):
-    """Synthetic ground truth: per-person true effects and the record -> person map."""
-
-    effects: str
-    record_owner: str
-    outcome: str = "purchase"
-
-
-class UpliftConfig(StrictModel):
-    name: str
-    source: Source
-    learners: LearnerSettings = LearnerSettings()
-    evaluation: EvaluationSettings = EvaluationSettings()
-    readout: ReadoutSettings = ReadoutSettings()
-    effects: EffectsSettings
-    truth: TruthSettings | None = None
-    experiment: str = "omnicrm-uplift"
-
-    @model_validator(mode="after")
-    def _check_outcomes(self) -> UpliftConfig:
-        known = list(self.source.outcomes)
-        for key, values in (
-            ("evaluation.outcomes", self.evaluation.outcomes or []),
-            ("readout.outcomes", self.readout.outcomes or []),
-            ("effects.outcome", [self.effects.outcome]),
-        ):
-            bad = [v for v in values if v not in known]
-            if bad:
-                raise ValueError(f"'{key}': {bad} not among the source's outcomes {known}")
-        return self
-
-
-def load_uplift_config(path: str | Path) -> tuple[UpliftConfig, Any]:
-    """The config and, for a store source, its feature config (a path relative to the config file)."""
+# --- reading -----------------------------------------------------------------------------------------
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A feature table (Parquet by suffix, else CSV); :class:`InputError` naming the file when unreadable."""
     path = Path(path)
-    cfg = load_config(UpliftConfig, path)
-    feats = None
-    if isinstance(cfg.source, StoreSource):
-        from omnicrm.features.config import FeatureConfig
-
-        if isinstance(cfg.source.features, str):
-            fpath = path.parent / cfg.source.features
-            feats = validate_config(FeatureConfig, read_yaml(fpath), str(fpath))
-        else:
-            feats = validate_config(FeatureConfig, cfg.source.features, f"{path} (key 'source.features')")
-    return cfg, feats
+    if not path.is_file():
+        raise InputError(f"{path}: feature table not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise InputError(f"{path}: cannot read feature table ({exc})") from exc
 
 
 def load_data(cfg: UpliftConfig, feats: Any) -> UpliftData:
+    """The experiment's rows: from the store (opened ``deterministic``, like the tasks) or the feature table."""
     if isinstance(cfg.source, StoreSource):
-        return load_store(cfg.source, feats)
-    return load_table(cfg.source)
+        from omnicrm.store import open_store
+
+        con = open_store(cfg.source.store, deterministic=True)
+        try:
+            return store_data(con, cfg.source, feats)
+        finally:
+            con.close()
+    return table_data(read_table(cfg.source.path), cfg.source)
 
 
-def learner_factory(cfg: UpliftConfig, name: str, control: str, outcome: str, y: np.ndarray):  # noqa: ANN201
-    """A function seed -> fresh learner, with the configured LightGBM base models."""
-    from omnicrm.uplift.learners import default_model, make_learner
-
-    binary = bool(np.isin(y, (0.0, 1.0)).all())
-
-    def make(seed: int):  # noqa: ANN202
-        base = default_model("classifier" if binary else "regressor", seed, **cfg.learners.model)
-        eff = default_model("regressor", seed, **cfg.learners.model)
-        return make_learner(
-            name,
-            control=control,
-            outcome="binary" if binary else "continuous",
-            base_model=base,
-            effect_model=eff,
-            random_state=seed,
-            n_folds=cfg.learners.dr_folds,
-        )
-
-    return make
+def _read_parquet(path: str, what: str) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise InputError(f"{path}: {what} not found (config key 'truth')")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise InputError(f"{path}: cannot read {what} ({exc})") from exc
 
 
-# --- truth (synthetic worlds only) -------------------------------------------------------------------
-def true_effects(cfg: UpliftConfig, data: UpliftData) -> pd.DataFrame:
-    """True effect of each action aligned with the rows (NaN where a row's customer has no truth).
-
-    The truth is per (person, campaign); people map to customers through the source records they own
-    (``record_owner``) and the store's ``identity_links``. A customer formed from several people gets
-    their mean effect.
-    """
+def read_truth(cfg: UpliftConfig, data: UpliftData) -> pd.DataFrame:
+    """The synthetic truth files and the store's identity links, joined onto the rows (synthetic worlds only)."""
     from omnicrm.store import open_store
+    from omnicrm.uplift.truth import true_effects
 
-    assert cfg.truth is not None and isinstance(cfg.source, StoreSource)
-    truth = pd.read_parquet(cfg.truth.effects)
-    owner = pd.read_parquet(cfg.truth.record_owner)
+    if cfg.truth is None or not isinstance(cfg.source, StoreSource):
+        raise ConfigError(f"uplift config '{cfg.name}': a 'truth' block needs a store source")
+    truth = _read_parquet(cfg.truth.effects, "true effects table")
+    owner = _read_parquet(cfg.truth.record_owner, "record owner table")
     con = open_store(cfg.source.store, deterministic=True)
     try:
-        con.register("__owner", owner)
-        person_customer = con.execute(
-            "select distinct o.person_id, l.customer_id from __owner o "
-            "join identity_links l on l.source = o.source and l.source_record_id = o.record_key"
-        ).df()
+        links = con.execute("select source, source_record_id, customer_id from identity_links").df()
     finally:
         con.close()
-    cols = [c for c in truth.columns if c.startswith("effect_")]
-    merged = truth.merge(person_customer, on="person_id")
-    per = merged.groupby(["customer_id", "campaign_id"], as_index=False)[cols].mean()
-    rows = data.frame[["customer_id", "campaign_id"]].merge(per, on=["customer_id", "campaign_id"], how="left")
-    return rows[cols].rename(columns=lambda c: c.removeprefix("effect_"))
+    return true_effects(truth, owner, links, data.frame)
+
+
+def data_fingerprint(cfg: UpliftConfig) -> str:
+    """What the data is: the store's ``data_fingerprint``, or the SHA-256 of the feature table file."""
+    if isinstance(cfg.source, StoreSource):
+        from omnicrm.store import open_store
+        from omnicrm.tasks.frames import store_fingerprint
+
+        con = open_store(cfg.source.store, deterministic=True)
+        try:
+            return store_fingerprint(con)
+        finally:
+            con.close()
+    digest = hashlib.sha256()
+    with Path(cfg.source.path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- uplift: train and evaluate -------------------------------------------------------------------------
@@ -195,7 +157,7 @@ def run_uplift(config_path: str | Path, progress: Progress = silent) -> UpliftRe
     X, arm, units = data.X, data.arms, data.frame[UNIT].to_numpy()
     truth = truth_by = None
     if cfg.truth is not None:
-        truth = true_effects(cfg, data)
+        truth = read_truth(cfg, data)
         truth_by = data.frame["campaign_id"].to_numpy(dtype=object)
     outcomes = cfg.evaluation.outcomes or data.outcomes
     seeds = list(range(cfg.evaluation.seeds))
@@ -221,7 +183,7 @@ def run_uplift(config_path: str | Path, progress: Progress = silent) -> UpliftRe
         for i, outcome in enumerate(outcomes):
             y = data.frame[outcome].to_numpy(float)
             use_truth = truth if (cfg.truth is not None and outcome == cfg.truth.outcome) else None
-            learners = {n: learner_factory(cfg, n, data.control, outcome, y) for n in cfg.learners.names}
+            learners = {n: learner_factory(cfg, n, data.control, y) for n in cfg.learners.names}
             ev = evaluate(
                 learners,
                 X,
@@ -260,11 +222,8 @@ def _metric_key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-/ " else "_" for ch in name)
 
 
-def _log_evaluation(tracking, ev) -> None:  # noqa: ANN001
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def _log_evaluation(tracking, ev) -> None:  # noqa: ANN001 - the tracking module and an Evaluation
+    from omnicrm.uplift.plots import qini_figures
 
     summary = ev.summary()
     metrics = {}
@@ -277,21 +236,8 @@ def _log_evaluation(tracking, ev) -> None:  # noqa: ANN001
         metrics[_metric_key(f"{ev.outcome}.{r.learner}.policy_gain_vs_best_constant")] = r.gain
         metrics[_metric_key(f"{ev.outcome}.{r.learner}.policy_gain_se")] = r.gain_se
     tracking.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-    for action in sorted({a for _, a in ev.curves}):
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        end = None
-        for (learner, a), (x, q) in ev.curves.items():
-            if a == action:
-                ax.plot(x, q, label=learner)
-                end = q[-1]
-        if end is not None:
-            ax.plot([0, 1], [0, end], "k--", label="random")
-        ax.set_xlabel("share targeted (by predicted effect)")
-        ax.set_ylabel(f"incremental {ev.outcome} per row")
-        ax.set_title(f"Qini: {action} on {ev.outcome} (held-out, seed 0)")
-        ax.legend()
+    for action, fig in qini_figures(ev).items():
         tracking.log_figure(fig, f"plots/qini_{_metric_key(ev.outcome)}_{_metric_key(str(action))}.png")
-        plt.close(fig)
 
 
 # --- readout --------------------------------------------------------------------------------------------
@@ -341,54 +287,251 @@ def run_readout(config_path: str | Path, progress: Progress = silent) -> Readout
 # --- effects: per-customer scores at a date -----------------------------------------------------------------
 @dataclass
 class EffectsResult:
+    """What ``omnicrm effects`` wrote, and with which model.
+
+    ``training_rows`` is the number of exposures the model was fitted on (from its version tag when
+    it was loaded); ``model`` describes the model used in one line (printed by the command line).
+    """
+
     out: Path
     customers: int
     rows: int
     actions: list[str]
     training_rows: int
+    registered_name: str | None = None
+    version: str | None = None
+    refitted: bool = True
+    model: str = ""
+    run_id: str | None = None
 
 
-def write_effects(
-    config_path: str | Path, as_of: date | datetime, out: str | Path, progress: Progress = silent
-) -> EffectsResult:
-    """Fit the configured learner and write ``(customer_id, action, effect)`` for every customer at ``as_of``.
+def training_rows(cfg: UpliftConfig, data: UpliftData, as_of: datetime) -> pd.DataFrame:
+    """The rows a model fitted at ``as_of`` learns from.
 
-    Store sources: training uses only campaigns whose outcome window closed before ``as_of``, and the
-    scored features are built at ``as_of`` (reading ``ts < as_of``). Feature tables hold no time: every
-    row is scored and ``as_of`` only labels the output.
+    Store sources: the exposures whose outcome window closed by ``as_of``. Feature tables: every row
+    (a table holds no time).
     """
-    from omnicrm.uplift.data import population_features
-
-    as_of = normalize_cutoff(as_of)
-    cfg, feats = load_uplift_config(config_path)
-    progress("effects: loading training data", 0.0)
-    data = load_data(cfg, feats)
     frame = data.frame
     if isinstance(cfg.source, StoreSource):
-        closed = frame["cutoff"] + timedelta(days=cfg.source.window_days) <= pd.Timestamp(as_of)
-        frame = frame[closed.to_numpy()]
+        frame = frame[closed_before(frame, cfg.source.window_days, as_of)]
         if frame.empty:
             raise InputError(f"effects: no campaign's outcome window closed before --as-of {as_of:%Y-%m-%d}")
-    y = frame[cfg.effects.outcome].to_numpy(float)
-    make = learner_factory(cfg, cfg.effects.learner, data.control, cfg.effects.outcome, y)
-    progress("effects: fitting", 0.3)
-    learner = make(0).fit(to_model_frame(frame, data.features, data.categorical), frame[ARM].to_numpy(dtype=object), y)
-    progress("effects: scoring", 0.7)
+    return frame
+
+
+def scoring_population(cfg: UpliftConfig, feats: Any, data: UpliftData | None, as_of: datetime) -> pd.DataFrame:
+    """Who is scored at ``as_of``, with their features and a ``customer_id`` column.
+
+    Store sources: every customer of the store's population at ``as_of`` (features read ``ts < as_of``).
+    Feature tables: every row (keyed by ``unit_id``).
+    """
     if isinstance(cfg.source, StoreSource):
-        pop = population_features(cfg.source, feats, as_of)
-        ids = pop["customer_id"].to_numpy()
-    else:
-        pop = data.frame
-        ids = pop[UNIT].to_numpy()
-    effect = learner.predict_effect(to_model_frame(pop, data.features, data.categorical))
-    actions = list(learner.actions_)
-    long = pd.DataFrame(
+        from omnicrm.store import open_store
+
+        con = open_store(cfg.source.store, deterministic=True)
+        try:
+            return population_features(con, feats, as_of)
+        finally:
+            con.close()
+    assert data is not None
+    return data.frame.assign(customer_id=data.frame[UNIT].to_numpy())
+
+
+def effects_long(ids: np.ndarray, actions: list[str], effect: np.ndarray) -> pd.DataFrame:
+    """``(customer_id, action, effect)``: one row per customer and action, customers in input order."""
+    return pd.DataFrame(
         {
             "customer_id": np.repeat(ids, len(actions)),
             "action": np.tile(np.asarray(actions, dtype=object), len(ids)),
             "effect": effect.reshape(-1),
         }
     )
-    out = write_frame(long, out)
+
+
+@dataclass(frozen=True)
+class HeldOutQini:
+    """Held-out Qini coefficients of one learner and outcome per action, and what they were computed on.
+
+    ``rows`` is the number of rows of the evaluation (``omnicrm uplift`` cross-fits on every row);
+    ``source`` says where the figures come from (logged with the registered version).
+    """
+
+    rows: int
+    by_action: dict[str, float]
+    source: str
+
+
+def write_effects(
+    config_path: str | Path,
+    as_of: date | datetime,
+    out: str | Path,
+    progress: Progress = silent,
+    model: str | None = None,
+    qini: HeldOutQini | None = None,
+) -> EffectsResult:
+    """Write ``(customer_id, action, effect)`` for every customer at ``as_of``.
+
+    Parameters
+    ----------
+    config_path
+        The uplift config (source, ``effects.learner`` and ``effects.outcome``).
+    as_of
+        Score date. Store sources: features read ``ts < as_of``; a refit learns from the campaigns
+        whose outcome window closed by ``as_of``. Feature tables hold no time: every row is scored
+        and ``as_of`` only labels the model.
+    out
+        The Parquet file, replaced whole or not at all.
+    progress
+        Progress callback.
+    model
+        ``None``: refit the configured learner, log a run and register the fitted
+        :class:`~omnicrm.uplift.model.EffectModel` as ``candidate``. An alias (``champion``,
+        ``candidate``) or a version number: load that registered version and score with it; nothing
+        is fitted.
+    qini
+        Held-out Qini coefficients of this learner and outcome, when known (the demo passes the
+        figures of ``omnicrm uplift``): logged and tagged on the registered version when they were
+        computed on as many rows as the model is fitted on (the same exposures), else left out.
+
+    Returns
+    -------
+    EffectsResult
+        Counts, the model used (registered name and version) and the output path.
+    """
+    as_of = normalize_cutoff(as_of)
+    cfg, feats = load_uplift_config(config_path)
+    if model is not None:
+        return _score_registered(cfg, feats, as_of, out, model, progress)
+    progress("effects: loading training data", 0.0)
+    data = load_data(cfg, feats)
+    rows = training_rows(cfg, data, as_of)
+    learner = cfg.effects.learner
+    window = (
+        f"campaigns whose outcome window closed before {as_of:%Y-%m-%d}"
+        if isinstance(cfg.source, StoreSource)
+        else f"the rows of {cfg.source.path}"
+    )
+    progress(f"effects: refitting {learner} on {len(rows):,} exposures of {window}", 0.3)
+    from omnicrm.uplift.model import fit_effect_model
+
+    make = learner_factory(cfg, learner, data.control, rows[cfg.effects.outcome].to_numpy(float))
+    effect_model = fit_effect_model(make, learner, rows, data.features, data.categorical, cfg.effects.outcome)
+    progress("effects: scoring", 0.6)
+    pop = scoring_population(cfg, feats, data, as_of)
+    long = effects_long(pop["customer_id"].to_numpy(), effect_model.actions, effect_model.predict_effect(pop))
+    progress("effects: logging and registering the model", 0.8)
+    effect_model.meta = _training_meta(cfg, rows, as_of, window)
+    known = qini if qini is not None and qini.rows == len(rows) else None
+    run_id, version = _register(cfg, feats, effect_model, pop, known)
+    written = write_frame(long, out)
     progress("effects: written", 1.0)
-    return EffectsResult(out, len(ids), len(long), actions, len(frame))
+    name = cfg.registered_name()
+    return EffectsResult(
+        written,
+        len(pop),
+        len(long),
+        effect_model.actions,
+        len(rows),
+        name,
+        version,
+        True,
+        f"refitted {learner} on {len(rows):,} exposures of {window}; registered {name} v{version} (candidate)",
+        run_id,
+    )
+
+
+def _training_meta(cfg: UpliftConfig, rows: pd.DataFrame, as_of: datetime, window: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "as_of": f"{as_of:%Y-%m-%d}",
+        "training_rows": len(rows),
+        "training_window": window,
+        "learner": cfg.effects.learner,
+        "outcome": cfg.effects.outcome,
+        "data_fingerprint": data_fingerprint(cfg),
+    }
+    if isinstance(cfg.source, StoreSource):
+        sends = rows.groupby("campaign_id", sort=True)["cutoff"].min()
+        meta |= {
+            "campaigns": ",".join(sends.index.astype(str)),
+            "first_send": f"{sends.min():%Y-%m-%d}",
+            "last_send": f"{sends.max():%Y-%m-%d}",
+            "window_days": cfg.source.window_days,
+        }
+    return meta
+
+
+def _register(
+    cfg: UpliftConfig, feats: Any, model: Any, pop: pd.DataFrame, qini: HeldOutQini | None
+) -> tuple[str, str | None]:
+    """Log the effects run and register ``model`` as the candidate of ``cfg.registered_name()``."""
+    from omnicrm import tracking
+
+    meta = model.meta
+    tags = {
+        "task": "effects",
+        "model_kind": MODEL_KIND,
+        "dataset": cfg.name,
+        "outcome": model.outcome,
+        "learner": model.learner_name,
+        "as_of": meta["as_of"],
+        "data_fingerprint": meta["data_fingerprint"],
+    }
+    version_tags = {k: v for k, v in meta.items() if k != "training_window"} | {
+        "model_kind": MODEL_KIND,
+        "training_window": meta["training_window"],
+        "primary_metric": "qini",
+        "config": cfg.name,
+    }
+    if qini is not None:
+        version_tags |= {"qini": f"{float(np.mean(list(qini.by_action.values()))):.6f}", "qini_source": qini.source}
+        version_tags |= {f"qini.{a}": f"{v:.6f}" for a, v in qini.by_action.items()}
+    # the columns as the feature builder types them (what a batch job passes), like the task models
+    features = pop[model.features]
+    with tracking.start_run(cfg.experiment, f"effects · {cfg.name} · as of {meta['as_of']}", tags=tags) as run:
+        tracking.log_config(cfg.model_dump(mode="json"))
+        if feats is not None:
+            tracking.log_dict(feats.model_dump(mode="json"), "features.json")
+        tracking.log_params({"training_rows": meta["training_rows"], "features": len(model.features)})
+        if qini is not None:
+            tracking.log_metrics({f"qini.{_metric_key(a)}": v for a, v in qini.by_action.items()})
+        ref = tracking.log_model(
+            model,
+            features.head(5),
+            signature_sample=features.sample(min(len(features), 2000), random_state=0),
+            registered_name=cfg.registered_name(),
+            tags=version_tags,
+        )
+        return run.run_id, ref.version
+
+
+def _score_registered(
+    cfg: UpliftConfig, feats: Any, as_of: datetime, out: str | Path, ref: str, progress: Progress
+) -> EffectsResult:
+    """``omnicrm effects --model REF``: the registered effect model scores the population; no fit."""
+    from omnicrm.pipeline.promote_models import check_fingerprint, load_registered
+
+    name = cfg.registered_name()
+    progress(f"effects: loading {name} ({ref}) from the registry", 0.0)
+    version, effect_model = load_registered(name, ref, "effects")
+    check_fingerprint(version, data_fingerprint(cfg), "the uplift source")
+    data = None if isinstance(cfg.source, StoreSource) else load_data(cfg, feats)
+    progress("effects: scoring", 0.4)
+    pop = scoring_population(cfg, feats, data, as_of)
+    long = effects_long(pop["customer_id"].to_numpy(), effect_model.actions, effect_model.predict_effect(pop))
+    written = write_frame(long, out)
+    progress("effects: written", 1.0)
+    aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
+    fitted = version.tags.get("as_of", "?")
+    trained = int(version.tags.get("training_rows", effect_model.meta.get("training_rows", 0)) or 0)
+    return EffectsResult(
+        written,
+        len(pop),
+        len(long),
+        effect_model.actions,
+        trained,
+        name,
+        version.version,
+        False,
+        f"{name} v{version.version}{aliases}: {effect_model.learner_name} fitted as of {fitted}, not refitted",
+        version.run_id,
+    )

@@ -18,10 +18,21 @@ scikit-learn's estimators).
   customer is in it: customer ids, the customer x product matrix, user factors and per-customer
   scores are who-bought-what, and a refit at the same cutoff re-derives them. A subclass extends the
   base class's dict with its own item-side state.
+* Serving without refitting: a fitted model splits into *item-side* state (learned from every
+  customer's purchases, but about products: rankings, item factors, similarities, rankers) and
+  *user-side* state (derived from one customer's own purchases: their rows of the history, their
+  repurchase scores, their factors). :meth:`Recommender.with_history` returns a copy whose user side
+  is derived from another history in the model's product space
+  (:func:`~omnicrm.recommend.history.history_in`); :meth:`Recommender.without_customers` is that
+  copy for a history of no customers, which is what a registered model holds. A subclass with
+  user-side state extends :meth:`Recommender._users`; on the history it was fitted on, the derived
+  user side equals the fitted one, so the copy recommends exactly what the fitted model does. A
+  method whose user side cannot be derived that way sets ``servable`` to a reason (BPR).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from omnicrm.errors import ConfigError
-from omnicrm.recommend.history import History, build_history, in_sorted
+from omnicrm.recommend.history import History, build_history, empty_history, in_sorted
 
 OUTPUT_COLUMNS = ("customer_id", "rank", "product_id", "score", "reason")
 
@@ -46,6 +57,10 @@ def empty_output() -> pd.DataFrame:
             "reason": pd.Series([], dtype="str"),
         }
     )
+
+
+class NotServableError(ConfigError):
+    """A recommender whose user side cannot be derived from item state (see ``Recommender.servable``)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,8 @@ class Recommender:
     _constraints: ClassVar[dict[str, tuple[Any, Any]]] = {}
     #: hyper-parameters with a fixed set of allowed values: {name: (value, ...)}
     _choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    #: ``True``, or why the method's user side cannot be derived from item state and a history
+    servable: ClassVar[bool | str] = True
 
     def get_params(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")}
@@ -106,6 +123,7 @@ class Recommender:
         self._validate_params()
         self.history_ = history
         self._pair_keys_ = history.pair_keys()
+        self.fit_cutoff_ = history.cutoff
         buyers = np.bincount(history.pairs["i"].to_numpy(), minlength=history.n_items).astype(float)
         self.popular_ = popularity_ranking(buyers, "popular with all customers")
         self._fit(history)
@@ -117,6 +135,61 @@ class Recommender:
     def _check_fitted(self) -> None:
         if not hasattr(self, "history_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+
+    # --- serving from item state ---------------------------------------------------------------
+    def _users(self, history: History) -> None:
+        """Set the user-side state for ``history`` (same product space); subclasses extend it.
+
+        Only assigns attributes (never mutates objects shared with the model it was copied from).
+        """
+        self.history_ = history
+        self._pair_keys_ = history.pair_keys()
+
+    def _check_servable(self) -> None:
+        if self.servable is not True:
+            raise NotServableError(
+                f"recommender '{self.kind}' cannot be served from item state: {self.servable}; "
+                "register another method (popularity, recent_popularity, repurchase, als, item_knn, hybrid) "
+                "or refit it where it is used"
+            )
+
+    def with_history(self, history: History) -> Recommender:
+        """A copy that recommends to the customers of ``history`` with this model's item-side state.
+
+        Parameters
+        ----------
+        history
+            Purchases before some date in this model's product space (built by
+            :func:`~omnicrm.recommend.history.history_in`).
+
+        Returns
+        -------
+        Recommender
+            A shallow copy sharing the item-side state; its user side is derived from ``history``.
+
+        Raises
+        ------
+        NotServableError
+            The method's user side cannot be derived from item state (``servable`` says why).
+        """
+        self._check_fitted()
+        self._check_servable()
+        if not history.items.equals(self.history_.items):
+            raise ValueError("with_history: the history's products are not this model's (use history_in)")
+        other = copy.copy(self)
+        other._users(history)
+        return other
+
+    def without_customers(self) -> Recommender:
+        """A copy holding item-side state only: no customer id, purchase or per-customer score."""
+        h = self.history_
+        return self.with_history(empty_history(h.cutoff, h.items, h.item_info))
+
+    @property
+    def fit_cutoff(self) -> pd.Timestamp:
+        """The cutoff the model was fitted at: its item-side state read only purchases before it."""
+        self._check_fitted()
+        return self.fit_cutoff_
 
     # --- artifact -------------------------------------------------------------------------------
     def item_state(self) -> dict[str, Any]:

@@ -69,6 +69,10 @@ class Repurchase(Recommender):
     def _fit(self, history: History) -> None:
         self.scores_ = repurchase_scores(history, self.half_life_days)
 
+    def _users(self, history: History) -> None:
+        super()._users(history)
+        self.scores_ = repurchase_scores(history, self.half_life_days)
+
     def _top_items(self, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:
         if exclude:
             return _no_rows()

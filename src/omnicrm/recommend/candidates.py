@@ -63,24 +63,19 @@ class Components:
 def fit_components(
     history: History, als_params: dict, knn_params: dict, recent_days: int, half_life_days: float
 ) -> Components:
+    """Fit the generators on ``history`` and compute its per-item and per-user statistics."""
     als = ALS(**als_params).fit_history(history)
     knn = ItemKNN(**knn_params).fit_history(history)
+    items = item_statistics(history, recent_days)
+    cat_codes, categories = pd.factorize(history.item_info["category"], use_na_sentinel=True)
+    return user_components(history, als, knn, recent_days, half_life_days, items, pd.Index(categories), cat_codes)
+
+
+def item_statistics(history: History, recent_days: int) -> pd.DataFrame:
+    """Per item: buyers overall / recently / last week, trend, repeat rate, age, price and popularity ranks."""
     ln = history.lines
     age = ln["age_days"].to_numpy()
-
-    # users: distinct orders, distinct items, days since first/last purchase, median price paid
-    uo = ln.drop_duplicates(["u", "order"])
-    users = pd.DataFrame(index=pd.RangeIndex(history.n_users))
-    users["u_orders"] = uo.groupby("u").size().reindex(users.index, fill_value=0).to_numpy(float)
-    users["u_items"] = np.diff(history.matrix.indptr).astype(float)
-    users["u_days_since_last"] = ln.groupby("u")["age_days"].min().reindex(users.index).to_numpy()
-    users["u_days_since_first"] = ln.groupby("u")["age_days"].max().reindex(users.index).to_numpy()
     price = history.item_info["price"].to_numpy(float)
-    users["u_price"] = (
-        pd.Series(price[ln["i"].to_numpy()]).groupby(ln["u"].to_numpy()).median().reindex(users.index).to_numpy()
-    )
-
-    # items: buyers overall / recently / last week, trend, repeat rate, age, price
     p = history.pairs
     items = pd.DataFrame(index=pd.RangeIndex(history.n_items))
     items["i_buyers"] = np.bincount(p["i"], minlength=history.n_items).astype(float)
@@ -99,11 +94,41 @@ def fit_components(
     items["i_price"] = price
     items["pop_rank"] = _rank_desc(items["i_buyers"].to_numpy())
     items["recent_rank"] = _rank_desc(items["i_buyers_recent"].to_numpy() + items["i_buyers"].to_numpy() * 1e-6)
+    return items
+
+
+def user_components(
+    history: History,
+    als: ALS,
+    knn: ItemKNN,
+    recent_days: int,
+    half_life_days: float,
+    items: pd.DataFrame,
+    categories: pd.Index,
+    item_cat: np.ndarray,
+) -> Components:
+    """The :class:`Components` of the customers of ``history`` around given item-side state.
+
+    ``als`` and ``knn`` must already hold ``history``'s user side; ``items``, ``categories`` and
+    ``item_cat`` are item-side (from the fitted history). Everything computed here is per customer,
+    from their own purchases, so a served hybrid derives it at scoring time.
+    """
+    ln = history.lines
+    # users: distinct orders, distinct items, days since first/last purchase, median price paid
+    uo = ln.drop_duplicates(["u", "order"])
+    users = pd.DataFrame(index=pd.RangeIndex(history.n_users))
+    users["u_orders"] = uo.groupby("u").size().reindex(users.index, fill_value=0).to_numpy(float)
+    users["u_items"] = np.diff(history.matrix.indptr).astype(float)
+    users["u_days_since_last"] = ln.groupby("u")["age_days"].min().reindex(users.index).to_numpy()
+    users["u_days_since_first"] = ln.groupby("u")["age_days"].max().reindex(users.index).to_numpy()
+    price = history.item_info["price"].to_numpy(float)
+    users["u_price"] = (
+        pd.Series(price[ln["i"].to_numpy()]).groupby(ln["u"].to_numpy()).median().reindex(users.index).to_numpy()
+    )
 
     # categories: the user's share of lines per category, and their top category
-    cat_codes, categories = pd.factorize(history.item_info["category"], use_na_sentinel=True)
     n_cat = max(len(categories), 1)
-    line_cat = cat_codes[ln["i"].to_numpy()]
+    line_cat = item_cat[ln["i"].to_numpy()]
     known = line_cat >= 0
     key = ln["u"].to_numpy()[known].astype(np.int64) * n_cat + line_cat[known]
     counts = pd.Series(key).value_counts()
@@ -126,8 +151,8 @@ def fit_components(
         items,
         top,
         share,
-        pd.Index(categories),
-        cat_codes,
+        categories,
+        item_cat,
     )
 
 

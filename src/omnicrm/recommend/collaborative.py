@@ -5,10 +5,28 @@ contract (customer/product ids, cutoff, reasons). Determinism: a fixed ``random_
 ``num_threads`` (BPR's parallel SGD is order-dependent, so 1 thread by default). implicit warns when
 OpenBLAS runs its own thread pool (it slows ALS badly); models are built, fitted and queried inside
 ``threadpool_limits(1, "blas")``, which both avoids the slowdown and the warning.
+
+Serving from item state (:meth:`~omnicrm.recommend.base.Recommender.with_history`):
+
+* item-kNN: the similarity is item-side; a customer's scores are their own log-weighted purchases
+  times it.
+* ALS: implicit's ALS solves user factors with three conjugate-gradient steps per iteration, warm
+  started from the previous iteration's factors, against the previous iteration's item factors. So
+  a user's final factors are not the least-squares solution against the final item factors
+  (implicit's ``recalculate_user``): on the small test world such recomputed factors changed 85% of
+  the top-10 lists. Instead the fit keeps the item factors of every iteration (item-side state:
+  ``iterations`` x products x ``factors`` floats) and :meth:`ALS.fold_in` replays the user half of
+  each iteration for any customer from their own confidence row: the seeded initial factors, then the
+  same solver against the same item factors. On the fitted history this reproduces the fitted user
+  factors exactly. BM25 weights need two item-side statistics of the fitted matrix (the number of
+  products and each product's length norm), kept as ``bm25_norm_``.
+* BPR: its SGD samples (customer, bought, not bought) triples across every customer in one random
+  stream, so a customer's factors depend on everyone's purchases: not servable from item state.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,10 +46,24 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+BM25_K1 = 100.0
+BM25_B = 0.8
+
+
 def weighted_matrix(
-    history: History, weighting: str, alpha: float = 1.0, bm25_k1: float = 100.0, bm25_b: float = 0.8
+    history: History,
+    weighting: str,
+    alpha: float = 1.0,
+    bm25_k1: float = BM25_K1,
+    bm25_b: float = BM25_B,
+    bm25_norm: np.ndarray | None = None,
 ) -> sp.csr_matrix:
-    """The user x item confidence matrix: order counts weighted by ``count``, ``log`` or ``bm25``."""
+    """The user x item confidence matrix: order counts weighted by ``count``, ``log``, ``binary`` or ``bm25``.
+
+    ``bm25_norm`` (each product's BM25 length norm in a fitted matrix, :func:`bm25_item_norm`) weighs
+    the rows of ``history`` as if they were rows of that fitted matrix (serving); without it the
+    norms come from ``history`` itself (fitting).
+    """
     from implicit.nearest_neighbours import bm25_weight
 
     m = history.matrix.astype(np.float32)
@@ -43,11 +75,36 @@ def weighted_matrix(
     elif weighting == "binary":
         w = m.copy()
         w.data = np.ones_like(w.data)
+    elif bm25_norm is not None:
+        w = bm25_rows(m, bm25_norm, bm25_k1)
     else:  # bm25 weights each item's column (rows of the transposed matrix), as implicit's examples do
         w = sp.csr_matrix(bm25_weight(m.T.tocsr(), K1=bm25_k1, B=bm25_b).T, dtype=np.float32)
     w = (w * np.float32(alpha)).tocsr().astype(np.float32)
     w.sort_indices()
     return w
+
+
+def bm25_item_norm(history: History, bm25_b: float = BM25_B) -> np.ndarray:
+    """Each product's BM25 length norm in ``history``'s matrix, as implicit's ``bm25_weight`` computes it
+    on the transposed (product x customer) matrix: ``(1 - B) + B * row_sum / mean(row_sums)``."""
+    x = sp.coo_matrix(history.matrix.astype(np.float32).T.tocsr())
+    row_sums = np.ravel(x.sum(axis=1))
+    average_length = row_sums.mean()
+    return (1.0 - bm25_b) + bm25_b * row_sums / average_length
+
+
+def bm25_rows(m: sp.csr_matrix, length_norm: np.ndarray, bm25_k1: float = BM25_K1) -> sp.csr_matrix:
+    """BM25 weights of the customer rows ``m`` given the products' length norms of a fitted matrix.
+
+    implicit's ``bm25_weight`` on the transposed matrix, term for term: a customer's idf is
+    ``log(products) - log1p(products the customer bought)`` (their own row), a product's length norm
+    comes from the fitted matrix. Same operations in the same dtypes, so the same float32 weights.
+    """
+    n_items = float(m.shape[1])
+    idf = np.log(n_items) - np.log1p(np.diff(m.indptr).astype(np.int64))
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    data = m.data * (bm25_k1 + 1.0) / (bm25_k1 * length_norm[m.indices] + m.data) * idf[rows]
+    return sp.csr_matrix((data.astype(np.float32), m.indices.copy(), m.indptr.copy()), shape=m.shape)
 
 
 def _implicit_top(model, user_items: sp.csr_matrix, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:  # noqa: ANN001
@@ -140,6 +197,20 @@ def gather_scores(users: np.ndarray, items: np.ndarray, dense_rows, batch: int =
     return out
 
 
+def initial_factors(model, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    """The user and item factors implicit's ``fit`` starts from: its seeded generator's first two draws.
+
+    Row ``u`` of the user draw does not depend on how many users are drawn (the generator fills rows
+    in order), so any customer index gets the start its row would have had in the fit.
+    """
+    from implicit.utils import check_random_state
+
+    rng = check_random_state(model.random_state)
+    users = rng.random((n_users, model.factors), dtype=model.dtype) * 0.01
+    items = rng.random((n_items, model.factors), dtype=model.dtype) * 0.01
+    return users, items
+
+
 class _FactorModel(Recommender):
     """Shared fit/recommend/reason code of ALS and BPR."""
 
@@ -201,6 +272,45 @@ class ALS(_FactorModel):
         self.num_threads = num_threads
         self.random_state = random_state
 
+    def _fit(self, history: History) -> None:
+        """implicit's fit, keeping the item factors each iteration's user step solved against."""
+        self.bm25_norm_ = bm25_item_norm(history) if self.weighting == "bm25" else None
+        self.user_items_ = weighted_matrix(history, self.weighting, self.alpha)
+        after: list[np.ndarray] = []
+        with single_threaded_blas():
+            self.model_ = self._make()
+            # called after each iteration's user and item steps: the item factors the next user step uses
+            self.model_.fit(
+                self.user_items_,
+                show_progress=False,
+                callback=lambda *_: after.append(np.array(self.model_.item_factors, copy=True)),
+            )
+        _, start = initial_factors(self.model_, history.n_users, history.n_items)
+        self.item_path_ = [start, *after[:-1]]
+
+    def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
+        """User factors of the customers ``user_items`` (confidence rows, this model's products).
+
+        Replays the user half of every fitted iteration: row ``u`` starts where implicit's fit started
+        user ``u`` and takes the same conjugate-gradient steps against the same item factors. For the
+        fitted matrix the result equals the fitted user factors bit for bit.
+        """
+        factors, _ = initial_factors(self.model_, user_items.shape[0], 0)
+        with single_threaded_blas():
+            for item_factors in self.item_path_:
+                self.model_.solver(
+                    user_items, factors, item_factors, self.model_.regularization, num_threads=self.num_threads
+                )
+        return factors
+
+    def _users(self, history: History) -> None:
+        super()._users(history)
+        self.user_items_ = weighted_matrix(history, self.weighting, self.alpha, bm25_norm=self.bm25_norm_)
+        model = copy.copy(self.model_)
+        model.user_factors = self.fold_in(self.user_items_)
+        model._user_norms = model._XtX = None  # caches of the fitted user factors
+        self.model_ = model
+
     def _make(self):  # noqa: ANN202
         from implicit.cpu.als import AlternatingLeastSquares
 
@@ -219,6 +329,11 @@ class BPR(_FactorModel):
     """Bayesian personalised ranking (SGD on sampled pairs), implicit's CPU model."""
 
     kind = "bpr"
+    servable = (
+        "its user factors are learned by SGD on (customer, bought, not bought) triples sampled across every "
+        "customer's purchases in one random stream, so they cannot be rebuilt from item factors and one "
+        "customer's purchases"
+    )
     _constraints = {
         "factors": (int, 1),
         "learning_rate": ((int, float), 0),
@@ -319,6 +434,10 @@ class ItemKNN(Recommender):
             return pd.DataFrame({"row": [], "i": [], "score": []}).astype({"row": "int64", "i": "int64"})
         out = pd.concat(parts, ignore_index=True)
         return out[out["score"].to_numpy() > 0]  # no similarity at all: leave the slot to the fallback
+
+    def _users(self, history: History) -> None:
+        super()._users(history)
+        self.user_items_ = weighted_matrix(history, "log")
 
     def item_state(self) -> dict[str, Any]:
         """The base's state and the item x item similarity (``K`` neighbours per item)."""

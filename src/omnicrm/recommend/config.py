@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from omnicrm.config import StrictModel, load_config
+from omnicrm.config import StrictModel, load_config, validate_config
 from omnicrm.errors import ConfigError
 
 MethodKind = Literal["popularity", "recent_popularity", "repurchase", "als", "bpr", "item_knn", "hybrid"]
@@ -80,6 +80,15 @@ class RecommendConfig(StrictModel):
     def test_end(self) -> date:
         return self.test_cutoff + timedelta(days=self.test_days)
 
+    def registered_name(self) -> str:
+        """The registry name of the recommender ``omnicrm recommend`` fits: ``omnicrm-<dataset>-recommend``."""
+        return f"omnicrm-{self.dataset}-recommend"
+
+    @property
+    def serve_spec(self) -> MethodSpec:
+        """The method ``omnicrm recommend`` fits and serves."""
+        return next(m for m in self.methods if m.name == self.serve)
+
 
 def build_method(spec: MethodSpec, params: dict[str, Any], seed: int, source: str = "config") -> Any:
     """An unfitted recommender of ``spec.kind`` with ``params`` (``random_state`` defaults to ``seed``)."""
@@ -108,9 +117,20 @@ def build_method(spec: MethodSpec, params: dict[str, Any], seed: int, source: st
 def load_recommend_config(path: str | Path) -> RecommendConfig:
     """Load and validate the config, including every method's params and grid values."""
     cfg = load_config(RecommendConfig, path)
+    _check_methods(cfg, str(path))
+    return cfg
+
+
+def recommend_config_from_dict(data: dict[str, Any], source: str) -> RecommendConfig:
+    """Validate a config given as a dict (e.g. the one a run logged); ``source`` names it in errors."""
+    cfg = validate_config(RecommendConfig, data, source)
+    _check_methods(cfg, source)
+    return cfg
+
+
+def _check_methods(cfg: RecommendConfig, source: str) -> None:
     for spec in cfg.methods:
         if spec.inherit and spec.kind != "hybrid":
-            raise ConfigError(f"{path}: method '{spec.name}': 'inherit' is only for the hybrid")
+            raise ConfigError(f"{source}: method '{spec.name}': 'inherit' is only for the hybrid")
         for combo in spec.combos():
-            build_method(spec, combo, cfg.seed, str(path))
-    return cfg
+            build_method(spec, combo, cfg.seed, source)

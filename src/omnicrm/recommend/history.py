@@ -97,10 +97,10 @@ def in_sorted(values: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == values
 
 
-def build_history(
-    purchases: pd.DataFrame, cutoff: date | datetime | pd.Timestamp, items: pd.DataFrame | None = None
-) -> History:
-    """Index the purchase lines with ``ts < cutoff`` (later rows are dropped here, never used)."""
+def _purchase_lines(
+    purchases: pd.DataFrame, cutoff: date | datetime | pd.Timestamp
+) -> tuple[pd.Timestamp, pd.DataFrame]:
+    """The cutoff as a timestamp, and the purchase lines with ``ts < cutoff`` and both ids present."""
     missing = [c for c in PURCHASE_COLUMNS if c not in purchases.columns]
     if missing:
         raise InputError(f"purchase frame: missing column(s) {missing}; expected {list(PURCHASE_COLUMNS)}")
@@ -114,9 +114,11 @@ def build_history(
     p = purchases.loc[keep, list(PURCHASE_COLUMNS)].assign(ts=ts[keep])
     if p.empty:
         raise InputError(f"no purchases before the cutoff {t:%Y-%m-%d}: nothing to fit a recommender on")
+    return t, p
 
-    users = pd.Index(np.sort(p["customer_id"].astype(str).unique()), name="customer_id")
-    item_ids = pd.Index(np.sort(p["product_id"].astype(str).unique()), name="product_id")
+
+def _order_lines(t: pd.Timestamp, p: pd.DataFrame, users: pd.Index, item_ids: pd.Index) -> pd.DataFrame:
+    """One line per (user, item, order) of the purchase lines ``p`` in the given id spaces."""
     u = users.get_indexer(p["customer_id"].astype(str))
     i = item_ids.get_indexer(p["product_id"].astype(str))
     order = pd.factorize(p["order_id"].astype(str))[0]
@@ -133,13 +135,71 @@ def build_history(
         }
     )
     # one line per (user, item, order): a basket holding an item twice is one purchase of it
-    lines = (
+    return (
         raw.groupby(["u", "i", "order"], sort=True)
         .agg(age_days=("age_days", "min"), quantity=("quantity", "sum"), amount=("amount", "sum"))
         .reset_index()
     )
+
+
+def build_history(
+    purchases: pd.DataFrame, cutoff: date | datetime | pd.Timestamp, items: pd.DataFrame | None = None
+) -> History:
+    """Index the purchase lines with ``ts < cutoff`` (later rows are dropped here, never used)."""
+    t, p = _purchase_lines(purchases, cutoff)
+    users = pd.Index(np.sort(p["customer_id"].astype(str).unique()), name="customer_id")
+    item_ids = pd.Index(np.sort(p["product_id"].astype(str).unique()), name="product_id")
+    lines = _order_lines(t, p, users, item_ids)
     info = _item_info(item_ids, lines, items)
     return from_lines(t, users, item_ids, lines[["u", "i", "order", "age_days", "quantity"]], info)
+
+
+def history_in(
+    purchases: pd.DataFrame, cutoff: date | datetime | pd.Timestamp, items: pd.Index, item_info: pd.DataFrame
+) -> History:
+    """The purchase lines with ``ts < cutoff`` in a fixed product space: a fitted model's catalogue.
+
+    What a registered recommender scores from (:meth:`Recommender.with_history
+    <omnicrm.recommend.base.Recommender.with_history>`): products outside ``items`` are dropped (the
+    model knows nothing of them), every customer with a purchase before ``cutoff`` is a user (one
+    whose every product is new to the model has an empty row and gets the fallback ranking), and
+    ``item_info`` is the model's own. On the purchases a model was fitted on, this is the history it
+    was fitted on.
+
+    Parameters
+    ----------
+    purchases
+        Purchase lines with :data:`PURCHASE_COLUMNS`; rows at or after ``cutoff`` are ignored.
+    cutoff
+        Only purchases with ``ts < cutoff`` are read; ages are days before it.
+    items, item_info
+        The model's product ids (column order) and per-product category and price.
+
+    Returns
+    -------
+    History
+        The customers' history before ``cutoff`` in the model's product space.
+    """
+    t, p = _purchase_lines(purchases, cutoff)
+    users = pd.Index(np.sort(p["customer_id"].astype(str).unique()), name="customer_id")
+    known = items.get_indexer(p["product_id"].astype(str)) >= 0
+    p = p[known]
+    lines = _order_lines(t, p, users, items)
+    return from_lines(t, users, items, lines[["u", "i", "order", "age_days", "quantity"]], item_info)
+
+
+def empty_history(cutoff: pd.Timestamp, items: pd.Index, item_info: pd.DataFrame) -> History:
+    """A history of no customers in the given product space (what a model without customers holds)."""
+    lines = pd.DataFrame(
+        {
+            "u": np.array([], dtype=np.int64),
+            "i": np.array([], dtype=np.int64),
+            "order": np.array([], dtype=np.int64),
+            "age_days": np.array([], dtype=float),
+            "quantity": np.array([], dtype=float),
+        }
+    )
+    return from_lines(cutoff, pd.Index([], dtype="str", name="customer_id"), items, lines, item_info)
 
 
 def from_lines(

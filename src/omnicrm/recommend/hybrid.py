@@ -10,6 +10,11 @@ after T) is never seen.
 Two rankers are trained, one per evaluation mode: ``all`` ranks the user's own items together with
 new ones (labels: any purchase in the window), ``new`` ranks only items the customer never bought
 (labels: first purchases), which is what ``recommend(..., exclude_purchased=True)`` serves.
+
+Served from item state (:meth:`~omnicrm.recommend.base.Recommender.with_history`), the hybrid keeps
+its rankers, the item statistics and categories, the ALS item factors (with their per-iteration
+path) and the kNN similarity, and derives every per-customer part (features, candidates, ALS user
+factors, repurchase scores, category shares) from the customers' purchases at scoring time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ import scipy.sparse as sp
 
 from omnicrm.errors import InputError
 from omnicrm.recommend.base import Recommender
-from omnicrm.recommend.candidates import FEATURES, Components, add_ranks, features, fit_components, generate
+from omnicrm.recommend.candidates import (
+    FEATURES,
+    Components,
+    add_ranks,
+    features,
+    fit_components,
+    generate,
+    user_components,
+)
 from omnicrm.recommend.collaborative import anchor_reasons, anchors_by_similarity
 from omnicrm.recommend.history import History, in_sorted, truncate
 
@@ -175,6 +188,17 @@ class Hybrid(Recommender):
         self._validate_params()
         self._fit_rankers()
         return self
+
+    def _users(self, history: History) -> None:
+        """The generators' and the statistics' user side from ``history``; rankers and item statistics stay."""
+        super()._users(history)
+        c = self.components_
+        als, knn = c.als.with_history(history), c.knn.with_history(history)
+        self.components_ = user_components(
+            history, als, knn, c.recent_days, self.half_life_days, c.items, c.categories, c.item_cat
+        )
+        self._serve_cache = {}
+        self.__dict__.pop("_train", None)  # the ranker's training frames are per customer
 
     def item_state(self) -> dict[str, Any]:
         """The base's state, the generators' item side (item statistics and categories, ALS item

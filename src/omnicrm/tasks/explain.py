@@ -1,10 +1,10 @@
 """Explanations: global (SHAP summary plot, importance) and per-customer top reasons.
 
 Exact per-row contributions cost about 400x a plain prediction (measured on 2 cores: 2.2 ms/row
-against 5 µs/row for a 200-tree, 63-leaf model on 487k rows), so global pictures use a sample and per-customer reasons are computed only
-for the rows asked for (``omnicrm predict --reasons``). Contributions are LightGBM's ``pred_contrib``
-(TreeSHAP; it equals SHAP's TreeExplainer, which was checked on these versions) in raw-score units: log-odds for
-classifiers, log-scale for Tweedie.
+against 5 µs/row for a 200-tree, 63-leaf model on 487k rows), so global pictures use a sample and
+per-customer reasons are computed only for the rows asked for (``omnicrm predict --reasons``).
+Contributions are LightGBM's ``pred_contrib`` (TreeSHAP; it equals SHAP's TreeExplainer, checked
+on these versions) in raw-score units: log-odds for classifiers, log-scale for Tweedie.
 """
 
 from __future__ import annotations

@@ -2,11 +2,15 @@
 
 Two inputs, one output shape (:class:`UpliftData`):
 
-* a **feature table** (CSV or Parquet) that already holds one row per unit, a treatment column, the
-  outcomes and the features (e.g. Hillstrom's e-mail experiment);
-* the **unified store**: one row per (customer, campaign) exposure from ``treatments``, features at the
-  campaign's send time T (point-in-time: ``build_features`` reads only ``ts < T``), outcomes from
-  ``events`` in ``[T, T + window_days)``.
+* a **feature table** that already holds one row per unit, a treatment column, the outcomes and
+  the features (e.g. Hillstrom's e-mail experiment): :func:`table_data` checks a frame the wiring
+  read from the configured CSV or Parquet file;
+* the **unified store**: one row per (customer, campaign) exposure from ``treatments``, features at
+  the campaign's send time T (point-in-time: ``build_features`` reads only ``ts < T``), outcomes from
+  ``events`` in ``[T, T + window_days)``: :func:`store_data` reads them through a connection the
+  wiring opened.
+
+Nothing here opens a file or a store: frames and connections come in, frames go out.
 
 Store outcomes (names configs use): ``purchase`` (any purchase, 0/1), ``orders`` (distinct orders),
 ``spend`` (purchase amount), ``margin`` (purchase amount minus the quantity's unit cost,
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -116,21 +119,28 @@ def to_model_frame(frame: pd.DataFrame, features: list[str], categorical: list[s
 
 
 # --- feature table ---------------------------------------------------------------------------------
-def read_table(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: feature table not found")
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-        raise InputError(f"{path}: cannot read feature table ({exc})") from exc
+def table_data(frame: pd.DataFrame, src: TableSource) -> UpliftData:
+    """Rows of a feature table, checked against the columns ``src`` declares.
 
+    Parameters
+    ----------
+    frame
+        The table as read from ``src.path`` (errors name that path).
+    src
+        The table source: treatment column and control value, outcomes, features, optional id,
+        segment and kept actions.
 
-def load_table(src: TableSource) -> UpliftData:
-    """Rows of a feature table, checked against the declared columns."""
-    frame = read_table(src.path)
+    Returns
+    -------
+    UpliftData
+        The rows with ``unit_id`` and ``arm`` in front.
+
+    Raises
+    ------
+    InputError
+        A declared column is missing, a categorical column is not a feature, the treatment column
+        has no control value, or an outcome has missing or non-numeric values.
+    """
     declared = [src.treatment, *src.outcomes, *src.features] + [c for c in (src.id, src.segment) if c]
     missing = [c for c in dict.fromkeys(declared) if c not in frame.columns]
     if missing:
@@ -235,20 +245,28 @@ def model_features(frame: pd.DataFrame, exclude: list[str]) -> tuple[list[str], 
     return feats, cats
 
 
-def load_store(src: StoreSource, feature_config, con=None) -> UpliftData:  # noqa: ANN001
-    """Exposures with point-in-time features at send time and outcomes in the window after it."""
-    from omnicrm.store import open_store
+def store_data(con, src: StoreSource, feature_config) -> UpliftData:  # noqa: ANN001 - a DuckDB connection
+    """Exposures with point-in-time features at send time and outcomes in the window after it.
 
-    own = con is None
-    con = open_store(src.store) if own else con
-    try:
-        sends = campaign_sends(con, src.campaigns)
-        rows = store_outcomes(con, sends, src.window_days)
-        cutoffs = [pd.Timestamp(t).to_pydatetime() for t in sends["send_ts"]]
-        feats = store_features(con, cutoffs, feature_config)
-    finally:
-        if own:
-            con.close()
+    Parameters
+    ----------
+    con
+        A connection to the store (the wiring opens it with ``deterministic=True``: features sum
+        doubles, and a parallel sum adds them in whatever order threads finish).
+    src
+        The store source: campaigns, outcome window, excluded features, segment.
+    feature_config
+        The :class:`~omnicrm.features.config.FeatureConfig` of the snapshots.
+
+    Returns
+    -------
+    UpliftData
+        One row per exposure, ordered by campaign and customer.
+    """
+    sends = campaign_sends(con, src.campaigns)
+    rows = store_outcomes(con, sends, src.window_days)
+    cutoffs = [pd.Timestamp(t).to_pydatetime() for t in sends["send_ts"]]
+    feats = store_features(con, cutoffs, feature_config)
     rows["cutoff"] = rows["send_ts"].astype("datetime64[us]")
     feats["cutoff"] = feats["cutoff"].astype("datetime64[us]")
     frame = rows.merge(feats, on=["customer_id", "cutoff"], how="left", validate="many_to_one")
@@ -259,15 +277,15 @@ def load_store(src: StoreSource, feature_config, con=None) -> UpliftData:  # noq
     return UpliftData(frame, features, categorical, list(src.outcomes), "control", src.segment)
 
 
-def population_features(src: StoreSource, feature_config, as_of: datetime) -> pd.DataFrame:  # noqa: ANN001
+def population_features(con, feature_config, as_of: datetime) -> pd.DataFrame:  # noqa: ANN001
     """Features of every customer in the store's population at ``as_of`` (reads only ts < as_of)."""
-    from omnicrm.store import open_store
+    return store_features(con, [as_of], feature_config)
 
-    con = open_store(src.store)
-    try:
-        return store_features(con, [as_of], feature_config)
-    finally:
-        con.close()
+
+def closed_before(frame: pd.DataFrame, window_days: int, as_of: datetime) -> np.ndarray:
+    """Which exposures' outcome windows closed by ``as_of`` (send + window <= as_of): the rows a model
+    fitted at ``as_of`` may learn from."""
+    return (send_window_end(frame, window_days) <= pd.Timestamp(as_of)).to_numpy()
 
 
 def send_window_end(frame: pd.DataFrame, window_days: int) -> pd.Series:

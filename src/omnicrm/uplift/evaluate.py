@@ -167,3 +167,35 @@ def evaluate(
         curves=curves,
         effects=first_effects,
     )
+
+
+def qini_by_action(
+    effect: np.ndarray, actions: list, arm: np.ndarray, y: np.ndarray, control: object
+) -> dict[str, float]:
+    """Qini coefficient of each action's predicted effects on its rows and the controls.
+
+    Parameters
+    ----------
+    effect
+        Predicted effects, ``(rows, actions)``, columns in ``actions``.
+    actions
+        The actions of the effect columns.
+    arm, y
+        Each row's arm label and outcome.
+    control
+        The control arm's label.
+
+    Returns
+    -------
+    dict
+        Action -> Qini coefficient, for the actions that occur in ``arm`` next to controls.
+    """
+    arm = np.asarray(arm, dtype=object)
+    y = np.asarray(y, dtype=float)
+    out = {}
+    for j, a in enumerate(actions):
+        sel = (arm == a) | (arm == control)
+        treated = arm[sel] == a
+        if treated.any() and (~treated).any():
+            out[str(a)] = float(M.qini_coefficient(y[sel], effect[sel, j], treated))
+    return out
