@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from omnicrm.tasks.promote import PromotionRefused
+from omnicrm.pipeline.promote import PromotionRefused
 from typer.testing import CliRunner
 
 from omnicrm import tracking

@@ -142,7 +142,7 @@ def test_pipeline_uplift_readout_and_effects_on_the_store(small_store: Path, sma
     out = tmp_path / "effects.parquet"
     res = write_effects(config, as_of, out)
     effects = pd.read_parquet(out)
-    assert list(effects.columns) == ["customer_id", "action", "effect"]
+    assert list(effects.columns) == ["customer_id", "action", "outcome", "effect"]
     assert res.customers == len(population) and len(effects) == 3 * len(population)
     assert set(effects["customer_id"]) == set(population["customer_id"])
     assert not list(tmp_path.glob(".*.tmp"))

@@ -29,7 +29,7 @@ def effects(
     as_of: Annotated[
         datetime, typer.Option("--as-of", help="Score date; features read only ts < as-of.", formats=["%Y-%m-%d"])
     ],
-    out: Annotated[Path, typer.Option("--out", help="Output Parquet file (customer_id, action, effect).")],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file (customer_id, action, outcome, effect).")],
     model: Annotated[
         str | None, typer.Option("--model", help="Score with a registered model (champion, candidate or a version).")
     ] = None,

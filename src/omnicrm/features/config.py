@@ -9,11 +9,13 @@ shipped ``configs/features/default.yaml`` spells them out.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Self
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from omnicrm.config import StrictModel
+from omnicrm.config import StrictModel, read_yaml, validate_config
 
 #: Feature groups in output-column order. A group is a named set of columns (see
 #: :mod:`omnicrm.features.definitions` and :mod:`omnicrm.features.lifecycle`).
@@ -218,3 +220,26 @@ class FeatureConfig(StrictModel):
     def enabled(self) -> list[str]:
         """Enabled groups in canonical (output) order."""
         return [g for g in FEATURE_GROUPS if g in self.groups]
+
+
+def resolve_feature_config(value: str | Mapping[str, Any] | None, base: str | Path, where: str) -> FeatureConfig:
+    """A feature config named by path or given inline, validated; the one resolver every config uses.
+
+    Parameters
+    ----------
+    value
+        A path to a YAML file, relative to ``base`` (the folder of the config that names it), or
+        the settings inline (``None`` or ``{}``: the defaults).
+    base
+        Folder that a relative path is resolved against.
+    where
+        Names an inline mapping in error messages (``"<file> (key 'features')"``).
+
+    Returns
+    -------
+    FeatureConfig
+    """
+    if isinstance(value, str):
+        path = Path(base) / value
+        return validate_config(FeatureConfig, read_yaml(path), str(path))
+    return validate_config(FeatureConfig, dict(value or {}), where)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
+from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
@@ -39,16 +39,11 @@ class FeaturesResult:
 
 
 def load_features_config(path: str | Path):  # noqa: ANN201 - returns (FeaturesRunConfig, FeatureConfig)
-    from omnicrm.features.config import FeatureConfig
+    from omnicrm.features.config import resolve_feature_config
 
     path = Path(path)
     run = load_config(FeaturesRunConfig, path)
-    if isinstance(run.features, str):
-        fpath = path.parent / run.features
-        feats = validate_config(FeatureConfig, read_yaml(fpath), str(fpath))
-    else:
-        feats = validate_config(FeatureConfig, run.features, f"{path} (key 'features')")
-    return run, feats
+    return run, resolve_feature_config(run.features, path.parent, f"{path} (key 'features')")
 
 
 def run_features(

@@ -251,7 +251,7 @@ def _uplift_values(
 ) -> tuple[str, dict[str, float], str, str]:
     """Mean Qini of both versions on campaigns neither has seen: (metric, values, campaigns, why not)."""
     from omnicrm.config import validate_config
-    from omnicrm.features.config import FeatureConfig
+    from omnicrm.features.config import resolve_feature_config
     from omnicrm.pipeline.uplift import load_data
     from omnicrm.store import store_data_range
     from omnicrm.uplift.config import UpliftConfig
@@ -263,10 +263,8 @@ def _uplift_values(
     cfg = validate_config(UpliftConfig, _run_config(cand), source)
     if not isinstance(cfg.source, StoreSource):
         return metric, {}, "", f"the source {cfg.source.path} is a feature table, which holds no time: no row is unseen"
-    feats = validate_config(
-        FeatureConfig,
-        json.loads(tracking.load_run_text(cand.run_id, "features.json")),
-        f"features of run {cand.run_id}",
+    feats = resolve_feature_config(
+        json.loads(tracking.load_run_text(cand.run_id, "features.json")), ".", f"features of run {cand.run_id}"
     )
     after = max(_as_of(cand), _as_of(champ))
     progress(f"promote {name}: exposures sent on or after {after}", 0.2)

@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from omnicrm import schema
 from omnicrm.progress import Progress, silent
-from omnicrm.store.outputs import write_frame
+from omnicrm.store.outputs import conform, write_frame
 
 TASK = "recommend"
 
@@ -241,7 +242,7 @@ def write_recommendations(
     recs = fitted.recommend(customers, cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
     progress("logging and registering the model", 0.8)
     run_id, version, note = _register(cfg, fitted, as_of_date)
-    written = write_frame(recs, out)
+    written = write_frame(conform(recs, schema.RECOMMENDATIONS), out)
     progress("recommendations written", 1.0)
     name = cfg.registered_name()
     described = f"refitted {spec.name} on purchases before {as_of_date}; " + (
@@ -337,7 +338,7 @@ def _score_registered(cfg, as_of: date, out: str | Path, ref: str, progress: Pro
         raise InputError(f"{cfg.store}: no purchases before {as_of}; nothing to recommend from")
     progress(f"recommending with {name} v{version.version}", 0.5)
     recs = served.predict_frame(purchases, as_of=as_of, k=cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
-    written = write_frame(recs, out)
+    written = write_frame(conform(recs, schema.RECOMMENDATIONS), out)
     progress("recommendations written", 1.0)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
     described = (

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from omnicrm import schema
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
-from omnicrm.store.outputs import write_frame
+from omnicrm.store.outputs import conform, write_frame
 from omnicrm.uplift.config import UpliftConfig, learner_factory, load_uplift_config
 from omnicrm.uplift.data import (
     ARM,
@@ -337,15 +338,17 @@ def scoring_population(cfg: UpliftConfig, feats: Any, data: UpliftData | None, a
     return data.frame.assign(customer_id=data.frame[UNIT].to_numpy())
 
 
-def effects_long(ids: np.ndarray, actions: list[str], effect: np.ndarray) -> pd.DataFrame:
-    """``(customer_id, action, effect)``: one row per customer and action, customers in input order."""
-    return pd.DataFrame(
+def effects_long(ids: np.ndarray, actions: list[str], outcome: str, effect: np.ndarray) -> pd.DataFrame:
+    """The ``effects`` output table: one row per customer and action, customers in input order."""
+    frame = pd.DataFrame(
         {
             "customer_id": np.repeat(ids, len(actions)),
             "action": np.tile(np.asarray(actions, dtype=object), len(ids)),
+            "outcome": outcome,
             "effect": effect.reshape(-1),
         }
     )
+    return conform(frame, schema.EFFECTS)
 
 
 @dataclass(frozen=True)
@@ -369,7 +372,7 @@ def write_effects(
     model: str | None = None,
     qini: HeldOutQini | None = None,
 ) -> EffectsResult:
-    """Write ``(customer_id, action, effect)`` for every customer at ``as_of``.
+    """Write ``(customer_id, action, outcome, effect)`` for every customer at ``as_of``.
 
     Parameters
     ----------
@@ -418,7 +421,9 @@ def write_effects(
     effect_model = fit_effect_model(make, learner, rows, data.features, data.categorical, cfg.effects.outcome)
     progress("effects: scoring", 0.6)
     pop = scoring_population(cfg, feats, data, as_of)
-    long = effects_long(pop["customer_id"].to_numpy(), effect_model.actions, effect_model.predict_effect(pop))
+    long = effects_long(
+        pop["customer_id"].to_numpy(), effect_model.actions, cfg.effects.outcome, effect_model.predict_effect(pop)
+    )
     progress("effects: logging and registering the model", 0.8)
     effect_model.meta = _training_meta(cfg, rows, as_of, window)
     known = qini if qini is not None and qini.rows == len(rows) else None
@@ -517,7 +522,9 @@ def _score_registered(
     data = None if isinstance(cfg.source, StoreSource) else load_data(cfg, feats)
     progress("effects: scoring", 0.4)
     pop = scoring_population(cfg, feats, data, as_of)
-    long = effects_long(pop["customer_id"].to_numpy(), effect_model.actions, effect_model.predict_effect(pop))
+    long = effects_long(
+        pop["customer_id"].to_numpy(), effect_model.actions, cfg.effects.outcome, effect_model.predict_effect(pop)
+    )
     written = write_frame(long, out)
     progress("effects: written", 1.0)
     aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""

@@ -41,10 +41,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from omnicrm import schema
 from omnicrm.errors import ConfigError
 from omnicrm.recommend.history import History, build_history, empty_history, in_sorted
 
-OUTPUT_COLUMNS = ("customer_id", "rank", "product_id", "score", "reason")
+OUTPUT_COLUMNS = tuple(schema.output_columns(schema.RECOMMENDATIONS))
 
 
 def empty_output() -> pd.DataFrame:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from omnicrm import determinism
 from omnicrm.errors import InputError
 from omnicrm.recommend.base import Recommender
 from omnicrm.recommend.candidates import (
@@ -170,10 +171,7 @@ class Hybrid(Recommender):
                 subsample_freq=1,
                 colsample_bytree=float(self.colsample_bytree),
                 random_state=self.random_state,
-                deterministic=True,
-                force_row_wise=True,
-                n_jobs=self.n_jobs,
-                verbose=-1,
+                **(determinism.LIGHTGBM | {"n_jobs": self.n_jobs}),
             )
             ranker.fit(x, y, group=groups)
             self.rankers_[mode] = ranker

@@ -19,6 +19,7 @@ import pandas as pd
 
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features import FeatureConfig, build_features
+from omnicrm.features.config import resolve_feature_config
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.tasks.config import DatasetConfig, TaskConfig
 
@@ -32,10 +33,8 @@ FeatureSource = Callable[[duckdb.DuckDBPyConnection, datetime], pd.DataFrame]
 
 def feature_config(ds: DatasetConfig) -> FeatureConfig:
     """The dataset's feature settings, validated (a path in ``features`` is resolved when loading)."""
-    from omnicrm.config import validate_config
-
     feats = ds.features if isinstance(ds.features, dict) else {}
-    return validate_config(FeatureConfig, feats, f"dataset {ds.name!r} (key 'features')")
+    return resolve_feature_config(feats, ".", f"dataset {ds.name!r} (key 'features')")
 
 
 def snapshot_features(fcfg: FeatureConfig) -> FeatureSource:

@@ -28,6 +28,8 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from omnicrm import determinism
+
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 2000,
     "learning_rate": 0.05,
@@ -37,11 +39,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "subsample_freq": 1,
     "colsample_bytree": 0.8,
     "reg_lambda": 1.0,
-    "deterministic": True,
-    "force_row_wise": True,
-    # one thread: reproducible to the last bit whatever the machine's load (see open_store too)
-    "n_jobs": 1,
-    "verbose": -1,
+    **determinism.LIGHTGBM,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from omnicrm.config import StrictModel, load_config, read_yaml, validate_config
+from omnicrm.config import StrictModel, load_config
 from omnicrm.uplift.data import Source, StoreSource
 from omnicrm.uplift.learners import UpliftLearner
 
@@ -113,13 +113,9 @@ def load_uplift_config(path: str | Path) -> tuple[UpliftConfig, Any]:
     cfg = load_config(UpliftConfig, path)
     feats = None
     if isinstance(cfg.source, StoreSource):
-        from omnicrm.features.config import FeatureConfig
+        from omnicrm.features.config import resolve_feature_config
 
-        if isinstance(cfg.source.features, str):
-            fpath = path.parent / cfg.source.features
-            feats = validate_config(FeatureConfig, read_yaml(fpath), str(fpath))
-        else:
-            feats = validate_config(FeatureConfig, cfg.source.features, f"{path} (key 'source.features')")
+        feats = resolve_feature_config(cfg.source.features, path.parent, f"{path} (key 'source.features')")
     return cfg, feats
 
 
