@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from omnicrm.pipeline.promote import PromotionRefused
 from typer.testing import CliRunner
 
 from omnicrm import tracking
 from omnicrm.cli import app
+from omnicrm.pipeline.promote import PromotionRefused
 from omnicrm.pipeline.promote_models import DataFingerprintWarning, handles, promote_model
 
 pytestmark = pytest.mark.integration

@@ -134,8 +134,11 @@ def build_frame(
 
 
 def model_columns(frame: pd.DataFrame, label_columns: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Feature columns, in frame order: everything but keys, consent (current state, not point-in-time)
-    and labels (``y_*`` and the task's other ``label_columns``)."""
+    """Feature columns, in frame order.
+
+    Everything but keys, consent (current state, not point-in-time) and labels (``y_*`` and the
+    task's other ``label_columns``).
+    """
     skip = set(KEY_COLUMNS) | set(CONSENT_COLUMNS) | set(label_columns)
     return [c for c in frame.columns if c not in skip and not c.startswith("y_")]
 

@@ -1,4 +1,4 @@
-"""Next purchase: does an active customer buy in ``[T, T+h)``, and how many days until they do?
+"""Next purchase: whether an active customer buys in ``[T, T+h)``, and how many days until they do.
 
 Two models per config, one registered model (``omnicrm-next_purchase``):
 

@@ -1,4 +1,4 @@
-"""Propensity: will an active customer do something (an event of given types, matching SQL) in ``[T, T+h)``?
+"""Propensity: whether an active customer does something (an event of given types, matching SQL) in ``[T, T+h)``.
 
 Several binary targets per config, each its own registered model ``omnicrm-propensity-<target>``
 scored as ``p_<target>``: e.g. ``buys_beauty`` (purchases with ``category = 'Beauty'``) or
@@ -28,7 +28,7 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class PropensityTarget(StrictModel):
-    """One propensity target: does an event of these types (matching ``where``) happen in ``[T, T+h)``?"""
+    """One propensity target: whether an event of these types (matching ``where``) happens in ``[T, T+h)``."""
 
     name: str
     event_types: list[str] = ["purchase"]

@@ -99,14 +99,17 @@ class UpliftData:
 
     @property
     def X(self) -> pd.DataFrame:
+        """The model inputs: the feature columns, categoricals encoded (:func:`to_model_frame`)."""
         return to_model_frame(self.frame, self.features, self.categorical)
 
     @property
     def arms(self) -> np.ndarray:
+        """Each row's arm: an action's name or the control's."""
         return self.frame[ARM].to_numpy(dtype=object)
 
     @property
     def actions(self) -> list[str]:
+        """The actions (every arm but the control), sorted."""
         return sorted({a for a in self.arms.tolist() if a != self.control})
 
 
@@ -283,8 +286,10 @@ def population_features(con, feature_config, as_of: datetime) -> pd.DataFrame:  
 
 
 def closed_before(frame: pd.DataFrame, window_days: int, as_of: datetime) -> np.ndarray:
-    """Which exposures' outcome windows closed by ``as_of`` (send + window <= as_of): the rows a model
-    fitted at ``as_of`` may learn from."""
+    """Which exposures' outcome windows closed by ``as_of`` (send + window <= as_of).
+
+    These are the rows a model fitted at ``as_of`` may learn from.
+    """
     return (send_window_end(frame, window_days) <= pd.Timestamp(as_of)).to_numpy()
 
 
