@@ -40,6 +40,7 @@ def test_ingest_redirected_to_a_file_logs_steps_and_full_tables(tiny_sources: Pa
         "ingest shop",
         "resolve identities",
         "write store",
+        "store published: store/omnicrm.duckdb",
         "done",
     ]
     seconds = [float(t) for t, _ in steps]

@@ -400,6 +400,12 @@ def print_demo(result: Any) -> None:
         console.print(f"recommendations ({r.method}): {r.rows:,} rows for {r.customers:,} customers -> {r.out}")
     if result.uplift is not None:
         print_uplift(result.uplift)
+    if result.effects is not None:
+        e = result.effects
+        console.print(
+            f"effects ({e.model}): {e.customers:,} customers x {len(e.actions)} actions "
+            f"({', '.join(e.actions)}) -> {e.out}"
+        )
     if result.readout is not None:
         table = result.readout.table
         first = table["outcome"].iloc[0] if "outcome" in table.columns and len(table) else None

@@ -115,7 +115,7 @@ def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestRe
             if session is not None:
                 session.close()
         shutil.rmtree(spill, ignore_errors=True)
-    progress("done", 1.0)
+    progress(f"store published: {cfg.store}", 1.0)
     return IngestResult(Path(cfg.store), counts, resolution, written)
 
 

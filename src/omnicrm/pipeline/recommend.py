@@ -142,7 +142,7 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
                 tracking.log_metrics({"val": r.validation, "fit_seconds": r.fit_seconds})
                 tracking.log_table(r.tuning, "tables/tuning.csv")
                 child_ids[r.name] = run.run_id
-    progress("done", 1.0)
+    progress("recommend-eval: done", 1.0)
     return RecommendEvalResult(
         table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k
     )
