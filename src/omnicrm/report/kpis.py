@@ -128,8 +128,8 @@ def cohort_retention(con: duckdb.DuckDBPyConnection, start: datetime, end: datet
     """Monthly acquisition cohorts x months since the first order: cohort size and share still buying.
 
     A cohort is the customers whose first order ever falls in a month of the period; ``retention``
-    at ``k`` is the share of them with an order in calendar month ``cohort + k``. Only months that
-    ended before ``end`` are shown (``k = 0`` is 1 by definition).
+    at ``k`` is the share of them with an order in calendar month ``cohort + k`` (0 when none
+    ordered). Only months that ended by ``end`` are shown (``k = 0`` is 1 by definition).
     """
     return _df(
         con,
@@ -139,13 +139,16 @@ def cohort_retention(con: duckdb.DuckDBPyConnection, start: datetime, end: datet
         c AS (SELECT * FROM f WHERE cohort >= date_trunc('month', {ts_literal(start)})),
         size AS (SELECT cohort, count(*) AS n FROM c GROUP BY 1),
         act AS (
-            SELECT DISTINCT c.cohort, c.customer_id, date_diff('month', c.cohort, date_trunc('month', o.ts)) AS k
-            FROM c JOIN o USING (customer_id))
-        SELECT CAST(a.cohort AS DATE) AS cohort, a.k AS months_since, s.n AS cohort_size,
-               count(*) AS customers, count(*) / s.n AS retention
-        FROM act a JOIN size s USING (cohort)
-        WHERE a.cohort + to_months(a.k + 1) <= {ts_literal(end)}
-        GROUP BY a.cohort, a.k, s.n ORDER BY 1, 2""",
+            SELECT c.cohort, date_diff('month', c.cohort, date_trunc('month', o.ts)) AS k,
+                   count(DISTINCT c.customer_id) AS customers
+            FROM c JOIN o USING (customer_id) GROUP BY 1, 2),
+        grid AS (
+            SELECT s.cohort, s.n, CAST(r.k AS BIGINT) AS k FROM size s, range(0, 1200) r(k)
+            WHERE s.cohort + to_months(CAST(r.k AS INTEGER) + 1) <= {ts_literal(end)})
+        SELECT CAST(g.cohort AS DATE) AS cohort, g.k AS months_since, g.n AS cohort_size,
+               COALESCE(a.customers, 0) AS customers, COALESCE(a.customers, 0) / g.n AS retention
+        FROM grid g LEFT JOIN act a ON a.cohort = g.cohort AND a.k = g.k
+        ORDER BY 1, 2""",
     )
 
 

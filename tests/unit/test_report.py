@@ -1,0 +1,212 @@
+"""Known answers of the marketing report's KPIs and attribution rules on tiny hand-made stores."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from omnicrm import schema
+from omnicrm.report import attribution as attr
+from omnicrm.report import kpis
+
+D = datetime
+
+
+def store(events: list[tuple], treatments: list[tuple] = (), surveys: list[tuple] = ()) -> duckdb.DuckDBPyConnection:
+    """An in-memory store: events are (customer, ts, channel, event_type, amount)."""
+    con = duckdb.connect()
+    for table in schema.TABLES:
+        con.execute(schema.create_table_sql(table))
+    for i, (cust, ts, channel, etype, amount) in enumerate(events):
+        con.execute(
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, 1.0, ?)",
+            [f"e{i}", cust, ts, channel, etype, f"o{i}" if etype == "purchase" else None, amount],
+        )
+    for cust, ts, camp, action, channel, group, cost in treatments:
+        con.execute(
+            "INSERT INTO treatments VALUES (?, ?, ?, ?, ?, ?, ?)", [cust, ts, camp, action, channel, group, cost]
+        )
+    for cust, ts, score in surveys:
+        con.execute("INSERT INTO surveys VALUES (?, ?, ?)", [cust, ts, score])
+    return con
+
+
+def buy(cust: str, ts: datetime, channel: str, amount: float) -> tuple:
+    return (cust, ts, channel, "purchase", amount)
+
+
+# A: Jan, Feb, Mar; B: Jan only; C: twice in Feb; D: mid-2023, then back in March (a 9-month gap)
+ORDERS = [
+    buy("A", D(2024, 1, 5), "web", 10.0),
+    buy("A", D(2024, 2, 10), "store", 20.0),
+    buy("A", D(2024, 3, 15), "web", 30.0),
+    buy("B", D(2024, 1, 20), "store", 40.0),
+    buy("C", D(2024, 2, 3), "app", 50.0),
+    buy("C", D(2024, 2, 25), "app", 10.0),
+    buy("D", D(2023, 6, 1), "store", 100.0),
+    buy("D", D(2024, 3, 2), "store", 60.0),
+]
+START, END = D(2024, 1, 1), D(2024, 5, 1)
+
+
+@pytest.fixture
+def orders_store() -> duckdb.DuckDBPyConnection:
+    con = store(ORDERS)
+    yield con
+    con.close()
+
+
+def test_customer_base_by_hand(orders_store: duckdb.DuckDBPyConnection) -> None:
+    base = kpis.customer_base(orders_store, START, END, lapse_days=90).set_index("month")
+    got = base[["active", "new", "returning", "reactivated", "lost"]].to_numpy().tolist()
+    # Jan: A, B new. Feb: A returning, C new. Mar: A returning, D reactivated (last order 9 months
+    # before). Apr: nobody buys; B's last order (Jan 20) turns 90 days old on Apr 19: lost.
+    assert got == [[2, 2, 0, 0, 0], [2, 1, 1, 0, 0], [2, 0, 1, 1, 0], [0, 0, 0, 0, 1]]
+
+
+def test_customer_base_of_a_month_reads_nothing_after_it(orders_store: duckdb.DuckDBPyConnection) -> None:
+    full = kpis.customer_base(orders_store, START, END, 90)
+    cut = kpis.customer_base(orders_store, START, D(2024, 2, 1), 90)
+    pd.testing.assert_frame_equal(cut, full.iloc[:1])
+
+
+def test_cohort_retention_by_hand(orders_store: duckdb.DuckDBPyConnection) -> None:
+    got = kpis.cohort_retention(orders_store, START, END)
+    cohort = got["cohort"].astype(str).str[:10]
+    jan, feb = got[cohort == "2024-01-01"], got[cohort == "2024-02-01"]
+    # January cohort {A, B}: both in Jan, A in Feb and Mar, nobody in Apr
+    assert jan["retention"].tolist() == [1.0, 0.5, 0.5, 0.0]
+    assert jan["cohort_size"].unique().tolist() == [2]
+    # February cohort {C}: C in Feb only
+    assert feb["retention"].tolist() == [1.0, 0.0, 0.0]
+    # D's cohort (June 2023) is before the period; no cohort starts in March or April
+    assert sorted(cohort.unique()) == ["2024-01-01", "2024-02-01"]
+
+
+def test_repurchase_rate_by_hand(orders_store: duckdb.DuckDBPyConnection) -> None:
+    got = kpis.repurchase(orders_store, START, END, days=90)
+    # only January's cohort had 90 days after its month by May 1; A came back (Feb 10), B did not
+    assert got["cohort"].astype(str).str[:10].tolist() == ["2024-01-01"]
+    assert got[["customers", "repurchased", "repurchase_rate"]].to_numpy().tolist() == [[2, 1, 0.5]]
+
+
+def test_period_summary_and_channel_groups_by_hand(orders_store: duckdb.DuckDBPyConnection) -> None:
+    s = kpis.period_summary(orders_store, START, END)
+    assert (s["customers"], s["orders"], s["revenue"]) == (4, 7, 220.0)
+    assert s["aov"] == pytest.approx(220 / 7)
+    assert s["repeat_share"] == pytest.approx(2 / 4)  # A and C ordered more than once
+    groups = kpis.channel_groups(orders_store, START, END, retention_days=30).set_index("group")
+    # orders before Apr 1: A web + store (both), B store, D store (offline only), C app (online only)
+    assert groups.loc["both", "customers"] == 1 and groups.loc["offline only", "customers"] == 2
+    assert groups.loc["online only", "spend_per_customer"] == 60.0
+    assert groups["retention"].tolist() == [0.0, 0.0, 0.0]  # nobody ordered in April
+
+
+def test_nps_and_its_interval_by_hand() -> None:
+    con = store(
+        ORDERS,
+        surveys=[
+            ("A", D(2024, 1, 9), 10),
+            ("B", D(2024, 1, 21), 9),
+            ("C", D(2024, 1, 30), 8),
+            ("D", D(2024, 1, 31), 3),
+            ("A", D(2024, 2, 11), 6),
+        ],
+    )
+    got = kpis.nps_by_month(con, START, END).set_index("month")
+    jan = got.iloc[0]
+    # promoters 2/4, detractors 1/4: NPS 25; SE = 100 sqrt((p + d - (p - d)^2) / n) = 100 sqrt(0.6875 / 4)
+    se = 100 * np.sqrt(0.6875 / 4)
+    assert jan["nps"] == pytest.approx(25.0)
+    assert jan["nps_low"] == pytest.approx(25 - kpis.Z95 * se)
+    assert jan["nps_high"] == 100.0  # 25 + 81.3 clipped to the scale
+    assert got.iloc[1]["nps"] == pytest.approx(-100.0) and got.iloc[1]["responses"] == 1
+
+
+# --- attribution: three journeys worked by hand -------------------------------------------------------
+#   P: email open (Mar 1), web visit (Mar 8)                  -> order Mar 11 (ages 10 and 3 days)
+#   Q: SMS campaign (Mar 5), app visit (Mar 6), e-mail click (Mar 9) -> order Mar 10 (ages 5, 4, 1)
+#   R: web visit (Mar 20), no order                           -> a non-converting journey
+#   S: an order (Mar 15) with no touch before it
+JOURNEYS = [
+    ("P", D(2024, 3, 1), "email", "email_open", None),
+    ("P", D(2024, 3, 8), "web", "visit", None),
+    buy("P", D(2024, 3, 11), "web", 30.0),
+    ("Q", D(2024, 3, 6), "app", "visit", None),
+    ("Q", D(2024, 3, 9), "email", "email_click", None),
+    buy("Q", D(2024, 3, 10), "app", 20.0),
+    ("R", D(2024, 3, 20), "web", "visit", None),
+    buy("S", D(2024, 3, 15), "store", 10.0),
+]
+SMS = [("Q", D(2024, 3, 5), "CMP1", "discount", "sms", "treatment", 0.05)]
+
+
+@pytest.fixture
+def journeys_store() -> duckdb.DuckDBPyConnection:
+    con = store(JOURNEYS, treatments=SMS)
+    yield con
+    con.close()
+
+
+def credits(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    got, counts = attr.attribution(con, START, END, lookback_days=14, half_life_days=7.0)
+    assert counts == {"conversions": 3.0, "touched": 2.0}
+    return got.set_index("channel")
+
+
+def test_last_and_first_touch_by_hand(journeys_store: duckdb.DuckDBPyConnection) -> None:
+    got = credits(journeys_store)
+    assert got["last_touch"].to_dict() == {"app": 0, "email": 1, "sms": 0, "web": 1, attr.NO_TOUCH: 1}
+    assert got["first_touch"].to_dict() == {"app": 0, "email": 1, "sms": 1, "web": 0, attr.NO_TOUCH: 1}
+
+
+def test_linear_and_position_based_by_hand(journeys_store: duckdb.DuckDBPyConnection) -> None:
+    got = credits(journeys_store)
+    # linear: P gives 1/2 to email and web; Q 1/3 to sms, app and email
+    assert got["linear"].to_dict() == pytest.approx(
+        {"app": 1 / 3, "email": 1 / 2 + 1 / 3, "sms": 1 / 3, "web": 0.5, attr.NO_TOUCH: 1}
+    )
+    # position-based: P has two touches (50/50); Q 40% first (sms), 20% middle (app), 40% last (email)
+    assert got["position_based"].to_dict() == pytest.approx(
+        {"app": 0.2, "email": 0.9, "sms": 0.4, "web": 0.5, attr.NO_TOUCH: 1}
+    )
+
+
+def test_time_decay_by_hand(journeys_store: duckdb.DuckDBPyConnection) -> None:
+    got = credits(journeys_store)
+    # P: weights 2^(-10/7) and 2^(-3/7), so e-mail gets 1 / (1 + 2) = 1/3 and web 2/3
+    w = {"sms": 2 ** (-5 / 7), "app": 2 ** (-4 / 7), "email": 2 ** (-1 / 7)}
+    q = {k: v / sum(w.values()) for k, v in w.items()}
+    want = {"app": q["app"], "email": 1 / 3 + q["email"], "sms": q["sms"], "web": 2 / 3, attr.NO_TOUCH: 1}
+    assert got["time_decay"].to_dict() == pytest.approx(want)
+
+
+def test_markov_removal_effect_by_hand(journeys_store: duckdb.DuckDBPyConnection) -> None:
+    # chain: start -> {email, sms, web} 1/3 each; email -> web 1/2, conv 1/2; web -> conv 1/2, null 1/2;
+    # sms -> app -> email. P(conv) = 2/3; removing email: 1/6 (effect 3/4), web: 1/3 (1/2),
+    # sms or app: 5/12 (3/8 each). Shares of the sum 2: 3/8, 1/4, 3/16, 3/16 of 2 touched conversions.
+    removal = attr.markov_removal(attr.transition_counts(journeys_store, START, END, 14)).set_index("channel")
+    assert removal["removal_effect"].to_dict() == pytest.approx(
+        {"app": 3 / 8, "email": 3 / 4, "sms": 3 / 8, "web": 1 / 2}
+    )
+    got = credits(journeys_store)
+    assert got["markov"].to_dict() == pytest.approx(
+        {"app": 0.375, "email": 0.75, "sms": 0.375, "web": 0.5, attr.NO_TOUCH: 1}
+    )
+
+
+def test_every_rule_hands_out_every_conversion(journeys_store: duckdb.DuckDBPyConnection) -> None:
+    got = credits(journeys_store)
+    assert got[list(attr.RULES)].sum().to_numpy() == pytest.approx(np.full(len(attr.RULES), 3.0))
+
+
+def test_a_touch_older_than_the_lookback_is_not_credited(journeys_store: duckdb.DuckDBPyConnection) -> None:
+    got, counts = attr.attribution(journeys_store, START, END, lookback_days=7, half_life_days=7.0)
+    got = got.set_index("channel")
+    # with 7 days, P's e-mail (10 days before) drops out of P's journey: web takes all of P
+    assert got.loc["web", "first_touch"] == 1 and got.loc["email", "first_touch"] == 0
+    assert counts["touched"] == 2
