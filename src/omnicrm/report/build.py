@@ -29,8 +29,9 @@ from omnicrm.report.config import ReportConfig
 class Plot:
     """What to draw beside a table.
 
-    ``kind``: ``line`` (``y`` columns over ``x``), ``bar`` (``y`` per ``x``), ``stacked`` (``y``
-    per ``x`` split by ``by``, as shares), ``heatmap`` (``value`` over ``x`` x ``by``), ``hist``
+    ``kind``: ``line`` (``y`` columns over ``x``), ``twin`` (two ``y`` columns over ``x`` on their
+    own axes), ``bar`` (``y`` per ``x``), ``stacked`` (the ``y`` columns as shares of their sum per
+    ``x``), ``heatmap`` (a wide table: rows labelled by ``x``, the ``y`` columns as cells), ``hist``
     (the ``y`` column's distribution), ``interval`` (``y`` with ``low`` / ``high`` per ``x``) or
     ``grouped`` (several ``y`` columns per ``x``, side by side).
     """
@@ -38,7 +39,6 @@ class Plot:
     kind: str
     x: str
     y: list[str]
-    by: str | None = None
     low: str | None = None
     high: str | None = None
     title: str = ""
@@ -113,7 +113,6 @@ def customer_base_section(
     heads["new_customers"] = float(base["new"].sum())
     heads["reactivated_customers"] = float(base["reactivated"].sum())
     heads["lost_customers"] = float(base["lost"].sum())
-    tm = trans.rename(columns={"stage_from": "from", "stage_to": "to"})
     section = Section(
         "base",
         "Customer base",
@@ -134,10 +133,14 @@ def customer_base_section(
             Block(
                 f"Lifecycle transitions {min(snaps):%Y-%m-%d} -> {max(snaps):%Y-%m-%d}",
                 matrix,
-                Plot("heatmap", "to", ["customers"], by="from", title="rows: stage at the start; columns: at the end"),
+                Plot(
+                    "heatmap",
+                    "stage_from",
+                    [c for c in matrix.columns if c != "stage_from"],
+                    title="rows: stage at the start; columns: at the end",
+                ),
                 "Where each stage's customers at the start of the period stood at its end ('not known': "
                 "first seen during the period).",
-                data=tm,
             ),
         ],
     )
@@ -162,14 +165,20 @@ def retention_section(
         wide.columns = [f"m{int(c)}" for c in wide.columns]
         sizes = cohorts.groupby("cohort")["cohort_size"].first()
         wide.insert(0, "customers", sizes)
+        wide = wide.reset_index()
+        wide["cohort"] = wide["cohort"].astype(str).str[:10]
         blocks.append(
             Block(
                 "Retention by acquisition cohort",
-                wide.reset_index(),
-                Plot("heatmap", "months_since", ["retention"], by="cohort", title="share buying in month k"),
+                wide,
+                Plot(
+                    "heatmap",
+                    "cohort",
+                    [c for c in wide.columns if c not in ("cohort", "m0", "customers")],
+                    title="share of the cohort buying in month k (k >= 1)",
+                ),
                 "Cohort: customers whose first order ever fell in the month; "
                 "m<k>: share of them ordering k months later.",
-                data=cohorts,
             )
         )
     if len(rep):
@@ -185,7 +194,7 @@ def retention_section(
         Block(
             "Orders, frequency and average order value per month",
             orders,
-            Plot("line", "month", ["aov", "frequency"], ylabel="AOV (currency) / orders per buyer", log=True),
+            Plot("twin", "month", ["aov", "frequency"]),
             "Frequency: orders per buying customer in the month; AOV: revenue per order.",
         )
     )
@@ -361,6 +370,37 @@ def satisfaction_section(
     return Section("satisfaction", "Satisfaction", blocks)
 
 
+def _ci(frame: pd.DataFrame, col: str, fmt: str) -> pd.Series:
+    """``value [low, high]`` strings of a column and its ``_low`` / ``_high`` interval."""
+    return pd.Series(
+        [
+            f"{format(v, fmt)} [{format(lo, fmt)}, {format(hi, fmt)}]" if np.isfinite(v) else ""
+            for v, lo, hi in zip(frame[col], frame[f"{col}_low"], frame[f"{col}_high"], strict=True)
+        ],
+        index=frame.index,
+    )
+
+
+def campaign_table(returns: pd.DataFrame) -> pd.DataFrame:
+    """The campaign return table as the page shows it: one column per figure, intervals in brackets."""
+    return pd.DataFrame(
+        {
+            "campaign": returns["campaign_id"],
+            "channel": returns["channel"],
+            "sent": pd.to_datetime(returns["send_ts"]).dt.strftime("%Y-%m-%d"),
+            "action": returns["action"],
+            "treated": returns["treated"],
+            "control": returns["control"],
+            "cost": returns["cost"],
+            "incr. orders": _ci(returns, "incremental_orders", ",.0f"),
+            "incr. revenue": _ci(returns, "incremental_spend", ",.0f"),
+            "incr. margin": _ci(returns, "incremental_margin", ",.0f"),
+            "ROI": _ci(returns, "roi", ",.1f"),
+            "ROAS": _ci(returns, "roas", ",.1f"),
+        }
+    )
+
+
 def campaign_sections(
     con: duckdb.DuckDBPyConnection,
     cfg: ReportConfig,
@@ -395,7 +435,7 @@ def campaign_sections(
             [
                 Block(
                     "Incremental orders, revenue and margin against the randomised control",
-                    returns.drop(columns=[c for c in returns.columns if c.startswith("incremental_purchase")]),
+                    campaign_table(returns),
                     Plot(
                         "interval",
                         "label",
@@ -450,18 +490,24 @@ def campaign_sections(
         for r in attr.RULES:
             inc = check["incremental_orders"].sum()
             heads[f"attribution_over_{r}"] = float(check[r].sum() / inc) if inc > 0 else float("nan")
-        cols = ["channel", "incremental_orders", "incremental_orders_low", "incremental_orders_high"]
-        cols += ["true_incremental"] if "true_incremental" in check.columns else []
+        shown = pd.DataFrame(
+            {"channel": check["channel"], "incremental orders (95% CI)": _ci(check, "incremental_orders", ",.0f")}
+        )
+        if "true_incremental" in check.columns:
+            shown["true"] = check["true_incremental"]
+        for r in attr.RULES:
+            shown[r] = [f"{v:,.0f} ({o:.2f}x)" for v, o in zip(check[r], check[f"{r}_over"], strict=True)]
         blocks.append(
             Block(
                 "Attribution checked against the randomised campaigns",
-                check[cols + list(attr.RULES)],
+                shown,
                 Plot("grouped", "channel", ["incremental_orders", *attr.RULES], ylabel="orders"),
                 "Orders of treated customers in the campaigns' outcome windows, credited to the campaign's channel by "
                 "each rule (the message itself counts as a touch), next to the orders the campaigns caused "
                 "(readout: effect on orders x treated, 95% interval)"
                 + ("; true_incremental: the generator's expected extra purchase-weeks" if true is not None else "")
-                + ". A rule crediting more than the incremental orders credits orders that would have happened anyway.",
+                + ". (n.nnx): the rule's credit / the incremental orders; above 1, the rule credits orders that "
+                "would have happened anyway.",
                 data=check,
             )
         )

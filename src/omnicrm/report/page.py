@@ -117,17 +117,30 @@ def draw(plot: Plot, data: pd.DataFrame):  # noqa: ANN201, C901, PLR0912 - one b
         ax.set_xticks(pos, _labels(x), rotation=45, ha="right", fontsize=8)
         ax.legend(fontsize=7, ncol=3, loc="lower left")
     elif plot.kind == "heatmap":
-        grid = data.pivot_table(index=plot.by, columns=plot.x, values=plot.y[0], aggfunc="sum", sort=False)
-        im = ax.imshow(grid.to_numpy(float), aspect="auto", cmap="Blues")
+        # a wide table: one row per ``x`` label, the ``y`` columns as the heat-map's columns, in table order
+        grid = data.set_index(plot.x)[plot.y].astype(float)
+        im = ax.imshow(grid.to_numpy(), aspect="auto", cmap="Blues")
         ax.set_yticks(range(len(grid.index)), _labels(pd.Series(grid.index)), fontsize=7)
         ax.set_xticks(
             range(len(grid.columns)),
-            _labels(pd.Series(grid.columns)),
+            [str(c) for c in grid.columns],
             fontsize=7,
-            rotation=45 if not np.issubdtype(np.asarray(grid.columns).dtype, np.number) else 0,
+            rotation=45 if max(len(str(c)) for c in grid.columns) > 3 else 0,
         )
-        ax.set_xlabel(plot.x)
         fig.colorbar(im, ax=ax, shrink=0.8)
+    elif plot.kind == "twin":
+        # two series on their own axes (left: y[0], right: y[1])
+        t = pd.to_datetime(x)
+        ax.plot(t, data[plot.y[0]], marker="o", ms=3, color=COLOURS[0], label=plot.y[0])
+        ax.set_ylabel(plot.y[0], fontsize=9, color=COLOURS[0])
+        right = ax.twinx()
+        right.plot(t, data[plot.y[1]], marker="s", ms=3, color=COLOURS[1], label=plot.y[1])
+        right.set_ylabel(plot.y[1], fontsize=9, color=COLOURS[1])
+        right.tick_params(labelsize=8)
+        for a, col in ((ax, plot.y[0]), (right, plot.y[1])):
+            v = data[col].astype(float)
+            a.set_ylim(0, float(np.nanmax(v)) * 1.15 if np.isfinite(v).any() and np.nanmax(v) > 0 else 1)
+        fig.autofmt_xdate()
     elif plot.kind == "hist":
         v = data[plot.y[0]].astype(float)
         v = v[np.isfinite(v)]
@@ -183,13 +196,21 @@ def svg(fig) -> str:  # noqa: ANN001 - a matplotlib figure
     return text[text.index("<svg") :]
 
 
+def marks(fig) -> int:  # noqa: ANN001 - a matplotlib figure
+    """How many data marks the figure's first axes hold (lines, bars, images, collections, error bars)."""
+    ax = fig.axes[0]
+    return len(ax.lines) + len(ax.patches) + len(ax.images) + len(ax.collections) + len(ax.containers)
+
+
 def block_html(block: Block) -> str:
-    """A block: its title, its note, the table and the plot beside it."""
-    plot = svg(draw(block.plot, block.data if block.data is not None else block.table))
+    """A block: its title, its note, the table and the plot beside it (``data-marks``: its data marks)."""
+    fig = draw(block.plot, block.data if block.data is not None else block.table)
+    n = marks(fig)
+    plot = svg(fig)
     note = f"<p class=note>{html.escape(block.note)}</p>" if block.note else ""
     return (
         f"<h3>{html.escape(block.title)}</h3>{note}<div class=block><div class=table>{table_html(block.table)}</div>"
-        f"<div class=plot>{plot}</div></div>"
+        f"<div class=plot data-marks={n}>{plot}</div></div>"
     )
 
 

@@ -1,0 +1,117 @@
+"""The marketing report on a small generated world: the command, the page in a real headless browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from omnicrm.cli import app
+from omnicrm.store import store_data_range
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+SECTIONS = ("base", "retention", "value", "omni", "satisfaction", "campaigns", "attribution")
+
+
+def _month(d: date, add: int) -> date:
+    m = d.year * 12 + d.month - 1 + add
+    return date(m // 12, m % 12 + 1, 1)
+
+
+@pytest.fixture(scope="module")
+def page(small_store: Path, small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """``omnicrm report`` on the small world over its whole months; returns the page and the command's output."""
+    store = yaml.safe_load(small_store.read_text())["store"]
+    work = tmp_path_factory.mktemp("report")
+    cfg = work / "report.yaml"
+    truth = small_world / "truth"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "name": "small",
+                "store": str(store),
+                "truth": {
+                    "effects": str(truth / "treatment_effects.parquet"),
+                    "record_owner": str(truth / "record_owner.parquet"),
+                },
+            }
+        )
+    )
+    span = store_data_range(store)
+    start, end = _month(span.first.date(), 1), _month(span.last.date(), 0)
+    out = work / "report.html"
+    result = CliRunner().invoke(
+        app, ["report", str(cfg), "--from", f"{start}", "--to", f"{end}", "--out", str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_the_command_writes_the_page_and_names_it(page: tuple[Path, str]) -> None:
+    out, output = page
+    assert out.is_file()
+    assert f"report -> {out}" in output.replace("\n", "")
+    for title in ("Customer base", "Campaigns", "Attribution"):
+        assert title in output
+
+
+def test_the_page_fetches_nothing(page: tuple[Path, str]) -> None:
+    text = page[0].read_text(encoding="utf-8")
+    assert "<script" not in text.lower()
+    # every reference is an anchor on the page or inline data; nothing points at a server
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", text)
+    assert all(r.startswith(("#", "data:")) for r in refs), [r for r in refs if not r.startswith(("#", "data:"))]
+    assert "@import" not in text
+    assert all(u.startswith(("#", "data:")) for u in re.findall(r"url\(\s*['\"]?([^)'\"]*)", text))
+
+
+# .ci/run installs chromium first, so in CI (CI set) a missing browser fails instead of skipping
+@pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)",
+)
+def test_the_page_renders_in_a_headless_browser(page: tuple[Path, str], tmp_path: Path) -> None:
+    out = page[0]
+    shot = tmp_path / "report.png"
+    common = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+    ]  # fmt: skip
+    dom = subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'profile-dom'}", "--enable-logging=stderr", "--v=0", "--dump-dom",
+         out.as_uri()],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    # a script error or a console message would be logged as "CONSOLE(...)" / "Uncaught"
+    assert "Uncaught" not in dom.stderr and "CONSOLE(" not in dom.stderr, dom.stderr[-2000:]
+    html = dom.stdout
+    for key in SECTIONS:
+        m = re.search(rf"<section id=\"?{key}\"?[^>]*>(.*?)</section>", html, re.S)
+        assert m, f"section {key} is missing from the rendered page"
+        body = m.group(1)
+        plots = re.findall(r'class="?plot"? data-marks="?(\d+)"?', body)
+        assert plots, f"section {key} has no plot"
+        assert all(int(n) > 0 for n in plots), f"section {key} has an empty plot: {plots}"
+        assert "<svg" in body
+    subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'profile-shot'}", f"--screenshot={shot}", "--window-size=1400,5000",
+         out.as_uri()],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    print(f"report screenshot: {shot}")  # kept in the test output (pytest -rP shows it)
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1400, 5000)
+        pixels = np.asarray(im.convert("RGB").resize((140, 500))).reshape(-1, 3)
+    colours = len(np.unique(pixels, axis=0))
+    assert colours > 50, "the screenshot is (nearly) blank"
