@@ -210,3 +210,32 @@ def test_a_touch_older_than_the_lookback_is_not_credited(journeys_store: duckdb.
     # with 7 days, P's e-mail (10 days before) drops out of P's journey: web takes all of P
     assert got.loc["web", "first_touch"] == 1 and got.loc["email", "first_touch"] == 0
     assert counts["touched"] == 2
+
+
+def test_a_store_without_campaigns_surveys_or_margins_gives_a_page_that_says_so(
+    orders_store: duckdb.DuckDBPyConnection,
+) -> None:
+    from omnicrm.features import FeatureConfig
+    from omnicrm.report.build import build_report
+    from omnicrm.report.config import ReportConfig
+    from omnicrm.report.page import render
+
+    for cust in "ABCD":
+        orders_store.execute("INSERT INTO customers (customer_id, first_seen) VALUES (?, ?)", [cust, D(2023, 1, 1)])
+    cfg = ReportConfig(name="tiny", store="unused.duckdb")
+    feats = FeatureConfig(groups=["lifecycle", "rfm_segment"])
+    report = build_report(orders_store, cfg, feats, START, END)
+    empty = {s.key: s.empty for s in report.sections if s.empty}
+    assert set(empty) == {"satisfaction", "campaigns", "attribution"}
+    assert "no survey answers" in empty["satisfaction"] and "no campaigns" in empty["campaigns"]
+    # no product carries a margin: no margin figure is shown (it would read 0)
+    assert not any("margin" in k for k in report.kpis)
+    assert all("margin" not in str(c) for s in report.sections for b in s.blocks for c in b.table.columns)
+    # no registered CLV model handed in: the classic model is fitted at the period's end, and the page says so
+    value = next(s for s in report.sections if s.key == "value")
+    clv = next(b for b in value.blocks if b.title == "CLV deciles")
+    assert "BG/NBD + Gamma-Gamma fitted at 2024-05-01" in clv.note
+    assert report.kpis["orders"] == 7 and report.kpis["revenue"] == 220.0
+    page = render(report)
+    assert page.count("<section") == 7 and page.count("No data:") == 3
+    assert "<script" not in page

@@ -523,7 +523,8 @@ def summary_lines(h: dict[str, float], start: datetime, end: datetime) -> list[s
 
     lines = [
         f"{f('customers')} customers placed {f('orders')} orders worth {f('revenue')} "
-        f"(margin {f('margin')}) between {start:%Y-%m-%d} and {end:%Y-%m-%d} (end excluded); "
+        + (f"(margin {f('margin')}) " if "margin" in h else "")
+        + f"between {start:%Y-%m-%d} and {end:%Y-%m-%d} (end excluded); "
         f"average order value {f('aov', ',.2f')}, {f('frequency', '.2f')} orders per customer, "
         f"{f('repeat_share', '.0%')} of them ordered more than once.",
         f"{f('new_customers')} new customers, {f('reactivated_customers')} reactivated, {f('lost_customers')} lost; "
@@ -594,8 +595,25 @@ def build_report(
     sat = satisfaction_section(con, cfg, start, end, snaps["first"], heads)
     progress("report: campaigns", 0.7)
     campaigns, attribution = campaign_sections(con, cfg, start, end, truth, heads, progress)
-    heads = {k: float(v) for k, v in heads.items() if v is not None and np.isfinite(v)}
     sections = [base, retention, value, omni, sat, campaigns, attribution]
+    if not con.execute(f"SELECT count(margin) FROM {schema.PRODUCTS}").fetchone()[0]:
+        # without product margins every margin would read 0: leave them out instead
+        heads = {k: v for k, v in heads.items() if "margin" not in k}
+        for sec in sections:
+            for b in sec.blocks:
+                b.table = b.table.drop(columns=[c for c in b.table.columns if "margin" in str(c)])
+                if b.table.columns[0] == "per customer":
+                    b.table = b.table[b.table["per customer"] != "margin"].reset_index(drop=True)
+                b.note = b.note.replace(
+                    "; margin = revenue - quantity x unit cost", "; the store has no product margins"
+                )
+    first = con.execute(f"SELECT min(ts) FROM {schema.EVENTS}").fetchone()[0]
+    if first is not None and first > start - pd.Timedelta(days=cfg.lapse_days):
+        base.blocks[0].note += (
+            f" The store's events start on {first:%Y-%m-%d}: a customer's orders before that are unknown, so near it "
+            "'new' includes earlier customers and reactivations are undercounted."
+        )
+    heads = {k: float(v) for k, v in heads.items() if v is not None and np.isfinite(v)}
     return Report(cfg.name, start, end, heads, summary_lines(heads, start, end), sections)
 
 
