@@ -115,3 +115,34 @@ def test_the_page_renders_in_a_headless_browser(page: tuple[Path, str], tmp_path
         pixels = np.asarray(im.convert("RGB").resize((140, 500))).reshape(-1, 3)
     colours = len(np.unique(pixels, axis=0))
     assert colours > 50, "the screenshot is (nearly) blank"
+
+
+def test_the_demo_writes_the_report_and_prints_its_path(small_store: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from omnicrm.cli.render import console
+    from omnicrm.pipeline.demo import DemoConfig, DemoResult, _run_models
+
+    store = yaml.safe_load(small_store.read_text())["store"]
+    (tmp_path / "report.yaml").write_text(yaml.safe_dump({"name": "small", "store": str(store)}))
+    span = store_data_range(store)
+    start, end = _month(span.first.date(), 1), _month(span.last.date(), 0)
+    out = tmp_path / "out/demo.html"
+    cfg = DemoConfig(
+        generate="-",
+        ingest="-",
+        features="-",
+        features_out="-",
+        cutoffs={"dates": ["2024-01-01"]},
+        report={"config": "report.yaml", "start": start, "end": end, "out": str(out)},
+    )
+    result = DemoResult(world=None, ingest=None, identity=None, features=None)
+    _run_models(cfg, tmp_path, result, lambda step, fraction: None)
+    assert result.report.out == out and out.is_file()
+    # the demo's last line names the page (print_demo's report line, without the earlier steps)
+    from omnicrm.cli import render
+
+    fake = SimpleNamespace(report=result.report)
+    with console.capture() as cap:
+        render._print_demo_report(fake)
+    assert f"-> {out}" in cap.get().replace("\n", "")

@@ -413,6 +413,22 @@ def print_demo(result: Any) -> None:
         print_readout(
             shown, f"campaign readout on {first} (vs control, Welch 95% CI; every outcome: omnicrm readout CONFIG)"
         )
+    _print_demo_report(result)
+
+
+def _print_demo_report(result: Any) -> None:
+    """The demo's line about the marketing report: a few figures and the page's path."""
+    if result.report is not None:
+        r, k = result.report, result.report.report.kpis
+        empty = [sec.title for sec in r.report.sections if sec.empty]
+        console.print(
+            f"marketing report {r.report.start:%Y-%m-%d} to {r.report.end:%Y-%m-%d}: {k.get('customers', 0):,.0f} "
+            f"buying customers, revenue {k.get('revenue', 0):,.0f}"
+            + (f", NPS {k['nps']:.1f}" if "nps" in k else "")
+            + (f", campaign ROI {k['campaign_roi']:.2f}" if "campaign_roi" in k else "")
+            + (f" (no data: {', '.join(empty)})" if empty else "")
+            + f" -> {r.out}"
+        )
 
 
 #: headline figures ``omnicrm report`` prints: (KPI key, label, format)
