@@ -146,3 +146,36 @@ def test_the_demo_writes_the_report_and_prints_its_path(small_store: Path, tmp_p
     with console.capture() as cap:
         render._print_demo_report(fake)
     assert f"-> {out}" in cap.get().replace("\n", "")
+
+
+def _one_error_line(result) -> str:  # noqa: ANN001 - a typer Result
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_bad_inputs_are_one_clear_error_before_any_work(small_store: Path, tmp_path: Path) -> None:
+    store = yaml.safe_load(small_store.read_text())["store"]
+    cfg = tmp_path / "report.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "small", "store": str(store)}))
+    span = store_data_range(store)
+    ok_from, ok_to = f"{_month(span.first.date(), 1)}", f"{_month(span.last.date(), 0)}"
+
+    def run(*args: str):  # noqa: ANN202 - a typer Result
+        return CliRunner().invoke(app, ["report", *args])
+
+    # --out is checked before the config is read: a folder, a wrong suffix
+    line = _one_error_line(
+        run(str(tmp_path / "missing.yaml"), "--from", ok_from, "--to", ok_to, "--out", str(tmp_path))
+    )
+    assert "--out" in line and "is a folder" in line
+    assert "--out" in _one_error_line(run(str(cfg), "--from", ok_from, "--to", ok_to, "--out", str(tmp_path / "r.pdf")))
+    out = str(tmp_path / "r.html")
+    assert "must be after --from" in _one_error_line(run(str(cfg), "--from", ok_to, "--to", ok_from, "--out", out))
+    far = f"{span.last.date().year + 2}-01-01"
+    assert "--to" in _one_error_line(run(str(cfg), "--from", ok_from, "--to", far, "--out", out))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "small", "store": str(store), "lapse_day": 30}))
+    line = _one_error_line(run(str(bad), "--from", ok_from, "--to", ok_to, "--out", out))
+    assert "lapse_day" in line and str(bad) in line
+    assert not Path(out).exists()
