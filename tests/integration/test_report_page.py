@@ -28,8 +28,12 @@ def _month(d: date, add: int) -> date:
 
 
 @pytest.fixture(scope="module")
-def page(small_store: Path, small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """``omnicrm report`` on the small world over its whole months; returns the page and the command's output."""
+def page(small_store: Path, small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """``omnicrm report`` on the small world over its whole months.
+
+    Returns the page, the command's output and the MLflow store folder it logged to.
+    """
+
     store = yaml.safe_load(small_store.read_text())["store"]
     work = tmp_path_factory.mktemp("report")
     cfg = work / "report.yaml"
@@ -49,22 +53,43 @@ def page(small_store: Path, small_world: Path, tmp_path_factory: pytest.TempPath
     span = store_data_range(store)
     start, end = _month(span.first.date(), 1), _month(span.last.date(), 0)
     out = work / "report.html"
-    result = CliRunner().invoke(
-        app, ["report", str(cfg), "--from", f"{start}", "--to", f"{end}", "--out", str(out)], catch_exceptions=False
-    )
+    mlruns = work / "mlruns"
+    # a module fixture starts before the per-test private MLflow store: it sets up its own
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("OMNICRM_MLRUNS", str(mlruns))
+        mp.setenv("OMNICRM_LOG_DIR", str(work / "logs"))
+        result = CliRunner().invoke(
+            app, ["report", str(cfg), "--from", f"{start}", "--to", f"{end}", "--out", str(out)], catch_exceptions=False
+        )
     assert result.exit_code == 0, result.output
-    return out, result.output
+    return out, result.output, str(mlruns)
 
 
-def test_the_command_writes_the_page_and_names_it(page: tuple[Path, str]) -> None:
-    out, output = page
+def test_the_command_writes_the_page_and_names_it(page: tuple[Path, str, str]) -> None:
+    out, output, _ = page
     assert out.is_file()
     assert f"report -> {out}" in output.replace("\n", "")
     for title in ("Customer base", "Campaigns", "Attribution"):
         assert title in output
 
 
-def test_the_page_fetches_nothing(page: tuple[Path, str]) -> None:
+def test_the_report_is_an_mlflow_run_with_its_kpis_and_the_page(
+    page: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from omnicrm import tracking
+
+    out, output, mlruns = page
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("OMNICRM_MLRUNS", mlruns)
+    run_id = re.search(r"MLflow run ([0-9a-f]{32})", output.replace("\n", "")).group(1)
+    metrics = tracking.run_metrics(run_id)
+    assert metrics["orders"] > 0 and "nps" in metrics and "campaign_roi" in metrics
+    assert "attribution_over_last_touch" in metrics
+    assert tracking.load_run_text(run_id, out.name) == out.read_text(encoding="utf-8")
+
+
+def test_the_page_fetches_nothing(page: tuple[Path, str, str]) -> None:
     text = page[0].read_text(encoding="utf-8")
     assert "<script" not in text.lower()
     # every reference is an anchor on the page or inline data; nothing points at a server
@@ -79,7 +104,7 @@ def test_the_page_fetches_nothing(page: tuple[Path, str]) -> None:
     not Path(CHROMIUM).exists() and not os.environ.get("CI"),
     reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)",
 )
-def test_the_page_renders_in_a_headless_browser(page: tuple[Path, str], tmp_path: Path) -> None:
+def test_the_page_renders_in_a_headless_browser(page: tuple[Path, str, str], tmp_path: Path) -> None:
     out = page[0]
     shot = tmp_path / "report.png"
     common = [

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from omnicrm.errors import InputError
+from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
 from omnicrm.report.build import Report, build_report
@@ -111,12 +111,15 @@ def run_report(
     out = check_output_path(out, HTML)
     cfg, feats = load_report_config(config_path)
     t0, t1 = normalize_cutoff(start), normalize_cutoff(end)
-    truth = read_truth(cfg, config_path)
+    if t1 <= t0:
+        raise ConfigError(f"--to {t1:%Y-%m-%d} must be after --from {t0:%Y-%m-%d}")
     con = open_store(cfg.store, deterministic=True)
     try:
+        # the dates are checked before anything is read or computed
         span = data_range(con)
         check_date(t0, span, "--from", before_first=True)
         check_date(t1, span, "--to")
+        truth = read_truth(cfg, config_path)
         progress("report: CLV scores", 0.02)
         clv, source = champion_clv(cfg, config_path, con, t1)
         report = build_report(con, cfg, feats, t0, t1, clv, source, truth, progress)
