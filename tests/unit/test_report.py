@@ -239,3 +239,67 @@ def test_a_store_without_campaigns_surveys_or_margins_gives_a_page_that_says_so(
     page = render(report)
     assert page.count("<section") == 7 and page.count("No data:") == 3
     assert "<script" not in page
+
+
+def test_campaign_return_and_the_attribution_check_by_hand() -> None:
+    from omnicrm.report import campaigns as camp
+
+    send = D(2024, 3, 1, 7)
+    exposures = [(c, send, "C1", "disc", "email", "treatment", 1.0) for c in ("T1", "T2", "T3")]
+    exposures += [(c, send, "C1", "control", "email", "control", 0.0) for c in ("K1", "K2", "K3")]
+    con = store(
+        [
+            buy("T1", D(2024, 3, 2), "web", 10.0),
+            buy("T1", D(2024, 3, 5), "web", 20.0),
+            buy("T2", D(2024, 3, 10), "store", 30.0),
+            buy("T3", D(2024, 3, 21), "web", 99.0),  # after the 14-day window: not an outcome
+            buy("K1", D(2024, 3, 3), "web", 12.0),
+        ],
+        treatments=exposures,
+    )
+    returns, rows = camp.campaign_return(con, D(2024, 3, 1), D(2024, 4, 1), window_days=14)
+    r = returns.iloc[0]
+    # orders: treated mean 3/3, control 1/3 -> effect 2/3 x 3 treated = 2; spend: (60 - 12) / 3 x 3 = 48
+    assert (r["treated"], r["control"], r["cost"]) == (3, 3, 3.0)
+    assert r["incremental_orders"] == pytest.approx(2.0) and r["incremental_purchase"] == pytest.approx(1.0)
+    assert r["incremental_spend"] == pytest.approx(48.0) and r["roas"] == pytest.approx(16.0)
+    # no product margins: incremental margin 0, so ROI = (0 - 3) / 3
+    assert r["roi"] == pytest.approx(-1.0)
+    assert r["incremental_orders_low"] < 2.0 < r["incremental_orders_high"]
+    # a campaign whose window is still open at the period's end is left out
+    assert camp.campaign_return(con, D(2024, 3, 1), D(2024, 3, 10), 14)[0].empty
+
+    # the check: the treated customers' orders in the window are T1's two and T2's one; the e-mail send is
+    # the touch of the next order only (T1's second order has none), so last-touch credits e-mail with 2
+    scoped, counts = attr.attribution(
+        con, D(2024, 3, 1), D(2024, 4, 1), 14, 7.0, camp.scope_sql(D(2024, 3, 1), D(2024, 4, 1), 14)
+    )
+    assert counts == {"conversions": 3.0, "touched": 2.0}
+    check = camp.attribution_vs_incrementality(scoped, returns, None, attr.RULES).set_index("channel")
+    assert check.loc["email", "last_touch"] == 2.0 and check.loc["email", "last_touch_over"] == pytest.approx(1.0)
+
+
+def test_true_incremental_sums_the_effect_of_the_action_each_treated_customer_got() -> None:
+    from omnicrm.report.campaigns import true_incremental
+
+    exposures = pd.DataFrame({"campaign_id": ["C1"] * 4, "arm": ["a", "b", "control", "a"]})
+    truth = pd.DataFrame({"a": [0.1, 0.5, 0.7, np.nan], "b": [0.9, 0.2, 0.3, 0.4]})
+    got = true_incremental(truth, exposures, effect_weeks=2).set_index("action")["true_incremental"]
+    # a: rows 0 and 3 (NaN counts 0) -> 2 x 0.1; b: row 1 -> 2 x 0.2; control rows are not summed
+    assert got.to_dict() == pytest.approx({"a": 0.2, "b": 0.4})
+
+
+def test_the_clv_section_says_so_when_the_classic_model_cannot_be_fitted() -> None:
+    from omnicrm.report.build import value_section
+    from omnicrm.report.config import ReportConfig
+
+    con = store([buy("A", D(2024, 1, 5), "web", 10.0), buy("B", D(2024, 1, 6), "web", 10.0)])
+    first = pd.DataFrame({"customer_id": ["A", "B"], "rfm_segment": ["prospect", "prospect"]})
+    heads: dict = {}
+    section = value_section(con, ReportConfig(name="t", store="-"), START, END, first, None, "", heads)
+    assert "clv_mean" not in heads
+    assert [b.title for b in section.blocks] == [
+        "Revenue and margin per buying customer in the period",
+        "Value by RFM segment at the period's start",
+    ]
+    assert "could not be fitted" in section.blocks[0].note

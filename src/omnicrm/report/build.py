@@ -256,7 +256,9 @@ def value_section(
             clv = classic_clv(con, end, cfg.clv.horizon_days)
             clv_source = f"BG/NBD + Gamma-Gamma fitted at {end:%Y-%m-%d}, {cfg.clv.horizon_days}-day horizon"
         except InputError as exc:
-            clv_source = f"no CLV: the classic model could not be fitted ({exc})"
+            clv_source = f"No CLV figures: BG/NBD + Gamma-Gamma could not be fitted ({exc})."
+            if blocks:
+                blocks[0].note += f" {clv_source}"
     if clv is not None and len(clv):
         dec = kpis.clv_deciles(con, clv)
         heads["clv_mean"] = float(clv["clv"].mean())
@@ -514,7 +516,7 @@ def campaign_sections(
     return campaigns, Section("attribution", "Attribution", blocks)
 
 
-def summary_lines(h: dict[str, float], start: datetime, end: datetime) -> list[str]:
+def summary_lines(h: dict[str, float], start: datetime, end: datetime, repurchase_days: int = 90) -> list[str]:
     """A few sentences for the top of the page, from the headline KPIs."""
 
     def f(key: str, fmt: str = ",.0f") -> str:
@@ -529,7 +531,8 @@ def summary_lines(h: dict[str, float], start: datetime, end: datetime) -> list[s
         f"{f('repeat_share', '.0%')} of them ordered more than once.",
         f"{f('new_customers')} new customers, {f('reactivated_customers')} reactivated, {f('lost_customers')} lost; "
         f"{f('active_customers_last_month')} active in the last month; "
-        f"repurchase within the window: {f('repurchase_rate', '.0%')}.",
+        f"{f('repurchase_rate', '.0%')} of the new customers ordered again within {repurchase_days} days "
+        "of their first order.",
     ]
     if "omni_spend_ratio_vs_online" in h:
         lines.append(
@@ -614,7 +617,7 @@ def build_report(
             "'new' includes earlier customers and reactivations are undercounted."
         )
     heads = {k: float(v) for k, v in heads.items() if v is not None and np.isfinite(v)}
-    return Report(cfg.name, start, end, heads, summary_lines(heads, start, end), sections)
+    return Report(cfg.name, start, end, heads, summary_lines(heads, start, end, cfg.repurchase_days), sections)
 
 
 __all__ = ["Block", "Plot", "Report", "Section", "build_report"]

@@ -29,7 +29,8 @@ h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 21px; border-bottom:
 .block { display: flex; gap: 20px; align-items: flex-start; margin-bottom: 12px; flex-wrap: wrap; }
 .table { flex: 1 1 520px; max-width: 760px; overflow-x: auto; max-height: 460px; overflow-y: auto; }
 .plot { flex: 0 0 520px; } .plot svg { width: 520px; height: auto; }
-table { border-collapse: collapse; font-size: 12px; } th, td { padding: 3px 7px; border-bottom: 1px solid #e4e7eb; }
+table { border-collapse: collapse; font-size: 12px; } th, td { padding: 3px 7px; border-bottom: 1px solid #e4e7eb;
+       white-space: nowrap; }
 th { background: #f5f7fa; position: sticky; top: 0; text-align: left; } td.n { text-align: right;
        font-variant-numeric: tabular-nums; }
 .note { font-size: 13px; color: #52606d; margin: 2px 0 8px; } .empty { font-style: italic; color: #7b8794; }
