@@ -303,3 +303,21 @@ def test_the_clv_section_says_so_when_the_classic_model_cannot_be_fitted() -> No
         "Value by RFM segment at the period's start",
     ]
     assert "could not be fitted" in section.blocks[0].note
+
+
+def test_a_period_without_orders_renders_and_says_what_is_missing(orders_store: duckdb.DuckDBPyConnection) -> None:
+    from omnicrm.features import FeatureConfig
+    from omnicrm.report.build import build_report
+    from omnicrm.report.config import ReportConfig
+    from omnicrm.report.page import render
+
+    for cust in "ABCD":
+        orders_store.execute("INSERT INTO customers (customer_id, first_seen) VALUES (?, ?)", [cust, D(2023, 1, 1)])
+    feats = FeatureConfig(groups=["lifecycle", "rfm_segment"])
+    report = build_report(orders_store, ReportConfig(name="t", store="-"), feats, D(2022, 1, 1), D(2022, 3, 1))
+    retention = next(s for s in report.sections if s.key == "retention")
+    assert retention.empty and "nothing to show" in retention.empty
+    page = render(report)
+    # every block that is shown has a plot with data marks
+    assert page.count("class=plot") == sum(len(s.blocks) for s in report.sections) >= 1
+    assert "data-marks=0" not in page

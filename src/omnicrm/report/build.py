@@ -516,6 +516,16 @@ def campaign_sections(
     return campaigns, Section("attribution", "Attribution", blocks)
 
 
+def _plottable(block: Block) -> bool:
+    """Whether a block's plot has at least one finite value to draw."""
+    data = block.data if block.data is not None else block.table
+    cols = [c for c in block.plot.y if c in data.columns]
+    if data.empty or not cols:
+        return False
+    values = data[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    return bool(np.isfinite(values).any())
+
+
 def summary_lines(h: dict[str, float], start: datetime, end: datetime, repurchase_days: int = 90) -> list[str]:
     """A few sentences for the top of the page, from the headline KPIs."""
 
@@ -599,6 +609,12 @@ def build_report(
     progress("report: campaigns", 0.7)
     campaigns, attribution = campaign_sections(con, cfg, start, end, truth, heads, progress)
     sections = [base, retention, value, omni, sat, campaigns, attribution]
+    for sec in sections:
+        # a table with nothing to plot (no rows, or no finite value to draw) is left out, and a
+        # section left without tables says so
+        sec.blocks = [b for b in sec.blocks if _plottable(b)]
+        if not sec.blocks and not sec.empty:
+            sec.empty = f"nothing to show between {start:%Y-%m-%d} and {end:%Y-%m-%d} (no orders or customers yet)"
     if not con.execute(f"SELECT count(margin) FROM {schema.PRODUCTS}").fetchone()[0]:
         # without product margins every margin would read 0: leave them out instead
         heads = {k: v for k, v in heads.items() if "margin" not in k}
