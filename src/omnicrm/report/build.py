@@ -496,7 +496,7 @@ def campaign_sections(
             {"channel": check["channel"], "incremental orders (95% CI)": _ci(check, "incremental_orders", ",.0f")}
         )
         if "true_incremental" in check.columns:
-            shown["true"] = check["true_incremental"]
+            shown["truth (generator)"] = check["true_incremental"]
         for r in attr.RULES:
             shown[r] = [f"{v:,.0f} ({o:.2f}x)" for v, o in zip(check[r], check[f"{r}_over"], strict=True)]
         blocks.append(
@@ -507,7 +507,7 @@ def campaign_sections(
                 "Orders of treated customers in the campaigns' outcome windows, credited to the campaign's channel by "
                 "each rule (the message itself counts as a touch), next to the orders the campaigns caused "
                 "(readout: effect on orders x treated, 95% interval)"
-                + ("; true_incremental: the generator's expected extra purchase-weeks" if true is not None else "")
+                + ("; truth (generator): expected extra purchase-weeks" if true is not None else "")
                 + ". (n.nnx): the rule's credit / the incremental orders; above 1, the rule credits orders that "
                 "would have happened anyway.",
                 data=check,

@@ -29,6 +29,7 @@ h1 { font-size: 26px; margin-bottom: 4px; } h2 { font-size: 21px; border-bottom:
 .block { display: flex; gap: 20px; align-items: flex-start; margin-bottom: 12px; flex-wrap: wrap; }
 .table { flex: 1 1 520px; max-width: 760px; overflow-x: auto; max-height: 460px; overflow-y: auto; }
 .plot { flex: 0 0 520px; } .plot svg { width: 520px; height: auto; }
+.block.wide .table { flex-basis: 100%; max-width: none; } /* a wide table takes the row, its plot goes below */
 table { border-collapse: collapse; font-size: 12px; } th, td { padding: 3px 7px; border-bottom: 1px solid #e4e7eb;
        white-space: nowrap; }
 th { background: #f5f7fa; position: sticky; top: 0; text-align: left; } td.n { text-align: right;
@@ -36,6 +37,9 @@ th { background: #f5f7fa; position: sticky; top: 0; text-align: left; } td.n { t
 .note { font-size: 13px; color: #52606d; margin: 2px 0 8px; } .empty { font-style: italic; color: #7b8794; }
 nav a { margin-right: 14px; }
 """
+
+#: a table with more columns than this takes the page's width, with its plot below it
+WIDE_COLUMNS = 8
 
 COLOURS = ["#486581", "#e12d39", "#f0b429", "#3ebd93", "#9446ed", "#829ab1", "#cb6e17", "#2186eb"]
 
@@ -208,9 +212,11 @@ def block_html(block: Block) -> str:
     fig = draw(block.plot, block.data if block.data is not None else block.table)
     n = marks(fig)
     plot = svg(fig)
+    layout = "block wide" if len(block.table.columns) > WIDE_COLUMNS else "block"
     note = f"<p class=note>{html.escape(block.note)}</p>" if block.note else ""
     return (
-        f"<h3>{html.escape(block.title)}</h3>{note}<div class=block><div class=table>{table_html(block.table)}</div>"
+        f"<h3>{html.escape(block.title)}</h3>{note}<div class='{layout}'><div class=table>{table_html(block.table)}"
+        "</div>"
         f"<div class=plot data-marks={n}>{plot}</div></div>"
     )
 
