@@ -541,8 +541,8 @@ def summary_lines(h: dict[str, float], start: datetime, end: datetime, repurchas
         f"{f('repeat_share', '.0%')} of them ordered more than once.",
         f"{f('new_customers')} new customers, {f('reactivated_customers')} reactivated, {f('lost_customers')} lost; "
         f"{f('active_customers_last_month')} active in the last month; "
-        f"{f('repurchase_rate', '.0%')} of the new customers ordered again within {repurchase_days} days "
-        "of their first order.",
+        f"{f('repurchase_rate', '.0%')} of the customers acquired in the period ordered again within "
+        f"{repurchase_days} days of their first order (cohorts that had the {repurchase_days} days).",
     ]
     if "omni_spend_ratio_vs_online" in h:
         lines.append(
