@@ -8,6 +8,7 @@ Modules:
   ``omnicrm --help``): :mod:`~omnicrm.cli.foundation` (generate, ingest, features),
   :mod:`~omnicrm.cli.models` (train, tune, promote, predict), :mod:`~omnicrm.cli.recommend`
   (recommend-eval, recommend), :mod:`~omnicrm.cli.uplift` (uplift, effects, readout),
+  :mod:`~omnicrm.cli.report` (report),
   :mod:`~omnicrm.cli.ui` and :mod:`~omnicrm.cli.demo`;
 * :mod:`~omnicrm.cli.render`: what the commands print (progress, tables), on a terminal and in a log;
 * :mod:`~omnicrm.cli.checks`: checks of command-line inputs made before any work.
@@ -21,6 +22,7 @@ from omnicrm.cli import foundation  # noqa: F401, I001
 from omnicrm.cli import models  # noqa: F401
 from omnicrm.cli import recommend  # noqa: F401
 from omnicrm.cli import uplift  # noqa: F401
+from omnicrm.cli import report  # noqa: F401
 from omnicrm.cli import ui  # noqa: F401
 from omnicrm.cli import demo  # noqa: F401
 from omnicrm.cli.app import INTERRUPT_REPORTED, app

@@ -413,3 +413,60 @@ def print_demo(result: Any) -> None:
         print_readout(
             shown, f"campaign readout on {first} (vs control, Welch 95% CI; every outcome: omnicrm readout CONFIG)"
         )
+    _print_demo_report(result)
+
+
+def _print_demo_report(result: Any) -> None:
+    """The demo's line about the marketing report: a few figures and the page's path."""
+    if result.report is not None:
+        r, k = result.report, result.report.report.kpis
+        empty = [sec.title for sec in r.report.sections if sec.empty]
+        console.print(
+            f"marketing report {r.report.start:%Y-%m-%d} to {r.report.end:%Y-%m-%d}: {k.get('customers', 0):,.0f} "
+            f"buying customers, revenue {k.get('revenue', 0):,.0f}"
+            + (f", NPS {k['nps']:.1f}" if "nps" in k else "")
+            + (f", campaign ROI {k['campaign_roi']:.2f}" if "campaign_roi" in k else "")
+            + (f" (no data: {', '.join(empty)})" if empty else "")
+            + f" -> {r.out}"
+        )
+
+
+#: headline figures ``omnicrm report`` prints: (KPI key, label, format)
+_REPORT_KPIS = (
+    ("customers", "buying customers", ",.0f"),
+    ("orders", "orders", ",.0f"),
+    ("revenue", "revenue", ",.0f"),
+    ("aov", "average order value", ",.2f"),
+    ("repurchase_rate", "repurchase rate", ".1%"),
+    ("clv_mean", "mean CLV", ",.1f"),
+    ("omni_spend_ratio_vs_online", "spend, omni-channel vs online only", ".2f"),
+    ("nps", "NPS", ".1f"),
+    ("campaign_roi", "campaign ROI", ".2f"),
+    ("attribution_over_last_touch", "last-touch credit / incremental orders", ".2f"),
+    ("attribution_over_markov", "Markov credit / incremental orders", ".2f"),
+)
+
+
+def print_report(result: Any) -> None:
+    """Print what ``omnicrm report`` wrote: the page, its sections (and why any is empty), headline KPIs.
+
+    Parameters
+    ----------
+    result : omnicrm.pipeline.report.ReportResult
+        The written report.
+    """
+    report = result.report
+    t = Table(title=f"marketing report {report.name}: {report.start:%Y-%m-%d} to {report.end:%Y-%m-%d} (end excluded)")
+    t.add_column("section")
+    t.add_column("content")
+    for s in report.sections:
+        t.add_row(s.title, f"no data: {s.empty}" if s.empty else "; ".join(b.title for b in s.blocks))
+    show(t)
+    k = Table(title="headline KPIs (logged as MLflow metrics)")
+    k.add_column("KPI")
+    k.add_column("value", justify="right")
+    for key, label, fmt in _REPORT_KPIS:
+        if key in report.kpis:
+            k.add_row(label, format(report.kpis[key], fmt))
+    show(k)
+    console.print(f"report -> {result.out}" + (f" (MLflow run {result.run_id})" if result.run_id else ""))

@@ -3,7 +3,8 @@
 Generate the world, ingest it, resolve identities, build features, then train every prediction
 task next to its baselines (one of them tuned with a short Optuna study) and promote each trained
 model to ``champion`` (so ``omnicrm predict`` works right after the demo), evaluate the recommenders
-and write recommendations, and estimate uplift and read out the campaigns. The recommender that
+and write recommendations, estimate uplift and read out the campaigns, and write the marketing
+report (``report``: an HTML page). The recommender that
 wrote the lists and the uplift config's effect model (fitted at ``effects.as_of``) are registered and
 promoted too, so ``omnicrm recommend ... --model champion`` and ``omnicrm effects ... --model
 champion`` score without refitting after the demo. Model runs go to the MLflow store (``mlruns/``
@@ -49,6 +50,15 @@ class RecommendStep(StrictModel):
     out: str
 
 
+class ReportStep(StrictModel):
+    """Write the marketing report of the period ``[start, end)`` (``omnicrm report``) to ``out``."""
+
+    config: str
+    start: date
+    end: date
+    out: str
+
+
 class EffectsStep(StrictModel):
     """Fit the uplift config's effects learner at ``as_of``, write every customer's effects, register the model."""
 
@@ -70,6 +80,7 @@ class DemoConfig(StrictModel):
     recommend: RecommendStep | None = None
     uplift: str | None = None  # uplift config: effects + Qini, then the campaign readout
     effects: EffectsStep | None = None  # then the uplift config's effect model, registered and promoted
+    report: ReportStep | None = None  # last: the marketing report page (champion CLV from the tasks above)
 
 
 class Promotion(NamedTuple):
@@ -97,6 +108,7 @@ class DemoResult:
     uplift: Any = None
     readout: Any = None
     effects: Any = None  # EffectsResult of the registered effect model
+    report: Any = None  # ReportResult of the marketing report
 
 
 def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult:
@@ -153,6 +165,11 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
         result.uplift = run_uplift(base / cfg.uplift, progress=progress)
         result.readout = run_readout(base / cfg.uplift, progress=progress)
         _register_effects(cfg, base, result, progress)
+    if cfg.report:
+        from omnicrm.pipeline.report import run_report
+
+        r = cfg.report
+        result.report = run_report(base / r.config, r.start, r.end, Path(r.out), progress=progress)
 
 
 def promote_trained(results: list[Any], progress: Progress = silent) -> list[Promotion]:
