@@ -138,9 +138,14 @@ def allocate(frame: pd.DataFrame, slots: np.ndarray, limits: Limits) -> Allocati
     slots = np.asarray(slots, dtype=np.int64)
     _check(frame, slots)
     start = time.perf_counter()
+    have = frame["action"].value_counts()
+    short = {a: m for a, m in limits.min_volume.items() if have.get(a, 0) < m}
+    if short:
+        raise InputError(
+            f"allocation: the minimum volumes {short} cannot be met: too few customers have a positive-value "
+            "candidate for those actions after the rules and the contact policy"
+        )
     if len(frame) == 0:
-        if any(m > 0 for m in limits.min_volume.values()):
-            raise InputError(f"allocation: no candidate left to meet the minimum volumes {limits.min_volume}")
         return Allocation(np.zeros(0, bool), 0.0, 0.0, 0.0, "exact", [], 0.0)
     if len(frame) <= limits.exact_limit or slots.max() > 1:
         chosen, bound, method = _exact(frame, slots, limits), None, "exact"
