@@ -13,9 +13,11 @@ Leaving a customer out ("no action") is always allowed, and only positive-value 
 the allocator, so nothing of non-positive value is ever sent. Two solvers:
 
 ``exact``
-    The mixed-integer programme, solved by HiGHS (``scipy.optimize.milp``), up to
-    ``allocation.exact_limit`` candidates or whenever a customer may get more than one action. The
-    LP relaxation is solved as well, so the reported gap is to the LP bound.
+    The mixed-integer programme, solved by HiGHS (``scipy.optimize.milp``, relative MIP gap 1e-4,
+    a time limit), up to ``allocation.exact_limit`` candidates or whenever a customer may get more
+    than one action. The LP relaxation is solved as well, so the reported gap is to the LP bound.
+    Measured: HiGHS needs minutes, or finds no solution in 30 s, for 30k candidates with a budget,
+    so larger one-action problems go to the Lagrangian method (also when HiGHS runs out of time).
 ``lagrangian``
     For larger problems with one action per customer: the coupling constraints (budget,
     capacities, volumes) are priced by multipliers found by projected subgradient steps (Polyak
@@ -52,7 +54,8 @@ class Limits:
     capacity: dict[str, int] = field(default_factory=dict)
     min_volume: dict[str, int] = field(default_factory=dict)
     max_volume: dict[str, int] = field(default_factory=dict)
-    exact_limit: int = 200_000
+    exact_limit: int = 5_000
+    time_limit: float = 60.0
 
 
 @dataclass
@@ -147,9 +150,11 @@ def allocate(frame: pd.DataFrame, slots: np.ndarray, limits: Limits) -> Allocati
         )
     if len(frame) == 0:
         return Allocation(np.zeros(0, bool), 0.0, 0.0, 0.0, "exact", [], 0.0)
-    if len(frame) <= limits.exact_limit or slots.max() > 1:
-        chosen, bound, method = _exact(frame, slots, limits), None, "exact"
-    else:
+    one_each = slots.max() <= 1
+    chosen = None
+    if len(frame) <= limits.exact_limit or not one_each:
+        chosen, bound, method = _exact(frame, slots, limits, one_each), None, "exact"
+    if chosen is None:  # large, or the exact solver ran out of time: the Lagrangian method with its bound
         chosen, bound = _lagrangian(frame, limits)
         method = "lagrangian"
     objective = float(frame["expected_value"].to_numpy(float)[chosen].sum())
@@ -193,15 +198,24 @@ def _constraints(frame: pd.DataFrame, slots: np.ndarray, limits: Limits) -> list
     return out
 
 
-def _exact(frame: pd.DataFrame, slots: np.ndarray, limits: Limits) -> np.ndarray:
+def _exact(frame: pd.DataFrame, slots: np.ndarray, limits: Limits, fallback: bool) -> np.ndarray | None:
+    """HiGHS' solution; ``None`` when it found none in time and ``fallback`` (the Lagrangian) is possible."""
     v = frame["expected_value"].to_numpy(float)
     res = milp(
         -v,
         constraints=_constraints(frame, slots, limits),
         integrality=np.ones(len(v)),
         bounds=Bounds(0, 1),
-        options={"mip_rel_gap": 1e-9},
+        options={"mip_rel_gap": 1e-4, "time_limit": limits.time_limit},
     )
+    if res.x is None and res.status == 1:  # the time limit, without a feasible solution
+        if fallback:
+            return None
+        raise InputError(
+            f"allocation: HiGHS found no solution in {limits.time_limit:.0f} s for {len(v):,} candidates with "
+            "more than one action per customer; set allocation.per_customer to 1 (solved at any size) or "
+            "allocate fewer customers"
+        )
     if res.x is None:
         raise InputError(
             f"allocation: no feasible list ({res.message.strip()}); the minimum volumes "

@@ -166,7 +166,8 @@ class AllocationSettings(StrictModel):
     per_customer: int = Field(1, ge=1)
     budget: float | None = Field(None, ge=0)
     capacity: dict[str, int] = Field(default_factory=dict)
-    exact_limit: int = Field(200_000, ge=0)  # candidates up to which the MILP is solved exactly
+    exact_limit: int = Field(5_000, ge=0)  # candidates up to which the MILP is solved exactly (HiGHS)
+    time_limit: float = Field(60.0, gt=0)  # seconds HiGHS may take before the Lagrangian method takes over
 
 
 class Catalogue(StrictModel):

@@ -185,6 +185,7 @@ def run_nba(
         min_volume={a: s.min_volume for a, s in cat.actions.items() if s.min_volume},
         max_volume={a: s.max_volume for a, s in cat.actions.items() if s.max_volume is not None},
         exact_limit=cat.allocation.exact_limit,
+        time_limit=cat.allocation.time_limit,
     )
     alloc = allocate(cands.kept, slots, limits)
     progress("nba: reasons and outputs", 0.85)
