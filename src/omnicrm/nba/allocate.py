@@ -236,7 +236,7 @@ def _segments(cust: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, cust[1:] != cust[:-1]])
 
 
-def _lagrangian(frame: pd.DataFrame, limits: Limits, iterations: int = 60) -> tuple[np.ndarray, float]:
+def _lagrangian(frame: pd.DataFrame, limits: Limits, iterations: int = 30) -> tuple[np.ndarray, float]:
     codes = pd.factorize(frame["customer_id"], sort=False)[0]
     order = np.argsort(codes, kind="stable")
     v = frame["expected_value"].to_numpy(float)[order]
@@ -293,29 +293,101 @@ def _lagrangian(frame: pd.DataFrame, limits: Limits, iterations: int = 60) -> tu
         mu = np.maximum(0.0, mu + step * g_c)
         nu_hi = np.maximum(0.0, nu_hi + step * g_hi)
         nu_lo = np.maximum(0.0, nu_lo + step * g_lo)
-    if np.isfinite(budget):
-        # the budget's multiplier, the one that matters most, set exactly by bisection on its subgradient
-        # (the dual is convex in it) with the others held: a tighter bound and a better last repair
-        lo, hi = 0.0, max(lam * 4, float(np.max(v / np.maximum(c, 1e-12))))
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            x, dual = pick(mid, mu, nu_hi, nu_lo)
-            bound = min(bound, dual)
-            lo, hi = (mid, hi) if c[x].sum() > budget else (lo, mid)
-        for lam_end in (lo, hi):
-            x, dual = pick(lam_end, mu, nu_hi, nu_lo)
-            bound = min(bound, dual)
-            feasible = _repair(x, v, c, chan, act, cap, vmax, vmin, budget, seg)
-            if feasible is not None and v[feasible].sum() > best_val:
-                best_x, best_val = feasible, float(v[feasible].sum())
+    # coordinate bisection: each multiplier in turn set where its own subgradient changes sign, the
+    # others held (the dual is convex in each); two sweeps tighten the bound and give better picks
+    top = float(np.max(v)) + 1.0
+    coords = [("lam", None, max(lam * 4, float(np.max(v / np.maximum(c, 1e-12)))))] if np.isfinite(budget) else []
+    coords += [("mu", k, top) for k in np.flatnonzero(np.isfinite(cap))]
+    coords += [("nu_hi", a, top) for a in np.flatnonzero(np.isfinite(vmax))]
+    coords += [("nu_lo", a, top) for a in np.flatnonzero(vmin > 0)]
+
+    def over(x: np.ndarray, name: str, k: int | None) -> bool:
+        """Whether the constraint of this multiplier is violated by ``x`` (raise the multiplier)."""
+        if name == "lam":
+            return c[x].sum() > budget
+        if name == "mu":
+            return np.count_nonzero(chan[x] == k) > cap[k]
+        if name == "nu_hi":
+            return np.count_nonzero(act[x] == k) > vmax[k]
+        return np.count_nonzero(act[x] == k) < vmin[k]
+
+    for _ in range(2):
+        for name, k, hi in coords:
+            lo = 0.0
+            for _ in range(14):
+                mid = (lo + hi) / 2
+                if name == "lam":
+                    lam = mid
+                else:
+                    {"mu": mu, "nu_hi": nu_hi, "nu_lo": nu_lo}[name][k] = mid
+                x, dual = pick(lam, mu, nu_hi, nu_lo)
+                bound = min(bound, dual)
+                lo, hi = (mid, hi) if over(x, name, k) else (lo, mid)
+            if name == "lam":
+                lam = hi
+            else:
+                {"mu": mu, "nu_hi": nu_hi, "nu_lo": nu_lo}[name][k] = hi
+    x, dual = pick(lam, mu, nu_hi, nu_lo)
+    bound = min(bound, dual)
+    feasible = _repair(x, v, c, chan, act, cap, vmax, vmin, budget, seg)
+    if feasible is not None and v[feasible].sum() > best_val:
+        best_x, best_val = feasible, float(v[feasible].sum())
     if best_x is None:
         raise InputError(
             f"allocation: no feasible list found; the minimum volumes {limits.min_volume} cannot be met "
             "with positive-value candidates within the budget and capacities"
         )
+    best_x = _fill(best_x, v, c, chan, act, cap, vmax, budget, seg)
     chosen = np.zeros(len(v), bool)
     chosen[order[best_x]] = True
     return chosen, bound
+
+
+def _fill(
+    keep: np.ndarray,
+    v: np.ndarray,
+    c: np.ndarray,
+    chan: np.ndarray,
+    act: np.ndarray,
+    cap: np.ndarray,
+    vmax: np.ndarray,
+    budget: float,
+    seg: np.ndarray,
+) -> np.ndarray:
+    """``keep`` plus, for customers left without an action, their best candidate (value per cost) that still fits.
+
+    The repair drops a customer whose priced pick does not fit; a cheaper candidate of theirs may.
+    Only adds candidates within every limit, so the result stays feasible and its value can only rise.
+    """
+    keep = keep.copy()
+    served = np.zeros(int(seg.max()) + 1, bool)
+    served[seg[keep]] = True
+    pool = np.flatnonzero(~served[seg])
+    if not len(pool):
+        return keep
+    pool = pool[np.argsort(-(v[pool] / np.maximum(c[pool], 1e-12)), kind="stable")]
+    n_chan = np.bincount(chan[keep], minlength=len(cap)).astype(float)
+    n_act = np.bincount(act[keep], minlength=len(vmax)).astype(float)
+    left = budget - c[keep].sum()
+    for _ in range(3):  # each round: one candidate per still-unserved customer, within what is left
+        pool = pool[~served[seg[pool]]]
+        _, first = np.unique(seg[pool], return_index=True)
+        pick = pool[np.sort(first)]
+        ok = np.ones(len(pick), bool)
+        for codes, limit, used in ((chan, cap, n_chan), (act, vmax, n_act)):
+            for k in np.flatnonzero(np.isfinite(limit)):
+                mine = ok & (codes[pick] == k)
+                ok[mine & (np.cumsum(mine) + used[k] > limit[k])] = False
+        pick = pick[ok]
+        pick = pick[np.cumsum(c[pick]) <= left + _TOL]
+        if not len(pick):
+            break
+        keep[pick] = True
+        served[seg[pick]] = True
+        left -= c[pick].sum()
+        n_chan += np.bincount(chan[pick], minlength=len(cap))
+        n_act += np.bincount(act[pick], minlength=len(vmax))
+    return keep
 
 
 def _repair(

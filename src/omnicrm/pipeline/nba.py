@@ -49,9 +49,9 @@ def excluded_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.excluded{out.suffix}")
 
 
-def _effects(cat, pop: pd.DataFrame, ref: str) -> tuple[pd.DataFrame, dict[str, str]]:  # noqa: ANN001 - a Catalogue
-    """``customer_id, action, effect`` per catalogue action from the registered effect models."""
-    from omnicrm.pipeline.promote_models import full_name, load_registered
+def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str) -> tuple[pd.DataFrame, dict[str, str]]:  # noqa: ANN001
+    """``customer_id, action, effect`` per catalogue action from the registered effect models (``cat``'s)."""
+    from omnicrm.pipeline.promote_models import check_fingerprint, full_name, load_registered
 
     by_model: dict[str, list[tuple[str, str]]] = {}
     for action in cat.actions:
@@ -60,6 +60,7 @@ def _effects(cat, pop: pd.DataFrame, ref: str) -> tuple[pd.DataFrame, dict[str, 
     parts, versions = [], {}
     for model, pairs in by_model.items():
         version, effect_model = load_registered(model, ref, "effects")
+        check_fingerprint(version, fingerprint, f"store {cat.store}")
         versions[model] = version.version
         known = effect_model.actions
         missing = [n for _, n in pairs if n not in known]
@@ -84,11 +85,13 @@ def _effects(cat, pop: pd.DataFrame, ref: str) -> tuple[pd.DataFrame, dict[str, 
 
 def _products(cat, con, as_of: datetime, customers: pd.Series) -> tuple[pd.Series, dict[str, str]]:  # noqa: ANN001
     """Each customer's top recommended product (customers without a recommendation are absent)."""
-    from omnicrm.pipeline.promote_models import full_name, load_registered
+    from omnicrm.pipeline.promote_models import check_fingerprint, full_name, load_registered
     from omnicrm.recommend.history import load_purchases
+    from omnicrm.tasks.frames import store_fingerprint
 
     name = full_name(cat.recommender)
     version, served = load_registered(name, "champion", "recommend")
+    check_fingerprint(version, store_fingerprint(con), f"store {cat.store}")
     purchases = load_purchases(con, as_of)
     purchases = purchases[purchases["customer_id"].isin(set(customers))]
     if purchases.empty:
@@ -133,6 +136,7 @@ def run_nba(
     from omnicrm.nba.policy import Candidates, _excluded, apply_policy, apply_rules, contact_policy
     from omnicrm.nba.value import expected_values, unit_values
     from omnicrm.store import open_store
+    from omnicrm.tasks.frames import store_fingerprint
     from omnicrm.uplift.data import population_features
 
     as_of = normalize_cutoff(as_of)
@@ -141,6 +145,7 @@ def run_nba(
     progress("nba: features at as-of", 0.0)
     con = open_store(cat.store, deterministic=True)
     try:
+        fingerprint = store_fingerprint(con)
         pop = population_features(con, feats, as_of)
         if pop.empty:
             raise InputError(f"{cat.store}: no customers before --as-of {as_of:%Y-%m-%d}")
@@ -170,7 +175,7 @@ def run_nba(
     finally:
         con.close()
     progress("nba: effects from the registered effect models", 0.45)
-    effects, used = _effects(cat, pop, model)
+    effects, used = _effects(cat, pop, model, fingerprint)
     models |= used
     cands = expected_values(cands, effects, unit_values(pop, cat), cat)
     progress(f"nba: allocating {len(cands.kept):,} candidates", 0.6)
