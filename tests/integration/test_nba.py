@@ -168,6 +168,7 @@ def test_nba_writes_a_list_that_keeps_every_constraint(world: World, tmp_path: P
     assert metrics["sends"] == len(nba) and metrics["solver_gap"] >= 0
     assert metrics["expected_incremental_value"] == pytest.approx(nba["expected_value"].sum())
     assert metrics["budget_used"] <= 1 and "customers_dropped.eligibility" in metrics
+    assert metrics["violations"] == 0
 
 
 def test_a_rule_naming_an_unknown_column_fails_before_any_work(world: World, tmp_path: Path) -> None:

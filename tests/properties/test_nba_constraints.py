@@ -24,6 +24,7 @@ from omnicrm import schema
 from omnicrm.errors import InputError
 from omnicrm.nba.allocate import Limits, allocate
 from omnicrm.nba.catalogue import Catalogue, compile_catalogue
+from omnicrm.nba.check import violations
 from omnicrm.nba.lists import nba_rows, not_chosen
 from omnicrm.nba.policy import apply_policy, apply_rules, contact_history, contact_policy
 from omnicrm.nba.value import expected_values, unit_values
@@ -240,6 +241,7 @@ def test_nba_lists_never_break_a_constraint(world: dict) -> None:
             assert "minimum volumes" in str(exc)
             return
         check(world, nba, excluded, cat, effects)
+        assert violations(nba, con, cat, AS_OF) == []  # the wiring's own check agrees
     finally:
         con.close()
 

@@ -138,3 +138,36 @@ def test_the_value_formula(con: duckdb.DuckDBPyConnection) -> None:
     assert got.loc["sms", "cost"] == pytest.approx(cost)
     assert got.loc["sms", "expected_value"] == pytest.approx(value - cost)
     assert np.isclose(got.loc["email", "effect"], 0.2)
+
+
+def test_the_list_check_finds_every_kind_of_violation(con: duckdb.DuckDBPyConnection) -> None:
+    from omnicrm.nba.check import violations
+
+    cfg = catalogue().model_dump()
+    cfg["allocation"] = {"budget": 1.0, "capacity": {"push": 0}}
+    cfg["actions"]["a"]["max_volume"] = 3
+    cat = compile_catalogue(Catalogue.model_validate(cfg), {"aov"}, "t.yaml")
+    bad = pd.DataFrame(
+        [
+            ("no_sms", "a", "sms", 0.5, 1.0),
+            ("capped", "a", "email", 0.5, 1.0),
+            ("busy", "a", "push", 0.5, 1.0),
+            ("ignores", "a", "email", 0.1, 1.0),
+            ("complained", "a", "sms", 0.1, -1.0),
+        ],
+        columns=["customer_id", "action", "channel", "cost", "expected_value"],
+    )
+    found = " | ".join(violations(bad, con, cat, AS_OF))
+    for words in (
+        "1 sends on sms without consent",
+        "1 customers over the cap email 1 in 7 days",
+        "1 customers over the cap any 2 in 7 days",
+        "1 customers contacted in their quiet period",
+        "1 sends on a suppressed channel",
+        "over the budget 1.0",
+        "1 sends on push over its capacity 0",
+        "5 sends of a outside [0, 3]",
+        "rows of non-positive expected value",
+    ):
+        assert words in found
+    assert violations(bad.iloc[:0], con, cat, AS_OF) == []

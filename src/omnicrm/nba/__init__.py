@@ -10,5 +10,7 @@ them:
 * :mod:`~omnicrm.nba.value`: expected incremental value = effect × value − expected cost;
 * :mod:`~omnicrm.nba.allocate`: the allocation under per-customer, budget, capacity and volume
   limits (HiGHS, or a Lagrangian method with its gap to the LP bound);
-* :mod:`~omnicrm.nba.lists`: the list with its reasons, the excluded rows, the constraint summary.
+* :mod:`~omnicrm.nba.lists`: the list with its reasons, the excluded rows, the constraint summary;
+* :mod:`~omnicrm.nba.check`: the list checked against the catalogue and the history, every constraint
+  counted again.
 """

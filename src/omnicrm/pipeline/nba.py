@@ -132,6 +132,7 @@ def run_nba(
     from omnicrm.features.config import resolve_feature_config
     from omnicrm.nba.allocate import Limits, allocate
     from omnicrm.nba.catalogue import load_catalogue
+    from omnicrm.nba.check import violations
     from omnicrm.nba.lists import constraint_summary, nba_rows, not_chosen
     from omnicrm.nba.policy import Candidates, _excluded, apply_policy, apply_rules, contact_policy
     from omnicrm.nba.value import expected_values, unit_values
@@ -193,12 +194,19 @@ def run_nba(
         time_limit=cat.allocation.time_limit,
     )
     alloc = allocate(cands.kept, slots, limits)
-    progress("nba: reasons and outputs", 0.85)
+    progress("nba: reasons, checks and outputs", 0.85)
     as_of_ts = pd.Timestamp(as_of)
     nba = nba_rows(cands.kept, alloc, cat.value.outcome, as_of_ts)
+    con = open_store(cat.store, deterministic=True)
+    try:
+        broken = violations(nba, con, cat, as_of)
+    finally:
+        con.close()
+    if broken:  # the allocation promised every limit: a broken one is a bug, never a list to send
+        raise RuntimeError(f"nba: the list breaks its constraints: {'; '.join(broken)}")
     excluded = pd.concat([cands.excluded, not_chosen(cands.kept, alloc)], ignore_index=True)
     excluded = conform(excluded, schema.EXCLUDED)
-    summary = constraint_summary(excluded, nba, len(pop), alloc, cat.allocation.budget)
+    summary = constraint_summary(excluded, nba, len(pop), alloc, cat.allocation.budget) | {"violations": 0.0}
     table = (
         nba.groupby(["action", "channel"], sort=True)
         .agg(customers=("customer_id", "nunique"), expected_value=("expected_value", "sum"), cost=("cost", "sum"))
