@@ -102,3 +102,31 @@ def test_nothing_of_non_positive_value_reaches_the_allocator() -> None:
     )
     with pytest.raises(ValueError, match="positive expected value"):
         allocate(frame, np.ones(1, int), Limits())
+
+
+def test_reasons_name_the_binding_constraint() -> None:
+    from omnicrm.nba.lists import nba_rows, not_chosen
+
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["x", "x", "x", "y"],
+            "action": ["big", "small", "tiny", "big"],
+            "channel": ["e", "s", "p", "e"],
+            "cost": [5.0, 1.0, 1.0, 5.0],
+            "effect": [0.3, 0.1, 0.01, 0.3],
+            "value": [8.0, 3.0, 1.5, 8.0],
+            "expected_value": [3.0, 2.0, 0.5, 3.0],
+            "product_id": None,
+        }
+    )
+    got = allocate(frame, np.ones(4, int), Limits(budget=6.0))
+    assert got.chosen.tolist() == [False, True, False, True] and got.tight == ["budget"]
+    rows = nba_rows(frame, got, "margin", pd.Timestamp("2024-01-01")).set_index("customer_id")
+    assert rows.loc["x", "reasons"] == (
+        "effect +0.1000 on margin, value 3.0000, cost 1.0000, expected 2.0000; "
+        "big on e (expected 3.0000) not sent: bound by budget"
+    )
+    assert rows.loc["y", "reasons"] == "effect +0.3000 on margin, value 8.0000, cost 5.0000, expected 3.0000"
+    why = not_chosen(frame, got).set_index("action")["reason"]
+    assert why["big"] == "not sent: bound by budget"
+    assert why["tiny"] == "not sent: the customer got an action of higher value (per-customer limit)"

@@ -17,12 +17,15 @@ from omnicrm.nba.policy import _excluded
 __all__ = ["constraint_summary", "nba_rows", "not_chosen"]
 
 
-def _bound_by(row_action: str, row_channel: str, tight: list[str], got_one: bool) -> str:
-    """The binding constraints that apply to a candidate left out."""
-    hits = [t for t in tight if t in ("budget", f"capacity:{row_channel}", f"max_volume:{row_action}")]
-    if hits:
-        return ", ".join(hits)
-    return "the customer's action limit" if got_one else "the other actions' minimum volumes"
+def _bound_by(row_action: str, row_channel: str, tight: list[str]) -> str:
+    """The binding constraints that can explain why a candidate was left out.
+
+    The budget, the candidate's channel capacity and action maximum, and any action's minimum volume
+    (it claims budget and customers). None binding: the method's own choice, within its reported gap.
+    """
+    mine = ("budget", f"capacity:{row_channel}", f"max_volume:{row_action}")
+    hits = [t for t in tight if t in mine or t.startswith("min_volume:")]
+    return "bound by " + ", ".join(hits) if hits else "no binding limit (the solver's choice, within its reported gap)"
 
 
 def nba_rows(cands: pd.DataFrame, alloc: Allocation, outcome: str, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -50,7 +53,7 @@ def nba_rows(cands: pd.DataFrame, alloc: Allocation, outcome: str, as_of: pd.Tim
     for i in np.flatnonzero(beats):
         b = better.iloc[i]
         extra[i] = f"; {b['action']} on {b['channel']} (expected {b['expected_value']:.4f}) not sent: " + _bound_by(
-            b["action"], b["channel"], alloc.tight, True
+            b["action"], b["channel"], alloc.tight
         )
     sent["reasons"] = reasons + extra
     sent["as_of"] = as_of
@@ -65,19 +68,23 @@ def conform_nba(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_chosen(cands: pd.DataFrame, alloc: Allocation) -> pd.DataFrame:
-    """Excluded rows (step ``allocation``) for the candidates the allocation did not send."""
+    """Excluded rows (step ``allocation``) for the candidates the allocation did not send.
+
+    A candidate worth less than what its customer was sent lost to it (the per-customer limit); any
+    other was kept out by a binding limit (or, with none binding, by the method within its gap).
+    """
     left = cands[~alloc.chosen]
-    served = set(cands.loc[alloc.chosen, "customer_id"])
-    got = left["customer_id"].isin(served).to_numpy()
-    why = np.where(
-        got,
-        "not sent: the customer got an action of higher value within the limits",
+    sent_value = cands[alloc.chosen].groupby("customer_id")["expected_value"].min().astype(float)
+    floor = sent_value.reindex(left["customer_id"].to_numpy()).to_numpy(float)  # NaN: the customer got nothing
+    beaten = left["expected_value"].to_numpy(float) <= floor
+    why = np.array(
         [
-            "not sent: bound by " + _bound_by(a, c, alloc.tight, False)
-            for a, c in zip(left["action"], left["channel"], strict=True)
-        ]
-        if len(left)
-        else np.zeros(0, object),
+            "not sent: the customer got an action of higher value (per-customer limit)"
+            if b
+            else "not sent: " + _bound_by(a, c, alloc.tight)
+            for b, a, c in zip(beaten, left["action"], left["channel"], strict=True)
+        ],
+        dtype=object,
     )
     return _excluded(left, "allocation", pd.Series(why, index=left.index))
 
