@@ -50,6 +50,10 @@ def _model_for(path: Path):  # noqa: ANN202, C901
         from omnicrm.pipeline.uplift import load_uplift_config
 
         return load_uplift_config
+    if top == "nba":
+        from omnicrm.nba.catalogue import load_catalogue
+
+        return load_catalogue
     if top == "report":
         from omnicrm.report.config import load_report_config
 

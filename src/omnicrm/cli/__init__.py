@@ -22,6 +22,7 @@ from omnicrm.cli import foundation  # noqa: F401, I001
 from omnicrm.cli import models  # noqa: F401
 from omnicrm.cli import recommend  # noqa: F401
 from omnicrm.cli import uplift  # noqa: F401
+from omnicrm.cli import nba  # noqa: F401
 from omnicrm.cli import report  # noqa: F401
 from omnicrm.cli import ui  # noqa: F401
 from omnicrm.cli import demo  # noqa: F401

@@ -1,0 +1,52 @@
+"""Commands of next-best-action lists: ``nba``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from omnicrm.cli.app import ConfigArg, app
+from omnicrm.cli.checks import check_as_of
+from omnicrm.cli.render import console, reporting
+
+
+@app.command()
+def nba(
+    config: ConfigArg,
+    as_of: Annotated[
+        datetime,
+        typer.Option("--as-of", help="Decision date; features and history read only ts < as-of.", formats=["%Y-%m-%d"]),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output list (.parquet or .csv); the excluded table is written beside it.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", help="Effect models' version: champion, candidate or a version number.")
+    ] = "champion",
+) -> None:
+    """Next-best-action list: the action, channel and product per customer under consent, caps and budget."""
+    from omnicrm.store.outputs import CSV, PARQUET, check_output_path
+
+    check_output_path(out, PARQUET + CSV)
+    from omnicrm.pipeline.nba import excluded_path, run_nba
+
+    check_output_path(excluded_path(out), PARQUET + CSV)
+    from omnicrm.nba.catalogue import load_catalogue
+
+    check_as_of(load_catalogue(config).store, as_of)
+    with reporting() as progress:
+        result = run_nba(config, as_of, out, progress=progress, model=model)
+    s = result.summary
+    budget = f", budget used {s['budget_used']:.1%}" if "budget_used" in s else ""
+    console.print(
+        f"nba: {result.rows:,} sends to {int(s['customers_sent']):,} of {result.customers:,} customers, expected "
+        f"incremental value {s['expected_incremental_value']:,.2f} at cost {s['cost']:,.2f}{budget}; "
+        f"solver {result.method}, gap to the LP bound {s['solver_gap']:.2%}\n"
+        f"list -> {result.out}\nexcluded -> {result.excluded}\n"
+        f"models: {', '.join(f'{k} v{v}' for k, v in sorted(result.models.items()))}"
+    )
+    if len(result.table):
+        console.print(result.table.to_string(index=False, float_format=lambda x: f"{x:,.2f}"))

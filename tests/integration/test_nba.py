@@ -1,0 +1,191 @@
+"""``omnicrm nba`` on the small world (1,200 people, 540 days, ends 2024-06-23) with tiny registered models.
+
+A DR effect model and a popularity recommender are fitted, registered and made champions; the list
+is then built at the day after the last event and checked against the store: consent, caps counting
+the history, quiet periods, budget and capacity, and every customer of the population either sent an
+action or listed in the excluded table with a reason. The MLflow run carries the constraint summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from omnicrm import schema, tracking
+from omnicrm.cli import app
+
+pytestmark = pytest.mark.integration
+
+AS_OF = date(2024, 6, 24)
+UPLIFT = "omnicrm-small-uplift-purchase"
+REC = "omnicrm-small-recommend"
+
+
+@dataclass
+class World:
+    store: str
+    mlruns: Path
+    folder: Path
+
+
+@pytest.fixture(scope="module")
+def registered(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """A tiny DR effect model and a popularity recommender, registered and promoted to champion."""
+    from omnicrm.pipeline.recommend import write_recommendations
+    from omnicrm.pipeline.uplift import write_effects
+
+    folder = tmp_path_factory.mktemp("nba")
+    store = yaml.safe_load(small_store.read_text())["store"]
+    uplift = {
+        "name": "small",
+        "source": {"kind": "store", "store": store, "features": {}, "window_days": 14, "outcomes": ["purchase"]},
+        "learners": {"names": ["DR"], "model": {"n_estimators": 20, "min_child_samples": 20}},
+        "effects": {"learner": "DR", "outcome": "purchase"},
+    }
+    rec = {
+        "store": store,
+        "dataset": "small",
+        "test_cutoff": "2024-05-27",
+        "test_days": 28,
+        "validation_days": 28,
+        "k": 3,
+        "seed": 3,
+        "serve": "popularity",
+        "methods": [{"name": "popularity", "kind": "popularity"}],
+    }
+    (folder / "uplift.yaml").write_text(yaml.safe_dump(uplift))
+    (folder / "rec.yaml").write_text(yaml.safe_dump(rec))
+    mlruns = folder / "mlruns"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("OMNICRM_MLRUNS", str(mlruns))
+        eff = write_effects(folder / "uplift.yaml", AS_OF, folder / "effects.parquet")
+        tracking.set_alias(UPLIFT, "champion", eff.version)
+        recs = write_recommendations(folder / "rec.yaml", AS_OF, folder / "recs.parquet")
+        tracking.set_alias(REC, "champion", recs.version)
+    return World(store, mlruns, folder)
+
+
+def catalogue(world: World, **over: object) -> Path:
+    cfg = {
+        "name": "small",
+        "store": world.store,
+        "features": {},
+        "effect_model": "small-uplift-purchase",
+        "recommender": "small-recommend",
+        "channels": {
+            "email": {"cost": 0.01},
+            "sms": {"cost": 0.05, "reach": 0.8},
+            "push": {"cost": 0.01, "reach": 0.9},
+        },
+        "actions": {
+            "discount_10pct": {"channels": ["email", "sms", "push"], "offer": {"share": 0.1}},
+            "free_shipping": {"channels": ["email", "sms", "push"], "offer": {"fixed": 0.25}},
+            "new_arrivals": {"channels": ["email", "push"], "product": "recommended"},
+        },
+        "value": {"column": "aov_365d", "scale": 0.3, "fallback": 10, "order_value": "aov_365d", "base_rate": 0.21},
+        "rules": {
+            "eligibility": {"not_churned": "lifecycle_stage <> 'churned'"},
+            "applicability": {"no_purchase_last_week": "recency_days IS NULL OR recency_days >= 7"},
+        },
+        "policy": {
+            "caps": [{"channel": "email", "max": 1, "days": 7}, {"channel": "any", "max": 2, "days": 7}],
+            "suppression": [{"channel": "email", "sends": 3, "days": 30, "suppress_days": 14}],
+            "quiet_days_after_service": 7,
+        },
+        "allocation": {"per_customer": 1, "budget": 40, "capacity": {"sms": 30}},
+    }
+    cfg.update(over)
+    path = world.folder / "nba.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def world(registered: World, monkeypatch: pytest.MonkeyPatch) -> World:
+    monkeypatch.setenv("OMNICRM_MLRUNS", str(registered.mlruns))
+    return registered
+
+
+def test_nba_writes_a_list_that_keeps_every_constraint(world: World, tmp_path: Path) -> None:
+    out = tmp_path / "nba.parquet"
+    res = CliRunner().invoke(app, ["nba", str(catalogue(world)), "--as-of", str(AS_OF), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "gap to the LP bound" in res.output and f"{UPLIFT} v1" in res.output
+    nba = pd.read_parquet(out)
+    excluded = pd.read_parquet(tmp_path / "nba.excluded.parquet")
+    assert list(nba.columns[: len(schema.OUTPUTS[schema.NBA])]) == schema.output_columns(schema.NBA)
+    assert list(excluded.columns[:3]) == schema.output_columns(schema.EXCLUDED)
+    assert len(nba) > 0 and (nba["expected_value"] > 0).all() and (nba["effect"] > 0).all()
+    assert nba["customer_id"].is_unique and (nba["rank"] == 1).all()
+    assert nba["cost"].sum() <= 40 + 1e-9 and (nba["channel"] == "sms").sum() <= 30
+    assert nba.loc[nba["action"] == "new_arrivals", "product_id"].notna().all()
+    assert nba["reasons"].str.contains("effect ").all()
+
+    con = duckdb.connect(world.store, read_only=True)
+    try:
+        population = set(
+            con.execute("SELECT customer_id FROM customers WHERE first_seen < ?", [AS_OF]).df()["customer_id"]
+        )
+        consent = con.execute("SELECT customer_id, consent_email, consent_sms, consent_push FROM customers").df()
+        sends = con.execute(
+            "SELECT DISTINCT customer_id, channel, ts FROM (SELECT customer_id, channel, ts FROM treatments "
+            "WHERE \"group\" = 'treatment' UNION ALL SELECT customer_id, CASE event_type WHEN 'email_sent' "
+            "THEN 'email' ELSE 'push' END, ts FROM events WHERE event_type IN ('email_sent', 'push_sent')) "
+            "WHERE ts < ? AND ts >= ?",
+            [AS_OF, AS_OF - timedelta(days=7)],
+        ).df()
+        service = con.execute(
+            "SELECT DISTINCT customer_id FROM events WHERE event_type = 'service_contact' AND ts < ? AND ts >= ?",
+            [AS_OF, AS_OF - timedelta(days=7)],
+        ).df()
+    finally:
+        con.close()
+    # every customer of the population has a row or an excluded reason
+    assert population == set(nba["customer_id"]) | set(excluded["customer_id"])
+    merged = nba.merge(consent, on="customer_id")
+    for ch in ("email", "sms", "push"):
+        assert merged.loc[merged["channel"] == ch, f"consent_{ch}"].eq(True).all()
+    emailed = set(sends.loc[sends["channel"] == "email", "customer_id"])
+    assert not emailed & set(nba.loc[nba["channel"] == "email", "customer_id"])
+    twice = sends.groupby("customer_id").size()
+    assert not set(twice[twice >= 2].index) & set(nba["customer_id"])
+    assert not set(service["customer_id"]) & set(nba["customer_id"])
+    assert {"eligibility", "consent", "allocation"} <= set(excluded["step"])
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    (run,) = mlflow.search_runs(experiment_names=["omnicrm-nba"], output_format="list")
+    metrics = run.data.metrics
+    assert metrics["sends"] == len(nba) and metrics["solver_gap"] >= 0
+    assert metrics["expected_incremental_value"] == pytest.approx(nba["expected_value"].sum())
+    assert metrics["budget_used"] <= 1 and "customers_dropped.eligibility" in metrics
+    assert metrics["violations"] == 0
+
+
+def test_a_rule_naming_an_unknown_column_fails_before_any_work(world: World, tmp_path: Path) -> None:
+    cfg = catalogue(world, rules={"eligibility": {"alive": "lifecycle_stag <> 'churned'"}})
+    res = CliRunner().invoke(app, ["nba", str(cfg), "--as-of", str(AS_OF), "--out", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2
+    assert f"{cfg}: rule rules.eligibility.alive: unknown column 'lifecycle_stag'" in res.output
+
+
+def test_a_bad_out_is_refused_before_any_work(world: World, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["nba", str(catalogue(world)), "--as-of", str(AS_OF), "--out", str(tmp_path / "x.txt")]
+    )
+    assert res.exit_code == 2 and "--out" in res.output and not (tmp_path / "x.txt").exists()
+
+
+def test_an_effect_model_version_that_does_not_exist_says_how_to_make_one(world: World, tmp_path: Path) -> None:
+    argv = ["nba", str(catalogue(world)), "--as-of", str(AS_OF), "--out", str(tmp_path / "x.parquet"), "--model", "7"]
+    res = CliRunner().invoke(app, argv)
+    assert res.exit_code == 2 and f"registered model '{UPLIFT}' has no version '7'" in res.output
