@@ -8,7 +8,7 @@ Modules:
   ``omnicrm --help``): :mod:`~omnicrm.cli.foundation` (generate, ingest, features),
   :mod:`~omnicrm.cli.models` (train, tune, promote, predict), :mod:`~omnicrm.cli.recommend`
   (recommend-eval, recommend), :mod:`~omnicrm.cli.uplift` (uplift, effects, readout),
-  :mod:`~omnicrm.cli.report` (report),
+  :mod:`~omnicrm.cli.nba` (nba), :mod:`~omnicrm.cli.report` (report),
   :mod:`~omnicrm.cli.ui` and :mod:`~omnicrm.cli.demo`;
 * :mod:`~omnicrm.cli.render`: what the commands print (progress, tables), on a terminal and in a log;
 * :mod:`~omnicrm.cli.checks`: checks of command-line inputs made before any work.
