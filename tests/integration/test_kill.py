@@ -267,13 +267,27 @@ def _moment(work: Work, command: str, moment: str, pid: int, started: float) -> 
     raise ValueError(moment)
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default action (see :func:`_kill`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _kill(work: Work, command: str, moment: str, signum: signal.Signals) -> Killed:
     logs = work.root / "kill-logs"
     logs.mkdir(exist_ok=True)
     with (logs / "stdout").open("w+") as out, (logs / "stderr").open("w+") as err:
         started = time.monotonic()
         proc = subprocess.Popen(
-            [*_command(), *work.argv(command)], cwd=work.root, env=work.env, stdout=out, stderr=err, text=True
+            [*_command(), *work.argv(command)],
+            cwd=work.root,
+            env=work.env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            # the command gets Ctrl-C as from a terminal even when the test run itself was started in the
+            # background (`pytest &` in a script ignores SIGINT, and a child inherits that: Python then
+            # installs no KeyboardInterrupt handler and the SIGINT cases saw exit 0)
+            preexec_fn=_default_sigint,
         )
         due = _moment(work, command, moment, proc.pid, started)
         signalled, at = False, 0.0
