@@ -98,20 +98,45 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     metric = cfg.task.primary_metric(target)
     progress(f"promote {name}: scoring both versions", 0.7)
     values = {v: cfg.task.metrics(target, y, models[v].predict_score(rows))[metric] for v in models}
-    better = values[cand.version] >= values[champ.version]
     cut = str(cfg.cutoffs.evaluation)
     result = PromoteResult(
         name, cand.version, champ.version, metric, values[cand.version], values[champ.version], cut, False, ""
     )
+    return settle(result, f"the evaluation cutoff {cut}", force)
+
+
+def settle(result: PromoteResult, where: str, force: bool) -> PromoteResult:
+    """Move ``champion`` to the candidate unless it scored worse; every model kind decides here.
+
+    Parameters
+    ----------
+    result : PromoteResult
+        Both versions' values of ``result.metric`` on the same evaluation data (higher is better).
+    where : str
+        That evaluation data, for the message (``"the evaluation cutoff 2024-10-01"``).
+    force : bool
+        Promote a worse candidate too.
+
+    Returns
+    -------
+    PromoteResult
+        ``result`` with ``promoted`` and ``note`` set.
+
+    Raises
+    ------
+    PromotionRefused
+        The candidate is worse and ``force`` is not set.
+    """
+    better = result.candidate_value >= result.champion_value
     if not better and not force:
         result.note = "candidate is worse: champion kept"
         raise PromotionRefused(
-            f"promote {name}: candidate v{cand.version} {metric} {values[cand.version]:.4f} is worse than champion "
-            f"v{champ.version} {values[champ.version]:.4f} on the evaluation cutoff {cut}; not promoted "
+            f"promote {result.name}: candidate v{result.candidate} {result.metric} {result.candidate_value:.4f} is "
+            f"worse than champion v{result.champion_before} {result.champion_value:.4f} on {where}; not promoted "
             "(use --force to promote anyway)",
             result,
         )
-    tracking.set_alias(name, "champion", cand.version)
+    tracking.set_alias(result.name, "champion", result.candidate)
     result.promoted = True
     result.note = "candidate is at least as good" if better else "forced: candidate is worse"
     return result

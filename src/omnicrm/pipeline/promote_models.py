@@ -37,7 +37,7 @@ import pandas as pd
 from omnicrm import tracking
 from omnicrm.config import parse_yaml
 from omnicrm.errors import ConfigError
-from omnicrm.pipeline.promote import PromoteResult, PromotionRefused
+from omnicrm.pipeline.promote import PromoteResult, PromotionRefused, settle
 from omnicrm.progress import Progress, silent
 
 #: the registry names this module promotes end like this (``omnicrm-<dataset>-recommend``) ...
@@ -179,19 +179,7 @@ def promote_model(name: str, force: bool = False, progress: Progress = silent) -
         tracking.set_alias(name, "champion", cand.version)
         result.promoted, result.note = True, f"forced: not compared ({why_not})"
         return result
-    better = values[cand.version] >= values[champ.version]
-    if not better and not force:
-        result.note = "candidate is worse: champion kept"
-        raise PromotionRefused(
-            f"promote {name}: candidate v{cand.version} {metric} {values[cand.version]:.4f} is worse than champion "
-            f"v{champ.version} {values[champ.version]:.4f} on {evaluated}; not promoted "
-            "(use --force to promote anyway)",
-            result,
-        )
-    tracking.set_alias(name, "champion", cand.version)
-    result.promoted = True
-    result.note = "candidate is at least as good" if better else "forced: candidate is worse"
-    return result
+    return settle(result, evaluated, force)
 
 
 def _run_config(version: tracking.VersionInfo) -> dict[str, Any]:
