@@ -36,7 +36,7 @@ def nba(
     check_output_path(excluded_path(out), PARQUET + CSV)
     from omnicrm.nba.catalogue import load_catalogue
 
-    check_as_of(load_catalogue(config).store, as_of)
+    check_as_of(load_catalogue(config).require_store(str(config)), as_of)
     with reporting() as progress:
         result = run_nba(config, as_of, out, progress=progress, model=model)
     s = result.summary

@@ -34,6 +34,7 @@ __all__ = [
     "Catalogue",
     "ChannelSpec",
     "ContactCap",
+    "EvaluationSettings",
     "OfferCost",
     "PolicySettings",
     "Rule",
@@ -170,11 +171,45 @@ class AllocationSettings(StrictModel):
     time_limit: float = Field(60.0, gt=0)  # seconds HiGHS may take before the Lagrangian method takes over
 
 
+class EvaluationSettings(StrictModel):
+    """How ``omnicrm nba-eval`` judges the catalogue off-policy on randomised history (``docs/nba.md``).
+
+    ``uplift`` is an uplift config (path relative to the catalogue) whose source holds the randomised
+    rows, their features at send time and outcomes, and whose learner settings fit the effect and
+    outcome models (cross-fitted by customer: no row is scored by a model that saw it). ``outcome``
+    is the outcome the value is on (default: the uplift config's ``effects.outcome``); ``channel`` the
+    channel of rows whose source has no ``channel`` column. ``budgets`` are shares of the eligible
+    rows every policy may contact (``headline`` is the one the verdict quotes), ``curve`` the shares
+    of the value-vs-budget plot.
+    """
+
+    uplift: str
+    outcome: str | None = None
+    learner: str | None = None  # default: the uplift config's effects.learner
+    channel: str | None = None
+    budgets: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5], min_length=1)
+    headline: float = Field(0.3, gt=0, le=1)
+    curve: list[float] = Field(
+        default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0], min_length=2
+    )
+    folds: int = Field(2, ge=2, le=10)
+    bootstrap: int = Field(400, ge=50, le=10_000)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> EvaluationSettings:
+        for key in ("budgets", "curve"):
+            bad = [b for b in getattr(self, key) if not 0 < b <= 1]
+            if bad:
+                raise ValueError(f"evaluation.{key}: shares must be in (0, 1]; got {bad}")
+        return self
+
+
 class Catalogue(StrictModel):
     """A next-best-action catalogue (see the module docstring)."""
 
     name: str
-    store: str
+    store: str | None = None  # without a store the catalogue can only be judged (nba-eval), not listed
     features: str | dict[str, Any] = "../features/default.yaml"
     effect_model: str | None = None
     recommender: str | None = None
@@ -184,6 +219,7 @@ class Catalogue(StrictModel):
     rules: RuleSet = Field(default_factory=RuleSet)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     allocation: AllocationSettings = Field(default_factory=AllocationSettings)
+    evaluation: EvaluationSettings | None = None
     experiment: str = "omnicrm-nba"
     _compiled: dict[str, list[Rule]] = PrivateAttr(default_factory=dict)
 
@@ -195,7 +231,7 @@ class Catalogue(StrictModel):
                 raise ValueError(f"action '{name}': channel(s) {unknown} are not in 'channels' {list(self.channels)}")
             if len(set(action.channels)) != len(action.channels):
                 raise ValueError(f"action '{name}': a channel is listed twice")
-            if action.effect_model is None and self.effect_model is None:
+            if self.store is not None and action.effect_model is None and self.effect_model is None:
                 raise ValueError(f"action '{name}': no effect_model (set it on the action or the catalogue)")
             if action.max_volume is not None and action.max_volume < action.min_volume:
                 raise ValueError(f"action '{name}': max_volume {action.max_volume} < min_volume {action.min_volume}")
@@ -211,6 +247,15 @@ class Catalogue(StrictModel):
         if unknown:
             raise ValueError(f"allocation.capacity: channel(s) {unknown} are not in 'channels'")
         return self
+
+    def require_store(self, where: str) -> str:
+        """The store path, or :class:`ConfigError` naming ``where`` when the catalogue has none."""
+        if self.store is None:
+            raise ConfigError(
+                f"{where}: catalogue '{self.name}' has no 'store': it can be judged (omnicrm nba-eval) but a "
+                "list needs a store to read customers, consent and contact history from"
+            )
+        return self.store
 
     def effect_source(self, action: str) -> tuple[str, str]:
         """``(registered effect model, action name in it)`` of ``action``."""

@@ -142,6 +142,7 @@ def run_nba(
 
     as_of = normalize_cutoff(as_of)
     cat = load_catalogue(config_path)
+    cat.require_store(str(config_path))
     feats = resolve_feature_config(cat.features, Path(config_path).parent, f"{config_path}: key 'features'")
     progress("nba: features at as-of", 0.0)
     con = open_store(cat.store, deterministic=True)
