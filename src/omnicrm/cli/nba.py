@@ -1,4 +1,4 @@
-"""Commands of next-best-action lists: ``nba``."""
+"""Commands of next-best-action lists: ``nba`` and ``nba-eval``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from omnicrm.cli.app import ConfigArg, app
 from omnicrm.cli.checks import check_as_of
-from omnicrm.cli.render import console, reporting
+from omnicrm.cli.render import console, print_nba_eval, reporting
 
 
 @app.command()
@@ -50,3 +50,14 @@ def nba(
     )
     if len(result.table):
         console.print(result.table.to_string(index=False, float_format=lambda x: f"{x:,.2f}"))
+
+
+@app.command("nba-eval")
+def nba_eval(config: ConfigArg) -> None:
+    """Judge the catalogue off-policy: next-best action vs propensity-ranked, single action, random, none."""
+    from omnicrm.pipeline.nba_eval import run_nba_eval
+
+    with reporting() as progress:
+        result = run_nba_eval(config, progress=progress)
+    print_nba_eval(result)
+    console.print(f"run {result.run_id} (plot: plots/value_vs_budget.png)", highlight=False)

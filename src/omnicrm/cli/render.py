@@ -336,6 +336,34 @@ def print_uplift(result: Any) -> None:
             console.print(f"{outcome} / {learner}: {text}", soft_wrap=True)
 
 
+def print_nba_eval(result: Any) -> None:
+    """Print every policy's value per budget with intervals, and the verdicts (an ``NbaEvalResult``)."""
+    unit = result.unit
+    t = Table(
+        title=(
+            f"nba-eval: incremental {unit} per eligible row ({result.rows:,} randomised rows of "
+            f"{result.customers:,} customers; {result.excluded_rows:,} rows no action may reach left out); "
+            "95% bootstrap intervals over customers"
+        )
+    )
+    for col in ("budget", "policy"):
+        t.add_column(col)
+    cols = ["contacted", "cost/row"] + (["true"] if result.truth else []) + ["IPW [95% interval]", "DR [95% interval]"]
+    for col in cols:
+        t.add_column(col, justify="right")
+    for r in result.table.to_dict("records"):
+        cells = [f"{r['budget']:.0%}", str(r["policy"]), f"{r['contacted']:.1%}", f"{r['cost']:.4f}"]
+        if result.truth:
+            cells.append(f"{r['true']:+.4f}")
+        for e in ("ipw", "dr"):
+            cells.append(f"{r[e]:+.4f} [{r[e + '_lo']:+.4f}, {r[e + '_hi']:+.4f}]")
+        t.add_row(*cells)
+    show(t)
+    console.print(f"at a budget of {result.headline:.0%} of eligible rows (doubly robust, paired):", soft_wrap=True)
+    for line in result.verdicts:
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
+
+
 #: the readout's figures; every other column of its table is a key (campaign, action, outcome, segment)
 _READOUT_FIGURES = frozenset(
     {"n_t", "n_c", "mean_t", "mean_c", "ate", "se", "ci_low", "ci_high", "p_value", "mde", "relative_lift"}

@@ -92,8 +92,11 @@ def _read_parquet(path: str, what: str) -> pd.DataFrame:
         raise InputError(f"{path}: cannot read {what} ({exc})") from exc
 
 
-def read_truth(cfg: UpliftConfig, data: UpliftData) -> pd.DataFrame:
-    """The synthetic truth files and the store's identity links, joined onto the rows (synthetic worlds only)."""
+def read_truth(cfg: UpliftConfig, data: UpliftData, extra: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The synthetic truth files and the store's identity links, joined onto the rows (synthetic worlds only).
+
+    ``extra`` names further truth columns to align (``baseline_p`` for next-best-action judging).
+    """
     from omnicrm.store import open_store
     from omnicrm.uplift.truth import true_effects
 
@@ -106,7 +109,7 @@ def read_truth(cfg: UpliftConfig, data: UpliftData) -> pd.DataFrame:
         links = con.execute("select source, source_record_id, customer_id from identity_links").df()
     finally:
         con.close()
-    return true_effects(truth, owner, links, data.frame)
+    return true_effects(truth, owner, links, data.frame, extra)
 
 
 def data_fingerprint(cfg: UpliftConfig) -> str:
