@@ -177,10 +177,10 @@ class EvaluationSettings(StrictModel):
     ``uplift`` is an uplift config (path relative to the catalogue) whose source holds the randomised
     rows, their features at send time and outcomes, and whose learner settings fit the effect and
     outcome models (cross-fitted by customer: no row is scored by a model that saw it). ``outcome``
-    is the outcome the value is on (default: the uplift config's ``effects.outcome``); ``channel`` the
-    channel of rows whose source has no ``channel`` column. ``budgets`` are shares of the eligible
-    rows every policy may contact (``headline`` is the one the verdict quotes), ``curve`` the shares
-    of the value-vs-budget plot.
+    is the outcome the value is on (default: the uplift config's ``effects.outcome``); ``channel``
+    the one channel every row was sent on (needed for a feature table; store exposures carry their
+    own). ``budgets`` are shares of the eligible rows every policy may contact (``headline`` is the
+    one the verdict quotes), ``curve`` the shares of the value-vs-budget plot.
     """
 
     uplift: str
@@ -342,6 +342,8 @@ def compile_rule(text: str, columns: set[str], where: str) -> str:
 def load_catalogue(path: str | Path, columns: set[str] | None = None) -> Catalogue:
     """Read and validate a catalogue; compile its rules against ``columns`` (default: the feature columns).
 
+    Without ``columns`` the catalogue is read to make a list, so it needs a ``store``.
+
     Raises
     ------
     ConfigError
@@ -350,6 +352,7 @@ def load_catalogue(path: str | Path, columns: set[str] | None = None) -> Catalog
     """
     cat = validate_config(Catalogue, read_yaml(path), str(path))
     if columns is None:
+        cat.require_store(str(path))  # the feature columns of a list are the store's snapshot
         columns = set(feature_columns(cat, path))
     return compile_catalogue(cat, columns, str(path))
 

@@ -51,6 +51,9 @@ __all__ = [
     "Judgement",
     "cross_fit",
     "decide",
+    "expected_values",
+    "modelled_rewards",
+    "observed_rewards",
     "judge",
     "prepare_rows",
     "true_values",
@@ -359,7 +362,8 @@ def decide(rows: EvalRows, effect: np.ndarray, mu: np.ndarray, budget: float, se
     out[SINGLE] = _take(np.where(single_ok, lottery, -np.inf), single, rows, budget, floor=False)
 
     pick = rng.random((n, ev_act.shape[1])) * rows.allowed[:, 1:]
-    anyone = np.where(rows.eligible, rng.random(n), -np.inf)
+    # the same lottery as the single action's: the two differ only in which action is sent (paired)
+    anyone = np.where(rows.eligible, lottery, -np.inf)
     out[RANDOM] = _take(anyone, 1 + np.argmax(pick, axis=1), rows, budget, floor=False)
     out[NO_ACTION] = np.zeros(n, dtype=int)
     return out

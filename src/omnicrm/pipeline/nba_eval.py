@@ -108,7 +108,7 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
     from omnicrm.nba.value import unit_values
     from omnicrm.pipeline.uplift import data_fingerprint, load_data
     from omnicrm.uplift.config import learner_factory, load_uplift_config
-    from omnicrm.uplift.data import UNIT
+    from omnicrm.uplift.data import UNIT, StoreSource
     from omnicrm.uplift.evaluate import unit_folds
     from omnicrm.uplift.learners import default_model
 
@@ -129,12 +129,14 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
     if outcome not in data.outcomes:
         raise ConfigError(f"{where}: key 'evaluation.outcome': '{outcome}' is not among the outcomes {data.outcomes}")
     compile_catalogue(cat, set(frame.columns), where)
-    if "channel" in frame.columns:
-        channel = frame["channel"].to_numpy(dtype=object)
-    elif ev.channel is not None:
+    # a constant channel wins: a feature table's 'channel' column may be something else (Hillstrom's
+    # is the customer's purchase channel); store exposures carry the campaign's channel
+    if ev.channel is not None:
         channel = np.full(len(frame), ev.channel, dtype=object)
+    elif isinstance(ucfg.source, StoreSource):
+        channel = frame["channel"].to_numpy(dtype=object)
     else:
-        raise ConfigError(f"{where}: the history has no 'channel' column; set 'evaluation.channel'")
+        raise ConfigError(f"{where}: a feature-table history has no send channel; set 'evaluation.channel'")
     unknown = sorted(set(channel.tolist()) - set(cat.channels))
     if unknown:
         raise ConfigError(f"{where}: the history's channel(s) {unknown} are not in the catalogue's 'channels'")
