@@ -52,6 +52,7 @@ __all__ = [
     "cross_fit",
     "decide",
     "expected_values",
+    "modelled_costs",
     "modelled_rewards",
     "observed_rewards",
     "judge",
@@ -288,12 +289,21 @@ def expected_values(rows: EvalRows, effect: np.ndarray) -> np.ndarray:
     return np.where(rows.allowed, ev, -np.inf)
 
 
-def modelled_rewards(rows: EvalRows, mu: np.ndarray) -> np.ndarray:
-    """Modelled money reward of each arm per row: outcome × unit value − expected cost (the DR model)."""
+def modelled_costs(rows: EvalRows, mu: np.ndarray) -> np.ndarray:
+    """Expected cost of each arm per row; an order-share offer is paid with the modelled conversion.
+
+    For a 0/1 outcome the conversion is the modelled outcome; for any other outcome (spend) it is the
+    catalogue's ``base_rate``. The control costs nothing.
+    """
     paid = np.clip(mu, 0.0, 1.0) if rows.binary else np.broadcast_to(rows.base_rate[:, None], mu.shape)
     cost = rows.contact + rows.fixed + rows.share * rows.order_value[:, None] * paid
     cost[:, 0] = 0.0
-    return mu * rows.unit_value[:, None] - cost
+    return cost
+
+
+def modelled_rewards(rows: EvalRows, mu: np.ndarray) -> np.ndarray:
+    """Modelled money reward of each arm per row: outcome × unit value − expected cost (the DR model)."""
+    return mu * rows.unit_value[:, None] - modelled_costs(rows, mu)
 
 
 def observed_rewards(rows: EvalRows) -> np.ndarray:
@@ -424,7 +434,7 @@ def judge(
         raise InputError("nba-eval: no eligible rows: every row fails the catalogue's rules or channels")
     logged = Logged(rows.arm, rows.propensity, observed_rewards(rows), modelled_rewards(rows, mu), rows.cluster)
     i = np.arange(rows.arm.size)
-    cost_of = rows.contact + rows.fixed + rows.share * rows.order_value[:, None] * np.clip(mu, 0, 1)
+    cost_of = modelled_costs(rows, mu)
     tables, diffs = [], []
     for budget in budgets:
         chosen = decide(rows, effect, mu, budget, seed)
