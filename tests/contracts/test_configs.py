@@ -51,9 +51,16 @@ def _model_for(path: Path):  # noqa: ANN202, C901
 
         return load_uplift_config
     if top == "nba":
-        from omnicrm.nba.catalogue import load_catalogue
+        from omnicrm.nba.catalogue import Catalogue, load_catalogue
 
-        return load_catalogue
+        def nba(p: Path) -> None:
+            # a catalogue with a store compiles its rules against the features; one without (a table
+            # experiment, judged only) is validated, and its evaluation history must exist
+            cat = load_catalogue(p) if "store" in load_mapping(p) else load_config(Catalogue, p)
+            if cat.evaluation is not None:
+                assert (p.parent / cat.evaluation.uplift).is_file(), f"{p}: evaluation.uplift not found"
+
+        return nba
     if top == "report":
         from omnicrm.report.config import load_report_config
 
