@@ -51,12 +51,13 @@ def _model_for(path: Path):  # noqa: ANN202, C901
 
         return load_uplift_config
     if top == "nba":
+        from omnicrm.config import read_yaml
         from omnicrm.nba.catalogue import Catalogue, load_catalogue
 
         def nba(p: Path) -> None:
             # a catalogue with a store compiles its rules against the features; one without (a table
             # experiment, judged only) is validated, and its evaluation history must exist
-            cat = load_catalogue(p) if "store" in load_mapping(p) else load_config(Catalogue, p)
+            cat = load_catalogue(p) if "store" in read_yaml(p) else load_config(Catalogue, p)
             if cat.evaluation is not None:
                 assert (p.parent / cat.evaluation.uplift).is_file(), f"{p}: evaluation.uplift not found"
 
