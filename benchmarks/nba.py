@@ -28,7 +28,7 @@ HiGHS (``scipy.optimize.linprog``, written here independently of omnicrm) as a r
 
 Usage::
 
-    python benchmarks/nba.py                                  # 50k and 500k customers, 3 reps (~3 min)
+    python benchmarks/nba.py                                  # 50k and 500k customers, 5 reps (~3 min)
     python benchmarks/nba.py --sizes 2000 --reps 1            # quick check
 
 Times: wall clock of the call, from the candidate frame to the chosen rows (factorising the ids
@@ -335,7 +335,7 @@ def _sends(r: dict) -> str:
 def table(results: list[dict]) -> str:
     """The markdown table: per size and method, medians over reps (ratios: medians of per-rep ratios)."""
     lines = [
-        "| customers | candidates | method | wall time | vs sort-and-take | peak RSS (candidates alone) "
+        "| customers | candidates | method | wall time (min–max) | vs sort-and-take | peak RSS (candidates alone) "
         "| objective | bound | gap to bound | customers sent | budget used | sends " + " · ".join(CHANNELS) + " |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -347,12 +347,14 @@ def table(results: list[dict]) -> str:
             rs = [r for r in at if r["method"] == m]
             if not rs:
                 continue
-            secs = statistics.median(r["seconds"] for r in rs)
+            times = [r["seconds"] for r in rs]
+            secs = statistics.median(times)
             ratio = statistics.median(r["seconds"] / base[r["rep"]] for r in rs) if base else float("nan")
             objective = statistics.median(r["objective"] for r in rs)
             last = rs[-1]
             lines.append(
-                f"| {n:,} | {last['candidates']:,} | {m} | {secs:.2f} s | {ratio:.2f}× | "
+                f"| {n:,} | {last['candidates']:,} | {m} | {secs:.2f} s ({min(times):.2f}–{max(times):.2f}) | "
+                f"{ratio:.2f}× | "
                 f"{statistics.median(r['peak_mb'] for r in rs):.0f} MB "
                 f"({statistics.median(r['before_mb'] for r in rs):.0f} MB) | {objective:,.0f} | "
                 f"{bound:,.0f} | {(bound - objective) / bound:.3%} | {last['customers_sent']:,} | "
@@ -364,7 +366,7 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 500_000], help="numbers of customers")
-    parser.add_argument("--reps", type=int, default=3, help="fresh-process runs of every size and method")
+    parser.add_argument("--reps", type=int, default=5, help="fresh-process runs of every size and method")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--lp-max",
@@ -383,7 +385,7 @@ def main() -> None:
 
     methods = [m for m in METHODS if not (args.no_value_per_cost and m == "value-per-cost")]
     results = []
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="omnicrm-bench-nba-") as tmpdir:
         for rep in range(args.reps):
             for n in args.sizes:
@@ -408,7 +410,7 @@ def main() -> None:
     print()
     print(
         f"{args.reps} reps per size and method, interleaved, each in a fresh process; seed {args.seed}; "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; Python "
+        f"{os.cpu_count()} CPUs, load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; Python "
         f"{platform.python_version()}, numpy {np.__version__}, pandas {pd.__version__}, "
         f"scipy {__import__('scipy').__version__}; {time.perf_counter() - start:.0f} s in all"
     )
