@@ -28,7 +28,7 @@ HiGHS (``scipy.optimize.linprog``, written here independently of omnicrm) as a r
 
 Usage::
 
-    python benchmarks/nba.py                                  # 50k and 500k customers, 5 reps (~3 min)
+    python benchmarks/nba.py                                  # 50k and 500k customers, 5 reps (~4 min loaded)
     python benchmarks/nba.py --sizes 2000 --reps 1            # quick check
 
 Times: wall clock of the call, from the candidate frame to the chosen rows (factorising the ids
