@@ -91,7 +91,7 @@ def test_references_are_checked(tmp_path: Path) -> None:
         load(tmp_path, catalogue(actions={"a": {"channels": ["push"]}}))
     with pytest.raises(ConfigError, match="needs a 'recommender'"):
         load(tmp_path, catalogue(actions={"a": {"channels": ["email"], "product": "recommended"}}))
-    with pytest.raises(ConfigError, match="unknown feature column 'aov'"):
+    with pytest.raises(ConfigError, match="key 'value.column': unknown feature or score column 'aov'"):
         load(tmp_path, catalogue(value={"column": "aov"}))
     with pytest.raises(ConfigError, match="budgett"):
         load(tmp_path, catalogue(allocation={"budgett": 3}))
