@@ -50,7 +50,7 @@ def nba(
     )
     if result.long_term is not None:
         console.print(long_term_line(result.long_term, s))
-    if "drivers_rows" in s:
+    if s.get("drivers_rows", 0) > 0:
         console.print(
             f"drivers: the effect's largest contributions for the {int(s['drivers_rows']):,} sent rows in "
             f"{s.get('seconds.drivers', 0.0):.2f} s (effects for every customer: {s.get('seconds.effects', 0.0):.2f} s)"
