@@ -140,6 +140,33 @@ def test_the_value_formula(con: duckdb.DuckDBPyConnection) -> None:
     assert np.isclose(got.loc["email", "effect"], 0.2)
 
 
+def test_the_long_term_weight_multiplies_the_value_by_its_formula(con: duckdb.DuckDBPyConnection) -> None:
+    from omnicrm.nba.value import long_term_weights
+
+    cfg = catalogue().model_dump()
+    cfg["value"] = {"column": "aov", "scale": 0.3, "fallback": 1.0, "base_rate": 0.2}
+    plain = compile_catalogue(Catalogue.model_validate(cfg), {"aov", "clv"}, "t.yaml")
+    cfg["value"]["long_term"] = {"column": "clv", "weight": 0.5, "reference": "mean", "min": 0.5, "max": 1.4}
+    weighted = compile_catalogue(Catalogue.model_validate(cfg), {"aov", "clv"}, "t.yaml")
+    # clv 100, 300 and missing: mean 200; 1 + 0.5 (x/200 - 1) = 0.75, 1.25 (capped at 1.4: no), 1 (missing)
+    feats = pd.DataFrame({"customer_id": ["ok", "no_sms", "capped"], "aov": [50.0] * 3, "clv": [100.0, 300.0, None]})
+    lt = long_term_weights(feats, weighted.value.long_term)
+    assert lt.reference == pytest.approx(200) and lt.missing == 1
+    np.testing.assert_allclose(lt.weights, [0.75, 1.25, 1.0])
+    effects = pd.DataFrame({"customer_id": ["ok", "no_sms", "capped"], "action": "a", "effect": 0.2})
+    cands = apply_policy(apply_rules(feats, plain, con), contact_policy(con, feats["customer_id"], plain, AS_OF))
+    base = expected_values(cands, effects, unit_values(feats, plain), plain).kept.set_index(["customer_id", "channel"])
+    got = expected_values(cands, effects, unit_values(feats, weighted), weighted).kept
+    got = got.set_index(["customer_id", "channel"])
+    ratio = (got["value"] / base["value"]).groupby(level=0).first()
+    assert ratio.to_dict() == pytest.approx({"ok": 0.75, "no_sms": 1.25, "capped": 1.0})
+    assert (got["cost"] == base["cost"]).all(), "the weight multiplies the value, never the cost"
+    assert (got["expected_value"] == got["value"] - got["cost"]).all()
+    # a weight that would leave [min, max] is clipped there; a fixed reference is used as given
+    steep = weighted.value.long_term.model_copy(update={"weight": 3.0, "reference": 100.0})
+    np.testing.assert_allclose(long_term_weights(feats, steep).weights, [1.0, 1.4, 1.0])
+
+
 def test_the_list_check_finds_every_kind_of_violation(con: duckdb.DuckDBPyConnection) -> None:
     from omnicrm.nba.check import violations
 

@@ -106,3 +106,34 @@ def test_errors_name_the_problem(name: str) -> None:
 def test_unknown_learner_name_lists_the_allowed_ones() -> None:
     with pytest.raises(ValueError, match=r"among \['DR', 'S', 'T', 'X'\]"):
         make_learner("Z")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("binary", [False, True], ids=["continuous", "binary"])
+def test_effect_contributions_add_up_to_the_effect_where_the_learner_decomposes(name: str, binary: bool) -> None:
+    X, arm, y, _ = simulate(1500, binary=binary)
+    m = learner(name, binary).fit(X, arm, y)
+    rows = X.iloc[:40]
+    if name == "S" or (name == "T" and binary):  # a difference of probabilities: no additive contributions
+        with pytest.raises(NotImplementedError, match="not a sum of per-feature contributions"):
+            m.effect_contributions(rows, "a")
+        return
+    effect = m.predict_effect(rows)
+    for j, action in enumerate(m.actions_):
+        contrib = m.effect_contributions(rows, action)
+        assert contrib.shape == (40, X.shape[1] + 1)
+        np.testing.assert_allclose(contrib.sum(axis=1), effect[:, j], atol=1e-9)
+    if not binary:  # action a's true effect is 2 * x0: x0 carries the largest share of its variation across rows
+        spread = m.effect_contributions(X.iloc[:500], "a")[:, :-1].std(axis=0)
+        assert int(np.argmax(spread)) == 0
+    with pytest.raises(ValueError, match="unknown action"):
+        m.effect_contributions(rows, "zz")
+
+
+def test_contributions_need_a_lightgbm_regressor() -> None:
+    X, arm, y, _ = simulate(600)
+    m = make_learner("DR", control="ctrl", base_model=LinearRegression(), effect_model=LinearRegression()).fit(
+        X, arm, y
+    )
+    with pytest.raises(NotImplementedError, match="LightGBM regressors only"):
+        m.effect_contributions(X.iloc[:5], "a")

@@ -48,8 +48,31 @@ def nba(
         f"list -> {result.out}\nexcluded -> {result.excluded}\n"
         f"models: {', '.join(f'{k} v{v}' for k, v in sorted(result.models.items()))}"
     )
+    if result.long_term is not None:
+        console.print(long_term_line(result.long_term, s))
+    if s.get("drivers_rows", 0) > 0:
+        console.print(
+            f"drivers: the effect's largest contributions for the {int(s['drivers_rows']):,} sent rows in "
+            f"{s.get('seconds.drivers', 0.0):.2f} s (effects for every customer: {s.get('seconds.effects', 0.0):.2f} s)"
+        )
     if len(result.table):
         console.print(result.table.to_string(index=False, float_format=lambda x: f"{x:,.2f}"))
+
+
+def long_term_line(lt: dict, summary: dict[str, float]) -> str:
+    """The run summary's line about the long-term weight: its formula's settings and the weights sent."""
+    ref = f"the population's {lt['reference']} of {lt['column']}" if lt["reference"] != "fixed" else "fixed"
+    line = (
+        f"long-term weight: clip(1 + {lt['weight']:g} × ({lt['column']} / {lt['reference_value']:,.4g} − 1), "
+        f"{lt['min']:g}, {lt['max']:g}) multiplies the value ({lt['reference_value']:,.4g}: {ref}; "
+        f"{lt['missing']:,} customers without {lt['column']} weigh 1)"
+    )
+    if "long_term.sent_mean" in summary:
+        line += (
+            f"; on the sent rows mean {summary['long_term.sent_mean']:.3f}, "
+            f"range {summary['long_term.sent_min']:.3f}..{summary['long_term.sent_max']:.3f}"
+        )
+    return line
 
 
 @app.command("nba-eval")

@@ -362,6 +362,8 @@ def print_nba_eval(result: Any) -> None:
     console.print(f"at a budget of {result.headline:.0%} of eligible rows (doubly robust, paired):", soft_wrap=True)
     for line in result.verdicts:
         console.print(f"  {line}", soft_wrap=True, highlight=False)
+    for line in result.notes:
+        console.print(f"note: {line}", soft_wrap=True, highlight=False)
 
 
 #: the readout's figures; every other column of its table is a key (campaign, action, outcome, segment)
@@ -441,7 +443,44 @@ def print_demo(result: Any) -> None:
         print_readout(
             shown, f"campaign readout on {first} (vs control, Welch 95% CI; every outcome: omnicrm readout CONFIG)"
         )
+    if getattr(result, "nba", None) is not None:
+        print_nba(result.nba, result.nba_seconds)
     _print_demo_report(result)
+
+
+def print_nba(result: Any, seconds: float | None = None) -> None:
+    """The demo's next-best-action table (per action and channel: customers, expected incremental margin, cost).
+
+    Parameters
+    ----------
+    result : omnicrm.pipeline.nba.NbaResult
+        The list's result (its ``table`` and constraint ``summary``).
+    seconds : float, optional
+        The step's wall time.
+    """
+    s = result.summary
+    t = Table(title=f"next-best actions ({result.out}): per action and channel")
+    for col, justify in (("action", "left"), ("channel", "left"), ("customers", "right")):
+        t.add_column(col, justify=justify)
+    t.add_column("expected incremental margin", justify="right")
+    t.add_column("cost", justify="right")
+    for r in result.table.to_dict("records"):
+        t.add_row(r["action"], r["channel"], f"{r['customers']:,}", f"{r['expected_value']:,.2f}", f"{r['cost']:,.2f}")
+    t.add_row(
+        "all",
+        "",
+        f"{int(s['customers_sent']):,}",
+        f"{s['expected_incremental_value']:,.2f}",
+        f"{s['cost']:,.2f}",
+    )
+    show(t)
+    budget = f" of budget {s['budget']:,.0f}" if "budget" in s else ""
+    took = f"; step {seconds:.1f} s" if seconds is not None else ""
+    console.print(
+        f"nba: {int(s['customers_sent']):,} of {result.customers:,} customers sent an action, cost "
+        f"{s['cost']:,.2f}{budget}; solver {result.method}, gap {s['solver_gap']:.2%}; constraint violations "
+        f"(consent, caps with history, quiet, suppression, budget, capacity, volumes): {int(s['violations'])}{took}"
+    )
 
 
 def _print_demo_report(result: Any) -> None:

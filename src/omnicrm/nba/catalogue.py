@@ -9,15 +9,18 @@ effect is valued (margin per order by default), which actions carry a product (t
 item), the contact policy (consent, caps, suppression, quiet period) and the allocation limits.
 
 Rules (eligibility, applicability, suitability, as in Pega's engagement policies) are boolean SQL
-expressions over the customer's feature columns at ``as_of``. They are parsed with sqlglot when the
+expressions over the customer's feature columns at ``as_of`` and the score columns of the registered
+task models the catalogue lists under ``scores`` (``p_churn``, ``pred_margin``: their names come from
+the task configs, so they are known without scoring). They are parsed with sqlglot when the
 catalogue loads and accepted only when every node is a column, a literal or a comparison/boolean/
 arithmetic operator from a short whitelist (no functions, no subqueries), and only when every column
-is a known feature column: a rule with a syntax error or an unknown column is a
+is a known feature or score column: a rule with a syntax error or an unknown column is a
 :class:`~omnicrm.errors.ConfigError` naming the file, the rule and the column. Nothing is ``eval``'d.
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,16 +38,20 @@ __all__ = [
     "ChannelSpec",
     "ContactCap",
     "EvaluationSettings",
+    "LongTermWeight",
     "OfferCost",
     "PolicySettings",
     "Rule",
     "RuleSet",
+    "ScoreSource",
+    "ScoredTask",
     "Suppression",
     "ValueSpec",
     "compile_catalogue",
     "compile_rule",
     "feature_columns",
     "load_catalogue",
+    "score_sources",
     "RULE_KINDS",
 ]
 
@@ -95,6 +102,37 @@ class OfferCost(StrictModel):
     share: float = Field(0.0, ge=0, le=1)
 
 
+class LongTermWeight(StrictModel):
+    """A long-term weight per customer from a feature or score column (formula: ``docs/nba.md``).
+
+    ``long_term(i) = clip(1 + weight × (x(i) / reference − 1), min, max)``, 1 when ``x(i)`` is missing;
+    ``reference`` is a number or the population's ``mean``/``median`` of the column at ``as_of``. A
+    customer at the reference keeps the value; ``weight`` > 0 favours customers above it (CLV),
+    ``weight`` < 0 those below it (a churn probability: the likely stayers).
+    """
+
+    column: str
+    weight: float
+    reference: float | Literal["mean", "median"] = "mean"
+    min: float = Field(0.5, ge=0)
+    max: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LongTermWeight:
+        if self.min > self.max:
+            raise ValueError(f"long_term: min {self.min} > max {self.max}")
+        if isinstance(self.reference, float) and self.reference <= 0:
+            raise ValueError(f"long_term: reference must be > 0; got {self.reference}")
+        return self
+
+
+class ScoreSource(StrictModel):
+    """A registered task model scored at ``as_of``: its task config (relative to the catalogue) and version."""
+
+    config: str
+    model: str = "champion"  # alias or version number of every target's registered model
+
+
 class ValueSpec(StrictModel):
     """What one unit of the effect model's outcome is worth, per customer.
 
@@ -102,7 +140,9 @@ class ValueSpec(StrictModel):
     ``fallback`` when the column is missing, null or not positive; without ``column``, ``fallback``.
     ``order_value`` (a feature column or none) is the order value a share-of-order offer pays on;
     ``base_rate`` (a feature column or a number) the customer's conversion probability without an
-    action, to which the effect is added to get the probability the offer is paid.
+    action, to which the effect is added to get the probability the offer is paid. Each may also be a
+    score column (``scores``). ``long_term`` (optional) multiplies the value by a per-customer weight
+    (:class:`LongTermWeight`).
     """
 
     outcome: str = "margin"
@@ -112,6 +152,7 @@ class ValueSpec(StrictModel):
     order_value: str | None = None
     order_value_fallback: float = Field(0.0, ge=0)
     base_rate: float | str = 0.0
+    long_term: LongTermWeight | None = None
 
 
 class RuleSet(StrictModel):
@@ -211,6 +252,8 @@ class Catalogue(StrictModel):
     name: str
     store: str | None = None  # without a store the catalogue can only be judged (nba-eval), not listed
     features: str | dict[str, Any] = "../features/default.yaml"
+    # registered task models scored at as_of (a task config path, or {config, model}); rules and value see their columns
+    scores: list[str | ScoreSource] = Field(default_factory=list)
     effect_model: str | None = None
     recommender: str | None = None
     channels: dict[str, ChannelSpec] = Field(min_length=1)
@@ -220,6 +263,7 @@ class Catalogue(StrictModel):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     allocation: AllocationSettings = Field(default_factory=AllocationSettings)
     evaluation: EvaluationSettings | None = None
+    drivers: int = Field(3, ge=0, le=10)  # the effect's largest drivers named in each sent row's reasons (0: none)
     experiment: str = "omnicrm-nba"
     _compiled: dict[str, list[Rule]] = PrivateAttr(default_factory=dict)
 
@@ -272,6 +316,17 @@ class Catalogue(StrictModel):
         """The rules of ``action`` with their DuckDB SQL (set by :func:`load_catalogue`)."""
         return self._compiled[action]
 
+    def used_columns(self) -> set[str]:
+        """The columns the compiled rules and the value settings read (which task scores must be computed)."""
+        v = self.value
+        out = {c for c in (v.column, v.order_value, v.base_rate) if isinstance(c, str)}
+        if v.long_term is not None:
+            out.add(v.long_term.column)
+        for rules in self._compiled.values():
+            for rule in rules:
+                out |= rule.columns
+        return out
+
     def rules_of(self, action: str) -> list[Rule]:
         """The catalogue's rules followed by the action's own, each kind in :data:`RULE_KINDS` order."""
         out = []
@@ -285,11 +340,12 @@ class Catalogue(StrictModel):
 class Rule:
     """A parsed rule: its kind, name, source text, owner (``catalogue`` or an action) and DuckDB SQL."""
 
-    __slots__ = ("kind", "name", "owner", "sql", "text")
+    __slots__ = ("columns", "kind", "name", "owner", "sql", "text")
 
     def __init__(self, kind: str, name: str, text: str, owner: str) -> None:
         self.kind, self.name, self.text, self.owner = kind, name, text, owner
         self.sql = ""
+        self.columns: frozenset[str] = frozenset()  # the columns the rule names (set when compiled)
 
     def __repr__(self) -> str:
         """``Rule(kind.name: text)``."""
@@ -330,7 +386,12 @@ def compile_rule(text: str, columns: set[str], where: str) -> str:
             if node.table:
                 raise ConfigError(f"{where}: column '{node.sql()}' names a table; use the bare column name")
             if node.name not in columns:
-                raise ConfigError(f"{where}: unknown column '{node.name}' in '{text}'")
+                hint = difflib.get_close_matches(node.name, sorted(columns), n=1)
+                raise ConfigError(
+                    f"{where}: unknown column '{node.name}' in '{text}'"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                    + (" (a task score needs its task config under 'scores')" if _looks_like_score(node.name) else "")
+                )
             node.set("this", exp.to_identifier(node.name, quoted=True))
     if isinstance(tree, (exp.Column, exp.Literal, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Neg)) and not isinstance(
         tree, exp.Boolean
@@ -339,34 +400,59 @@ def compile_rule(text: str, columns: set[str], where: str) -> str:
     return tree.sql(dialect="duckdb")
 
 
+def _looks_like_score(name: str) -> bool:
+    return name.startswith(("p_", "pred_"))
+
+
+def columns_of(rule_sql: str) -> frozenset[str]:
+    """The column names a compiled rule reads."""
+    return frozenset(c.name for c in sqlglot.parse_one(rule_sql, read="duckdb").find_all(exp.Column))
+
+
 def load_catalogue(path: str | Path, columns: set[str] | None = None) -> Catalogue:
     """Read and validate a catalogue; compile its rules against ``columns`` (default: the feature columns).
 
     Without ``columns`` the catalogue is read to make a list, so it needs a ``store``.
 
+    The score columns of the task models under ``scores`` are added to ``columns`` (read from the
+    task configs: nothing is scored or loaded from the registry).
+
     Raises
     ------
     ConfigError
-        An unknown key, a bad value, a rule that does not parse or names an unknown column: the
-        message names the file, the rule and the column.
+        An unknown key, a bad value, a rule that does not parse or names an unknown column, a task
+        config that does not load, a score column that is also a feature column: the message names
+        the file, the rule and the column.
     """
     cat = validate_config(Catalogue, read_yaml(path), str(path))
     if columns is None:
         cat.require_store(str(path))  # the feature columns of a list are the store's snapshot
         columns = set(feature_columns(cat, path))
-    return compile_catalogue(cat, columns, str(path))
+    scored = {c for src in score_sources(cat, path) for c in src.columns}
+    clash = sorted(scored & set(columns))
+    if clash:
+        raise ConfigError(f"{path}: key 'scores': score column(s) {clash} are also feature columns")
+    return compile_catalogue(cat, set(columns) | scored, str(path))
 
 
 def compile_catalogue(cat: Catalogue, columns: set[str], where: str) -> Catalogue:
     """Compile every rule of ``cat`` against ``columns`` (``where`` names the file in messages); returns ``cat``."""
-    for col in [cat.value.column, cat.value.order_value, cat.value.base_rate]:
+    long_term = cat.value.long_term.column if cat.value.long_term is not None else None
+    for key, col in [
+        ("column", cat.value.column),
+        ("order_value", cat.value.order_value),
+        ("base_rate", cat.value.base_rate),
+        ("long_term.column", long_term),
+    ]:
         if isinstance(col, str) and col not in columns:
-            raise ConfigError(f"{where}: key 'value': unknown feature column '{col}'")
+            hint = " (a task score needs its task config under 'scores')" if _looks_like_score(col) else ""
+            raise ConfigError(f"{where}: key 'value.{key}': unknown feature or score column '{col}'{hint}")
     for action in cat.actions:
         rules = cat.rules_of(action)
         for rule in rules:
             prefix = "rules" if rule.owner == "catalogue" else f"actions.{action}.rules"
             rule.sql = compile_rule(rule.text, columns, f"{where}: rule {prefix}.{rule.kind}.{rule.name}")
+            rule.columns = columns_of(rule.sql)
         cat._compiled[action] = rules
     return cat
 
@@ -378,3 +464,51 @@ def feature_columns(cat: Catalogue, path: str | Path) -> list[str]:
 
     feats = resolve_feature_config(cat.features, Path(path).parent, f"{path}: key 'features'")
     return [c for c in feature_dtypes(feats) if c not in ("customer_id", "cutoff")]
+
+
+class ScoredTask:
+    """A task config under ``scores``, resolved: its config, version reference and output columns per target.
+
+    ``targets`` maps each declared target's registered model name to its output columns (the task's
+    :meth:`~omnicrm.tasks.base.Task.output_columns`); ``columns`` is all of them.
+    """
+
+    __slots__ = ("config", "path", "ref", "targets")
+
+    def __init__(self, path: Path, config: Any, ref: str, targets: dict[str, tuple[Any, list[str]]]) -> None:
+        self.path, self.config, self.ref, self.targets = path, config, ref, targets
+
+    @property
+    def columns(self) -> list[str]:
+        """Every output column of every declared target, in target order."""
+        return [c for _, cols in self.targets.values() for c in cols]
+
+
+def score_sources(cat: Catalogue, path: str | Path) -> list[ScoredTask]:
+    """The task models ``cat`` lists under ``scores``, with their score column names (no model loaded).
+
+    Raises
+    ------
+    ConfigError
+        A task config that does not load, or two tasks producing the same column.
+    """
+    from omnicrm.tasks.config import load_task_config
+
+    out: list[ScoredTask] = []
+    seen: dict[str, str] = {}
+    for i, entry in enumerate(cat.scores):
+        src = entry if isinstance(entry, ScoreSource) else ScoreSource(config=entry)
+        file = Path(path).parent / src.config
+        if not file.is_file():
+            raise ConfigError(f"{path}: key 'scores[{i}]': task config {file} does not exist")
+        cfg = load_task_config(file)
+        targets = {}
+        for target in cfg.task.declared_targets():
+            cols = cfg.task.output_columns(target)
+            for c in cols:
+                if c in seen:
+                    raise ConfigError(f"{path}: key 'scores[{i}]': column '{c}' comes from {seen[c]} already")
+                seen[c] = str(file)
+            targets[cfg.registered_name(target)] = (target, cols)
+        out.append(ScoredTask(file, cfg, src.model, targets))
+    return out

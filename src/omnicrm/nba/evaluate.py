@@ -98,7 +98,7 @@ class EvalRows:
         conversion without an action (:func:`omnicrm.nba.value.unit_values`).
     reach, contact, fixed, share, lever
         ``(n_rows, n_arms)`` catalogue terms of each arm on the row's channel (0 for the control and
-        for arms the catalogue lacks).
+        for arms the catalogue lacks); ``lever`` includes the customer's long-term weight.
     """
 
     arms: list[str]
@@ -188,6 +188,7 @@ def prepare_rows(
     reach, contact, fixed, share, lever = (np.zeros((n, k)) for _ in range(5))
     chan_cost = pd.Series(channel).map({c: s.cost for c, s in cat.channels.items()}).fillna(0.0).to_numpy(float)
     chan_reach = pd.Series(channel).map({c: s.reach for c, s in cat.channels.items()}).fillna(0.0).to_numpy(float)
+    long_term = units["long_term"].to_numpy(float) if "long_term" in units.columns else np.ones(n)
     for j in range(1, k):
         contact[:, j] = chan_cost  # a logged send cost the channel's contact even if the catalogue lacks the arm
     by_arm = {s: a for a, s in source.items()}
@@ -204,7 +205,8 @@ def prepare_rows(
         reach[:, j] = chan_reach
         fixed[:, j] = spec.offer.fixed
         share[:, j] = spec.offer.share
-        lever[:, j] = spec.lever
+        # business weights rank actions: the action's lever times the customer's long-term weight
+        lever[:, j] = spec.lever * long_term
     return EvalRows(
         arms=arms,
         actions=[source[a] for a in cat.actions],

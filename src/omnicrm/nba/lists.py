@@ -1,8 +1,10 @@
 """The list: sent rows with their reasons, and the excluded rows of candidates not chosen.
 
-Each sent row says why: the effect (after the channel's reach), the value and the cost, and, when the
-customer had a candidate of higher expected value that was not sent, which binding constraint kept
-it out (the budget, a channel's capacity, an action's volume, or the customer's own limit).
+Each sent row says why: the effect (after the channel's reach) and its largest drivers for the
+customer (:mod:`omnicrm.nba.drivers`, computed for sent rows only), the value (and its long-term
+weight, when the catalogue sets one) and the cost, and, when the customer had a candidate of higher
+expected value that was not sent, which binding constraint kept it out (the budget, a channel's
+capacity, an action's volume, or the customer's own limit).
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ def _bound_by(row_action: str, row_channel: str, tight: list[str]) -> str:
     return "bound by " + ", ".join(hits) if hits else "no binding limit (the solver's choice, within its reported gap)"
 
 
-def nba_rows(cands: pd.DataFrame, alloc: Allocation, outcome: str, as_of: pd.Timestamp) -> pd.DataFrame:
+def nba_rows(
+    cands: pd.DataFrame, alloc: Allocation, outcome: str, as_of: pd.Timestamp, drivers: pd.Series | None = None
+) -> pd.DataFrame:
     """The ``nba`` output table: sent candidates ranked per customer by expected value, with reasons.
 
     ``cands`` holds ``customer_id, action, channel, product_id, effect, value, cost, expected_value``
-    in allocation order.
+    (and ``long_term``, the value's weight, when there is one) in allocation order; ``drivers`` the
+    text of :func:`omnicrm.nba.drivers.effect_drivers` for the sent rows, indexed like ``cands``.
     """
     sent = cands[alloc.chosen].copy()
     sent = sent.sort_values(["customer_id", "expected_value"], ascending=[True, False], kind="stable")
@@ -48,7 +53,16 @@ def nba_rows(cands: pd.DataFrame, alloc: Allocation, outcome: str, as_of: pd.Tim
     val = pd.Series(sent["value"].to_numpy(float)).map("{:.4f}".format).to_numpy(object)
     cost = pd.Series(sent["cost"].to_numpy(float)).map("{:.4f}".format).to_numpy(object)
     ev = pd.Series(sent["expected_value"].to_numpy(float)).map("{:.4f}".format).to_numpy(object)
-    reasons = "effect " + eff + f" on {outcome}, value " + val + ", cost " + cost + ", expected " + ev
+    why = np.full(len(sent), "", dtype=object)
+    if drivers is not None:
+        d = drivers.reindex(sent.index).fillna("").to_numpy(object)
+        why = np.where(d != "", " (" + d + ")", "")
+    lt = np.full(len(sent), "", dtype=object)
+    if "long_term" in sent.columns:
+        w = sent["long_term"].to_numpy(float)
+        text = pd.Series(w).map(" (long-term weight ×{:.3f})".format).to_numpy(object)
+        lt = np.where(np.isclose(w, 1.0), "", text)
+    reasons = "effect " + eff + f" on {outcome}" + why + ", value " + val + lt + ", cost " + cost + ", expected " + ev
     extra = np.full(len(sent), "", dtype=object)
     for i in np.flatnonzero(beats):
         b = better.iloc[i]

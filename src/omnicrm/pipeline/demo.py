@@ -7,7 +7,9 @@ and write recommendations, estimate uplift and read out the campaigns, and write
 report (``report``: an HTML page). The recommender that
 wrote the lists and the uplift config's effect model (fitted at ``effects.as_of``) are registered and
 promoted too, so ``omnicrm recommend ... --model champion`` and ``omnicrm effects ... --model
-champion`` score without refitting after the demo. Model runs go to the MLflow store (``mlruns/``
+champion`` score without refitting after the demo. Then it builds a next-best-action list with those
+champions (``nba``: the synthetic catalogue at the end of the data; its constraints re-checked against
+the store, any violation fails the demo). Model runs go to the MLflow store (``mlruns/``
 unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
 
 Promotion goes through :func:`omnicrm.pipeline.promote.promote`: a model without a champion gets its
@@ -66,6 +68,14 @@ class EffectsStep(StrictModel):
     out: str
 
 
+class NbaStep(StrictModel):
+    """Build the next-best-action list of the catalogue ``config`` at ``as_of`` (``omnicrm nba``) into ``out``."""
+
+    config: str
+    as_of: date
+    out: str
+
+
 class DemoConfig(StrictModel):
     """Paths of the step configs (relative to this file) and the demo's cutoffs and outputs."""
 
@@ -80,6 +90,7 @@ class DemoConfig(StrictModel):
     recommend: RecommendStep | None = None
     uplift: str | None = None  # uplift config: effects + Qini, then the campaign readout
     effects: EffectsStep | None = None  # then the uplift config's effect model, registered and promoted
+    nba: NbaStep | None = None  # then a next-best-action list from the champions above
     report: ReportStep | None = None  # last: the marketing report page (champion CLV from the tasks above)
 
 
@@ -108,6 +119,8 @@ class DemoResult:
     uplift: Any = None
     readout: Any = None
     effects: Any = None  # EffectsResult of the registered effect model
+    nba: Any = None  # NbaResult of the next-best-action list
+    nba_seconds: float | None = None  # wall time of the nba step
     report: Any = None  # ReportResult of the marketing report
 
 
@@ -165,6 +178,14 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
         result.uplift = run_uplift(base / cfg.uplift, progress=progress)
         result.readout = run_readout(base / cfg.uplift, progress=progress)
         _register_effects(cfg, base, result, progress)
+    if cfg.nba:
+        import time
+
+        from omnicrm.pipeline.nba import run_nba
+
+        started = time.perf_counter()
+        result.nba = run_nba(base / cfg.nba.config, cfg.nba.as_of, Path(cfg.nba.out), progress=progress)
+        result.nba_seconds = time.perf_counter() - started
     if cfg.report:
         from omnicrm.pipeline.report import run_report
 

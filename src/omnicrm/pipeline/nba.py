@@ -1,17 +1,21 @@
 """``omnicrm nba CONFIG --as-of DATE --out FILE``: a next-best-action list under the contact policy and limits.
 
 Wiring only: loads the catalogue (:mod:`omnicrm.nba.catalogue`), opens the store read-only and
-single-threaded, builds the population's features at ``as_of`` (``ts < as_of``), loads the registered
-effect models (``champion`` by default, ``--model`` to choose) and, for product-led actions, the
-registered recommender (its champion), calls the pure steps of :mod:`omnicrm.nba` (rules, contact
-policy, value, allocation, reasons), writes the ``nba`` list to ``out`` and the ``excluded`` table
-beside it (``<name>.excluded<suffix>``), and logs an MLflow run (experiment ``omnicrm-nba``): the
-catalogue, the constraint summary (customers dropped per step, budget used, contacts per channel,
-solver gap) and the expected incremental value.
+single-threaded, builds the population's features at ``as_of`` (``ts < as_of``), scores the registered
+task models the catalogue lists under ``scores`` on those features (each on its task's population at
+``as_of``; the others get no score) and joins their columns on, loads the registered effect models
+(``champion`` by default, ``--model`` to choose) and, for product-led actions, the registered
+recommender (its champion), calls the pure steps of :mod:`omnicrm.nba` (rules, contact policy, value
+with its long-term weight, allocation, the effect's drivers for the sent rows, reasons), writes the
+``nba`` list to ``out`` and the ``excluded`` table beside it (``<name>.excluded<suffix>``), and logs
+an MLflow run (experiment ``omnicrm-nba``): the catalogue, the levers and long-term weight, the
+constraint summary (customers dropped per step, budget used, contacts per channel, solver gap) and
+the expected incremental value.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -41,6 +45,8 @@ class NbaResult:
     method: str
     table: pd.DataFrame  # per action and channel: customers, expected value, cost
     run_id: str | None = None
+    long_term: dict[str, float | str] | None = None  # the long-term weight's settings and resolved reference
+    seconds: dict[str, float] | None = None  # time per stage (scores, effects, drivers, ...)
 
 
 def excluded_path(out: str | Path) -> Path:
@@ -49,15 +55,66 @@ def excluded_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.excluded{out.suffix}")
 
 
-def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str) -> tuple[pd.DataFrame, dict[str, str]]:  # noqa: ANN001
-    """``customer_id, action, effect`` per catalogue action from the registered effect models (``cat``'s)."""
+def _scores(cat, config_path: Path, con, pop: pd.DataFrame, as_of: datetime, fingerprint: str):  # noqa: ANN001, ANN202
+    """``pop`` with the task score columns the catalogue's rules and value read, and the models used.
+
+    Each task listed under ``scores`` is scored with the shared features (plus its own inputs, e.g.
+    CLV's BG/NBD columns) on its own population at ``as_of``; customers outside it get no score
+    (null: a rule over it is not true, a long-term weight is 1). Targets whose columns nothing reads
+    are not scored.
+    """
+    from omnicrm import tracking
+    from omnicrm.nba.catalogue import score_sources
+    from omnicrm.pipeline.promote_models import check_fingerprint
+    from omnicrm.tasks.predict import score_frame
+
+    used = cat.used_columns()
+    versions: dict[str, str] = {}
+    for src in score_sources(cat, config_path):
+        wanted = {name: tc for name, tc in src.targets.items() if set(tc[1]) & used}
+        if not wanted:
+            continue
+        task = src.config.task
+        members = set(con.sql(task.population_sql(as_of)).df()["customer_id"])
+        frame = task.add_inputs(con, as_of, pop[pop["customer_id"].isin(members)].reset_index(drop=True))
+        models = {}
+        for name, (target, _) in wanted.items():
+            info = tracking.find_version(name, src.ref)
+            if info is None:
+                raise ConfigError(
+                    f"{config_path}: key 'scores': registered model '{name}' (task config {src.path}) has no version "
+                    f"'{src.ref}'; train it with `omnicrm train {src.path}` and promote it"
+                )
+            check_fingerprint(info, fingerprint, f"store {cat.store}")
+            model = tracking.load_model(tracking.model_uri(name, info.version))
+            missing = [c for c in model.encoding.features if c not in frame.columns]
+            if missing:
+                raise ConfigError(
+                    f"{config_path}: key 'scores': {name} v{info.version} needs feature column(s) {missing[:10]} that "
+                    f"the catalogue's features do not build (its task config {src.path} uses other features)"
+                )
+            models[target] = model
+            versions[name] = info.version
+        scored = score_frame(task, frame, models)
+        cols = [c for _, tc in wanted.items() for c in tc[1]]
+        scored.insert(0, "customer_id", frame["customer_id"].to_numpy())
+        pop = pop.merge(scored[["customer_id", *cols]], on="customer_id", how="left")
+    return pop, versions
+
+
+def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str):  # noqa: ANN001, ANN202
+    """``customer_id, action, effect`` per catalogue action from the registered effect models (``cat``'s).
+
+    Also returns the versions used and, per catalogue action, the loaded model and the action's name
+    in it (for the drivers of the sent rows).
+    """
     from omnicrm.pipeline.promote_models import check_fingerprint, full_name, load_registered
 
     by_model: dict[str, list[tuple[str, str]]] = {}
     for action in cat.actions:
         model, name = cat.effect_source(action)
         by_model.setdefault(full_name(model), []).append((action, name))
-    parts, versions = [], {}
+    parts, versions, loaded = [], {}, {}
     for model, pairs in by_model.items():
         version, effect_model = load_registered(model, ref, "effects")
         check_fingerprint(version, fingerprint, f"store {cat.store}")
@@ -71,6 +128,7 @@ def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str) -> tuple[pd.Dat
             )
         tau = effect_model.predict_effect(pop)
         for action, name in pairs:
+            loaded[action] = (effect_model, name)
             parts.append(
                 pd.DataFrame(
                     {
@@ -80,7 +138,7 @@ def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str) -> tuple[pd.Dat
                     }
                 )
             )
-    return pd.concat(parts, ignore_index=True), versions
+    return pd.concat(parts, ignore_index=True), versions, loaded
 
 
 def _products(cat, con, as_of: datetime, customers: pd.Series) -> tuple[pd.Series, dict[str, str]]:  # noqa: ANN001
@@ -133,9 +191,10 @@ def run_nba(
     from omnicrm.nba.allocate import Limits, allocate
     from omnicrm.nba.catalogue import load_catalogue
     from omnicrm.nba.check import violations
+    from omnicrm.nba.drivers import effect_drivers
     from omnicrm.nba.lists import constraint_summary, nba_rows, not_chosen
     from omnicrm.nba.policy import Candidates, _excluded, apply_policy, apply_rules, contact_policy
-    from omnicrm.nba.value import expected_values, unit_values
+    from omnicrm.nba.value import expected_values, long_term_weights, unit_values
     from omnicrm.store import open_store
     from omnicrm.tasks.frames import store_fingerprint
     from omnicrm.uplift.data import population_features
@@ -151,11 +210,18 @@ def run_nba(
         pop = population_features(con, feats, as_of)
         if pop.empty:
             raise InputError(f"{cat.store}: no customers before --as-of {as_of:%Y-%m-%d}")
+        models: dict[str, str] = {}
+        seconds: dict[str, float] = {}
+        if cat.scores:
+            progress("nba: task scores from the registered task models", 0.1)
+            t0 = time.perf_counter()
+            pop, used = _scores(cat, Path(config_path), con, pop, as_of, fingerprint)
+            models |= used
+            seconds["scores"] = time.perf_counter() - t0
         progress(f"nba: rules and contact policy for {len(pop):,} customers", 0.2)
         cands = apply_rules(pop, cat, con)
         state = contact_policy(con, pop["customer_id"], cat, as_of)
         cands = apply_policy(cands, state)
-        models: dict[str, str] = {}
         kept = cands.kept.assign(product_id=pd.Series(pd.NA, index=cands.kept.index, dtype=object))
         led = [a for a, s in cat.actions.items() if s.product == "recommended"]
         if led:
@@ -177,9 +243,12 @@ def run_nba(
     finally:
         con.close()
     progress("nba: effects from the registered effect models", 0.45)
-    effects, used = _effects(cat, pop, model, fingerprint)
+    t0 = time.perf_counter()
+    effects, used, effect_models = _effects(cat, pop, model, fingerprint)
+    seconds["effects"] = time.perf_counter() - t0
     models |= used
-    cands = expected_values(cands, effects, unit_values(pop, cat), cat)
+    lt = long_term_weights(pop, cat.value.long_term) if cat.value.long_term is not None else None
+    cands = expected_values(cands, effects, unit_values(pop, cat, lt), cat)
     progress(f"nba: allocating {len(cands.kept):,} candidates", 0.6)
     per = cat.allocation.per_customer
     slots = np.full(len(cands.kept), per, dtype=np.int64)
@@ -197,7 +266,12 @@ def run_nba(
     alloc = allocate(cands.kept, slots, limits)
     progress("nba: reasons, checks and outputs", 0.85)
     as_of_ts = pd.Timestamp(as_of)
-    nba = nba_rows(cands.kept, alloc, cat.value.outcome, as_of_ts)
+    # the effect's drivers, for the sent rows only (exact contributions cost far more than the effect)
+    t0 = time.perf_counter()
+    reach = {c: s.reach for c, s in cat.channels.items()}
+    drivers = effect_drivers(cands.kept[alloc.chosen], pop, effect_models, reach, cat.drivers)
+    seconds["drivers"] = time.perf_counter() - t0
+    nba = nba_rows(cands.kept, alloc, cat.value.outcome, as_of_ts, drivers.text)
     con = open_store(cat.store, deterministic=True)
     try:
         broken = violations(nba, con, cat, as_of)
@@ -208,6 +282,24 @@ def run_nba(
     excluded = pd.concat([cands.excluded, not_chosen(cands.kept, alloc)], ignore_index=True)
     excluded = conform(excluded, schema.EXCLUDED)
     summary = constraint_summary(excluded, nba, len(pop), alloc, cat.allocation.budget) | {"violations": 0.0}
+    summary |= {"drivers_rows": float(drivers.rows)} | {f"seconds.{k}": v for k, v in seconds.items()}
+    long_term = None
+    if lt is not None:
+        spec = cat.value.long_term
+        assert spec is not None
+        long_term = {
+            "column": spec.column,
+            "weight": spec.weight,
+            "reference": spec.reference if isinstance(spec.reference, str) else "fixed",
+            "reference_value": lt.reference,
+            "min": spec.min,
+            "max": spec.max,
+            "missing": lt.missing,
+        }
+        if len(nba):
+            w = nba["long_term"].to_numpy(float)
+            summary |= {"long_term.sent_mean": float(w.mean()), "long_term.sent_min": float(w.min())}
+            summary |= {"long_term.sent_max": float(w.max())}
     table = (
         nba.groupby(["action", "channel"], sort=True)
         .agg(customers=("customer_id", "nunique"), expected_value=("expected_value", "sum"), cost=("cost", "sum"))
@@ -221,6 +313,9 @@ def run_nba(
                 "effect_model_ref": model,
                 "models": ",".join(f"{k}:{v}" for k, v in sorted(models.items())),
                 "levers": {a: s.lever for a, s in cat.actions.items()},
+                # the catalogue's value.long_term is in the config params; this adds the reference it resolved to
+                "long_term": long_term or "none",
+                "drivers_unavailable": drivers.unavailable or "none",
             }
         )
         tracking.log_metrics(summary)
@@ -231,4 +326,6 @@ def run_nba(
     excluded_out = write_frame(excluded, excluded_path(out))
     written = write_frame(nba, out)
     progress("nba: written", 1.0)
-    return NbaResult(written, excluded_out, len(pop), len(nba), summary, models, alloc.method, table, run_id)
+    return NbaResult(
+        written, excluded_out, len(pop), len(nba), summary, models, alloc.method, table, run_id, long_term, seconds
+    )

@@ -45,6 +45,8 @@ class NbaEvalResult:
         Whether true values are reported.
     outcome, unit
         The outcome valued and what its value is in (the catalogue's ``value.outcome``).
+    notes
+        What of the catalogue could not be judged, in plain words.
     run_id
         The MLflow run.
     """
@@ -61,6 +63,7 @@ class NbaEvalResult:
     outcome: str
     unit: str
     run_id: str
+    notes: list[str]
 
 
 def _rules_passed(frame: pd.DataFrame, cat) -> pd.DataFrame:  # noqa: ANN001 - a Catalogue
@@ -102,7 +105,7 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
     """Judge the catalogue at ``config_path`` on its evaluation history (see the module docstring)."""
     from omnicrm import tracking
     from omnicrm.config import read_yaml, validate_config
-    from omnicrm.nba.catalogue import Catalogue, compile_catalogue
+    from omnicrm.nba.catalogue import Catalogue, compile_catalogue, score_sources
     from omnicrm.nba.evaluate import cross_fit, judge, prepare_rows, verdicts
     from omnicrm.nba.plots import value_budget_figure
     from omnicrm.nba.value import unit_values
@@ -128,7 +131,21 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
     frame = data.frame
     if outcome not in data.outcomes:
         raise ConfigError(f"{where}: key 'evaluation.outcome': '{outcome}' is not among the outcomes {data.outcomes}")
+    # task scores are not point-in-time on the history: the registered task models were trained on
+    # later cutoffs, so scoring them at a campaign's send time would leak what happened after it.
+    # Rules naming a score see NULL and the long-term weight is 1: the policy judged is the catalogue
+    # without its score-based rules and weight, and the output says so.
+    scored = sorted({c for src in score_sources(cat, config_path) for c in src.columns} - set(frame.columns))
+    frame = frame.assign(**dict.fromkeys(scored, np.nan))
     compile_catalogue(cat, set(frame.columns), where)
+    unscored = sorted(cat.used_columns() & set(scored))
+    notes = []
+    if unscored:
+        notes.append(
+            f"task score(s) {', '.join(unscored)} are not judged: the registered task models were trained after "
+            "the history's send dates (scoring them there would leak), so rules naming them see NULL and the "
+            "long-term weight is 1"
+        )
     # a constant channel wins: a feature table's 'channel' column may be something else (Hillstrom's
     # is the customer's purchase channel); store exposures carry the campaign's channel
     if ev.channel is not None:
@@ -203,7 +220,7 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
         tracking.log_table(main.table, "tables/policy_values.csv")
         tracking.log_table(main.differences, "tables/nba_minus_policy.csv")
         tracking.log_table(curve.table, "tables/value_vs_budget.csv")
-        tracking.log_dict({"headline": ev.headline, "verdicts": said}, "verdicts.json")
+        tracking.log_dict({"headline": ev.headline, "verdicts": said, "notes": notes}, "verdicts.json")
         fig = value_budget_figure(curve.table, f"{cat.name}: value against budget ({ucfg.name} history)", unit)
         tracking.log_figure(fig, "plots/value_vs_budget.png")
         run_id = run.run_id
@@ -221,4 +238,5 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
         outcome=outcome,
         unit=unit,
         run_id=run_id,
+        notes=notes,
     )

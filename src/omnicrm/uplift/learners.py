@@ -53,6 +53,23 @@ def default_model(kind: Literal["classifier", "regressor"], random_state: int = 
     return cls(**settings)
 
 
+def tree_contributions(model: Any, X: pd.DataFrame) -> np.ndarray:
+    """Per-row additive contributions of a fitted LightGBM regressor, shape ``(rows, features + 1)``.
+
+    LightGBM's ``pred_contrib`` (TreeSHAP, Lundberg et al. 2020, "From local explanations to global
+    understanding with explainable AI for trees", Nat. Mach. Intell. 2): each row's contributions and
+    the last column (the expected value) sum to its prediction.
+
+    Raises
+    ------
+    NotImplementedError
+        ``model`` is not a LightGBM regressor (no exact per-row contributions).
+    """
+    if not hasattr(model, "booster_") or is_classifier(model):
+        raise NotImplementedError(f"no per-feature contributions for {type(model).__name__} (LightGBM regressors only)")
+    return np.asarray(model.predict(X, pred_contrib=True), dtype=float)
+
+
 def _as_frame(X: Any) -> pd.DataFrame:
     if isinstance(X, pd.DataFrame):
         return X.reset_index(drop=True)
@@ -148,6 +165,24 @@ class UpliftLearner:
     def get_params(self, deep: bool = False) -> dict[str, Any]:  # noqa: ARG002 - scikit-learn signature
         return {k: getattr(self, k) for k in ("control", "outcome", "base_model", "effect_model", "random_state")}
 
+    def effect_contributions(self, X: Any, action: Any) -> np.ndarray:
+        """Per-row contributions of each feature to ``action``'s effect, shape ``(rows, features + 1)``.
+
+        Column ``j < features`` is feature ``j``'s share of the row's effect, the last column the
+        baseline; a row's columns sum to its :meth:`predict_effect`. Learners whose effect is a
+        linear combination of LightGBM regressors (DR; X; T on a continuous outcome) decompose it
+        exactly; the others raise ``NotImplementedError`` (an S- or binary T-learner's effect is a
+        difference of probabilities, which tree contributions in log-odds do not add up to).
+        """
+        if not hasattr(self, "actions_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(X, treatment, y) first")
+        if action not in self.actions_:
+            raise ValueError(f"unknown action {action!r}; the learner knows {self.actions_}")
+        return self._contributions(_as_frame(X), action)
+
+    def _contributions(self, X: pd.DataFrame, action: Any) -> np.ndarray:  # noqa: ARG002
+        raise NotImplementedError(f"the {self.name}-learner's effects are not a sum of per-feature contributions")
+
     # --- helpers for subclasses --------------------------------------------------------------------
     def _next_seed(self) -> int:
         return int(self._seed.spawn(1)[0].generate_state(1)[0] % (2**31 - 1))
@@ -227,6 +262,11 @@ class TLearner(UpliftLearner):
         base = self._mean(self.models_[self.control], X)
         return np.column_stack([self._mean(self.models_[a], X) - base for a in self.actions_])
 
+    def _contributions(self, X: pd.DataFrame, action: Any) -> np.ndarray:
+        if self.binary_:  # probabilities: contributions are in log-odds and do not subtract to the effect
+            return super()._contributions(X, action)
+        return tree_contributions(self.models_[action], X) - tree_contributions(self.models_[self.control], X)
+
 
 class XLearner(UpliftLearner):
     """Künzel et al.'s X-learner, per action against the shared control.
@@ -259,6 +299,10 @@ class XLearner(UpliftLearner):
             tau0, tau1, g = self.stage2_[a]
             out.append(g * tau0.predict(X) + (1 - g) * tau1.predict(X))
         return np.column_stack(out)
+
+    def _contributions(self, X: pd.DataFrame, action: Any) -> np.ndarray:
+        tau0, tau1, g = self.stage2_[action]
+        return g * tree_contributions(tau0, X) + (1 - g) * tree_contributions(tau1, X)
 
 
 class DRLearner(UpliftLearner):
@@ -312,6 +356,9 @@ class DRLearner(UpliftLearner):
 
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
         return np.column_stack([self.final_[a].predict(X) for a in self.actions_])
+
+    def _contributions(self, X: pd.DataFrame, action: Any) -> np.ndarray:
+        return tree_contributions(self.final_[action], X)
 
 
 #: Learners by the names configs use.

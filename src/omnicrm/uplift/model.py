@@ -73,6 +73,26 @@ class EffectModel:
             )
         return self.learner.predict_effect(to_model_frame(frame, self.features, self.categorical))
 
+    def effect_contributions(self, frame: pd.DataFrame, action: str) -> pd.DataFrame:
+        """Each feature's additive share of ``action``'s effect per row, plus ``baseline`` (rows sum to the effect).
+
+        Exact tree contributions (LightGBM ``pred_contrib``) of the learner's final regressors; they
+        cost far more than a prediction, so callers ask for the rows they explain only (the NBA list:
+        the rows that are sent). Raises ``NotImplementedError`` for learners whose effect does not
+        decompose (S; T on a binary outcome).
+        """
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise InputError(f"effect model ({self.learner_name}, {self.outcome}): no feature column(s) {missing[:10]}")
+        known = {str(a): a for a in self.learner.actions_}
+        if action not in known:
+            raise InputError(
+                f"effect model ({self.learner_name}, {self.outcome}): no action {action!r}; it has {self.actions}"
+            )
+        X = to_model_frame(frame, self.features, self.categorical)
+        contrib = self.learner.effect_contributions(X, known[action])
+        return pd.DataFrame(contrib, columns=[*self.features, "baseline"], index=frame.index)
+
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One ``effect_<action>`` column per action for each input row (the pyfunc output)."""
         effect = self.predict_effect(frame)
