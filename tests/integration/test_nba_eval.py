@@ -105,6 +105,8 @@ def test_small_synthetic_world_reports_true_values_beside_the_estimates(
     (tmp_path / "uplift.yaml").write_text(yaml.safe_dump(uplift))
     cat = yaml.safe_load((ROOT / "configs/nba/synthetic.yaml").read_text())
     cat.update(store=store, features={})
+    # the task configs its scores come from, by absolute path (the catalogue is copied elsewhere)
+    cat["scores"] = [str(ROOT / "configs/nba" / e) for e in cat["scores"]]
     cat["evaluation"].update(uplift="uplift.yaml", bootstrap=100, curve=[0.2, 0.6])
     (tmp_path / "nba.yaml").write_text(yaml.safe_dump(cat))
     monkeypatch.chdir(ROOT)
@@ -115,6 +117,8 @@ def test_small_synthetic_world_reports_true_values_beside_the_estimates(
     assert t.loc[(0.3, "no action"), "true"] == 0.0
     # the rules of the shipped catalogue drop churned and just-bought rows before any policy decides
     assert result.excluded_rows > 0
+    # the catalogue's churn rule and long-term weight read task scores that would leak on the history
+    assert any("p_churn" in n and "pred_margin" in n for n in result.notes)
     d = result.differences
     assert set(d["policy"]) == set(POLICIES) - {NBA}
     assert d["true"].notna().all()
