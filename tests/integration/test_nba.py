@@ -292,7 +292,7 @@ def test_the_demo_step_builds_the_list_and_prints_its_table(world: World, tmp_pa
         features="-",
         features_out="-",
         cutoffs={"dates": ["2024-01-01"]},
-        nba={"config": "nba.yaml", "as_of": AS_OF, "out": str(out)},
+        nba={"config": "nba.yaml", "as_of": AS_OF, "out": str(out), "evaluate": False},  # judged in test_nba_eval
     )
     result = DemoResult(world=None, ingest=None, identity=None, features=None)
     _run_models(cfg, world.folder, result, lambda step, fraction: None)

@@ -53,6 +53,18 @@ def test_hillstrom_judged_at_every_budget_with_intervals_and_a_logged_plot(hills
     assert t["true"].isna().all() and not result.truth  # a real experiment has no truth
     assert result.rows == 9000 and result.excluded_rows == 0
     assert len(result.verdicts) == len(POLICIES) - 1
+    # the demo's headline: every policy at the headline budget and the verdicts
+    from omnicrm.cli.render import console, print_nba_eval_headline
+
+    with console.capture() as cap:
+        print_nba_eval_headline(result, 1.5)
+    text = cap.get()
+    head = t[t["budget"] == 0.3].set_index("policy")
+    for policy in POLICIES:
+        line = next(ln for ln in text.splitlines() if f" {policy} " in ln)
+        r = head.loc[policy]
+        assert f"{r['dr']:+.3f} [{r['dr_lo']:+.3f}, {r['dr_hi']:+.3f}]" in line
+    assert all(v in text for v in result.verdicts) and "(1.5 s)" in text
     run = tracking.run_metrics(result.run_id)
     assert f"{NBA.replace(' ', '_').replace('-', '_')}.dr" in run
     art = Path(tracking.mlruns_dir()).rglob("value_vs_budget.png")

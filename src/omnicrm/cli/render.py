@@ -445,6 +445,8 @@ def print_demo(result: Any) -> None:
         )
     if getattr(result, "nba", None) is not None:
         print_nba(result.nba, result.nba_seconds)
+    if getattr(result, "nba_eval", None) is not None:
+        print_nba_eval_headline(result.nba_eval, result.nba_eval_seconds)
     _print_demo_report(result)
 
 
@@ -481,6 +483,39 @@ def print_nba(result: Any, seconds: float | None = None) -> None:
         f"{s['cost']:,.2f}{budget}; solver {result.method}, gap {s['solver_gap']:.2%}; constraint violations "
         f"(consent, caps with history, quiet, suppression, budget, capacity, volumes): {int(s['violations'])}{took}"
     )
+
+
+def print_nba_eval_headline(result: Any, seconds: float | None = None) -> None:
+    """The demo's lines of the off-policy judgement: every policy at the headline budget, and the verdicts.
+
+    Parameters
+    ----------
+    result : omnicrm.pipeline.nba_eval.NbaEvalResult
+    seconds : float, optional
+        The step's wall time.
+    """
+    head = result.table[(result.table["budget"] - result.headline).abs() < 1e-9]
+    t = Table(
+        title=(
+            f"nba-eval: incremental {result.unit} per eligible row at a budget of {result.headline:.0%} "
+            f"({result.rows:,} randomised rows of {result.customers:,} customers, models cross-fitted by customer)"
+        )
+    )
+    t.add_column("policy")
+    if result.truth:
+        t.add_column("true", justify="right")
+    t.add_column("DR estimate [95% interval]", justify="right")
+    for r in head.to_dict("records"):
+        cells = [str(r["policy"])]
+        if result.truth:
+            cells.append(f"{r['true']:+.3f}")
+        cells.append(f"{r['dr']:+.3f} [{r['dr_lo']:+.3f}, {r['dr_hi']:+.3f}]")
+        t.add_row(*cells)
+    show(t)
+    for line in result.verdicts:
+        console.print(f"  {line}", soft_wrap=True, highlight=False)
+    took = f" ({seconds:.1f} s)" if seconds is not None else ""
+    console.print(f"nba-eval: all budgets and the value-vs-budget plot in MLflow run {result.run_id}{took}")
 
 
 def _print_demo_report(result: Any) -> None:

@@ -69,11 +69,15 @@ class EffectsStep(StrictModel):
 
 
 class NbaStep(StrictModel):
-    """Build the next-best-action list of the catalogue ``config`` at ``as_of`` (``omnicrm nba``) into ``out``."""
+    """Build the next-best-action list of the catalogue ``config`` at ``as_of`` (``omnicrm nba``) into ``out``.
+
+    With ``evaluate`` the catalogue is then judged off-policy (``omnicrm nba-eval``).
+    """
 
     config: str
     as_of: date
     out: str
+    evaluate: bool = True
 
 
 class DemoConfig(StrictModel):
@@ -121,6 +125,8 @@ class DemoResult:
     effects: Any = None  # EffectsResult of the registered effect model
     nba: Any = None  # NbaResult of the next-best-action list
     nba_seconds: float | None = None  # wall time of the nba step
+    nba_eval: Any = None  # NbaEvalResult: the catalogue judged off-policy
+    nba_eval_seconds: float | None = None
     report: Any = None  # ReportResult of the marketing report
 
 
@@ -186,6 +192,12 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
         started = time.perf_counter()
         result.nba = run_nba(base / cfg.nba.config, cfg.nba.as_of, Path(cfg.nba.out), progress=progress)
         result.nba_seconds = time.perf_counter() - started
+        if cfg.nba.evaluate:
+            from omnicrm.pipeline.nba_eval import run_nba_eval
+
+            started = time.perf_counter()
+            result.nba_eval = run_nba_eval(base / cfg.nba.config, progress=progress)
+            result.nba_eval_seconds = time.perf_counter() - started
     if cfg.report:
         from omnicrm.pipeline.report import run_report
 
