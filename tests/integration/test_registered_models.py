@@ -434,7 +434,7 @@ def test_recommend_serves_the_params_recommend_eval_chose(small_store: Path, tmp
         app, ["recommend", str(path), "--as-of", str(AS_OF), "--out", str(out)], terminal_width=300
     )
     assert res.exit_code == 0, res.output
-    assert f"with chosen by recommend-eval run {result.run_id}" in res.output
+    assert f"with the params chosen by recommend-eval run {result.run_id}" in res.output
     version = tracking.get_version(name, "candidate")
     assert version.tags["tuned_by"] == result.run_id
     assert registered_regularization(version.version) == 5.0

@@ -118,7 +118,7 @@ def serve_params(cfg, config_source: str, use_chosen: bool = True) -> ServeParam
     source = f"recommend-eval run {run.run_id} ({run.started})"
     # a run logged by an older omnicrm may hold a parameter this one no longer takes: a clear error
     build_method(spec, dict(chosen["params"]), cfg.seed, f"{CHOSEN_FILE} of {source}")
-    return ServeParams(dict(chosen["params"]), f"chosen by {source}", run.run_id)
+    return ServeParams(dict(chosen["params"]), f"the params chosen by {source}", run.run_id)
 
 
 @dataclass
