@@ -21,6 +21,12 @@ def recommend_eval(config: ConfigArg) -> None:
     with reporting() as progress:
         result = evaluate_recommenders(config, progress=progress)
     print_recommend_eval(result)
+    chosen = {k: v for k, v in result.params[result.serve].items() if not isinstance(v, dict)}
+    console.print(
+        f"`omnicrm recommend` on this config now refits {result.serve} with the params chosen here "
+        f"(run {result.run_id[:8]}; --config-params for the config's): "
+        + ", ".join(f"{k}={v}" for k, v in chosen.items())
+    )
 
 
 @app.command()

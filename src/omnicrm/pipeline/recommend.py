@@ -50,6 +50,7 @@ class RecommendEvalResult:
     run_id: str
     method_run_ids: dict[str, str]
     k: int
+    serve: str = ""  # the config's serve method: `omnicrm recommend` refits it with params[serve]
 
 
 #: the MLflow model kind tag of registered recommenders (promotion dispatches on it)
@@ -225,7 +226,7 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
                 child_ids[r.name] = run.run_id
     progress("recommend-eval: done", 1.0)
     return RecommendEvalResult(
-        table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k
+        table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k, cfg.serve
     )
 
 
