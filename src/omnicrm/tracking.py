@@ -479,6 +479,40 @@ def load_run_text(run_id: str, path: str) -> str:
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """A finished run found by :func:`latest_run`: its id, start (UTC, ISO) and tags."""
+
+    run_id: str
+    started: str
+    tags: dict[str, str]
+
+
+def latest_run(experiment: str, tags: Mapping[str, Any]) -> RunSummary | None:
+    """The newest finished run of ``experiment`` carrying every one of ``tags`` (``None``: no such run)."""
+    import datetime as dt
+
+    configure()
+    client = MlflowClient()
+    with _store_errors():
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        # tag values are quoted for the filter language; the values omnicrm writes hold no quote
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"attributes.status = 'FINISHED' and {where}" if where else "attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    if not runs:
+        return None
+    run = runs[0]
+    started = dt.datetime.fromtimestamp(run.info.start_time / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+    return RunSummary(run.info.run_id, started, dict(run.data.tags))
+
+
 class MissingVersion(ConfigError):
     """The registry has no such version or alias (a damaged store is a plain ConfigError)."""
 

@@ -183,6 +183,8 @@ def test_cli_recommend_eval_prints_the_table(rec_config: Path) -> None:
     res = CliRunner().invoke(app, ["recommend-eval", str(rec_config)])
     assert res.exit_code == 0, res.output
     assert "hybrid" in res.output and "NDCG@5" in res.output
+    assert "`omnicrm recommend` on this config now refits hybrid with the params chosen here" in res.output
+    assert "learning_rate=0.1" in res.output or "learning_rate=0.05" in res.output  # the tuned ranker param
 
 
 @pytest.mark.slow

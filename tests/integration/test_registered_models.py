@@ -394,3 +394,78 @@ def test_effect_model_promotion_compares_qini_on_campaigns_neither_has_seen(
         promote_model("small-uplift-purchase")
     assert tracking.get_version(UPLIFT_NAME, "champion").version == champion
     assert promote_model("small-uplift-purchase", force=True).note.startswith("forced: not compared")
+
+
+def test_recommend_serves_the_params_recommend_eval_chose(small_store: Path, tmp_path: Path) -> None:
+    """After recommend-eval, the refit and the version it registers use the chosen params, not the config's.
+
+    ALS's ``params`` say regularisation 0.05; its grid holds only 5.0, so the evaluation chooses 5.0.
+    """
+    from omnicrm.pipeline.recommend import evaluate_recommenders, load_store_purchases, write_recommendations
+    from omnicrm.recommend.config import build_method, load_recommend_config
+
+    store = _store(small_store)
+    als = {"factors": 8, "iterations": 5, "regularization": 0.05}
+    cfg = {
+        **{k: v for k, v in rec_config(store).items() if k != "methods"},
+        "dataset": "chosen",
+        "serve": "als",
+        "methods": [
+            {"name": "popularity", "kind": "popularity"},
+            {"name": "als", "kind": "als", "params": als, "grid": {"regularization": [5.0]}},
+        ],
+    }
+    path = _write(tmp_path / "als.yaml", cfg)
+    name = "omnicrm-chosen-recommend"
+
+    def registered_regularization(version: str) -> float:
+        return tracking.load_model(tracking.model_uri(name, version)).model.regularization
+
+    # before any evaluation: the config's params, and the result says so
+    first = write_recommendations(path, AS_OF, tmp_path / "config.parquet")
+    assert "with the config's params: no recommend-eval run of this config" in first.model
+    assert registered_regularization(first.version) == 0.05
+
+    result = evaluate_recommenders(path)
+    assert result.params["als"]["regularization"] == 5.0
+
+    out = tmp_path / "chosen.parquet"
+    res = CliRunner().invoke(
+        app, ["recommend", str(path), "--as-of", str(AS_OF), "--out", str(out)], terminal_width=300
+    )
+    assert res.exit_code == 0, res.output
+    assert f"with the params chosen by recommend-eval run {result.run_id}" in res.output
+    version = tracking.get_version(name, "candidate")
+    assert version.tags["tuned_by"] == result.run_id
+    assert registered_regularization(version.version) == 5.0
+    # the lists are those of ALS with the chosen params, and differ from the config's
+    loaded = load_recommend_config(path)
+    purchases, items = load_store_purchases(loaded, AS_OF)
+    model = build_method(loaded.serve_spec, als | {"regularization": 5.0}, loaded.seed).fit(purchases, AS_OF, items)
+    expected = model.recommend(model.history_.users, K)
+    got = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(
+        got.drop(columns="score").reset_index(drop=True), expected.drop(columns="score").reset_index(drop=True)
+    )
+    pairs = ["customer_id", "product_id"]
+    assert not got[pairs].equals(pd.read_parquet(tmp_path / "config.parquet")[pairs])
+
+    # --model serves that version: the chosen params
+    res = CliRunner().invoke(
+        app,
+        ["recommend", str(path), "--as-of", str(AS_OF), "--out", str(tmp_path / "m.parquet"), "--model", "candidate"],
+    )
+    assert res.exit_code == 0, res.output
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "m.parquet").drop(columns="score"), got.drop(columns="score")
+    )
+
+    # --config-params refits with the config's params
+    forced = write_recommendations(path, AS_OF, tmp_path / "forced.parquet", chosen_params=False)
+    assert "with the config's params (" in forced.model and registered_regularization(forced.version) == 0.05
+
+    # another experiment (a changed grid) does not inherit that run's choice
+    other = _write(tmp_path / "other.yaml", cfg | {"methods": [cfg["methods"][0], cfg["methods"][1] | {"grid": {}}]})
+    again = write_recommendations(other, AS_OF, tmp_path / "other.parquet")
+    assert "no recommend-eval run of this config" in again.model
+    assert registered_regularization(again.version) == 0.05

@@ -133,16 +133,43 @@ def test_baselines_known_answers(world: pd.DataFrame, fitted: dict) -> None:
     assert pop[pop["customer_id"] == "stranger"]["product_id"].tolist() == expected_top
     assert pop["reason"].iloc[0] == f"popular with all customers ({buyers[expected_top[0]]} customers)"
 
-    # repurchase: the customer's items by number of orders, the more recent first on ties
+    # repurchase: the customer's items by number of orders, the more recent first on ties, then the
+    # more popular (customers who bought it), then product id
     lines = world.drop_duplicates(["customer_id", "product_id", "order_id"])
     own = lines[lines["customer_id"] == "a03"].groupby("product_id").agg(n=("order_id", "size"), last=("ts", "max"))
-    expected = own.sort_values(["n", "last"], ascending=[False, False]).index.tolist()
+    own = own.assign(buyers=buyers.reindex(own.index), pid=own.index)
+    expected = own.sort_values(["n", "last", "buyers", "pid"], ascending=[False, False, False, True]).index.tolist()
     rep = fitted["repurchase"].recommend(["a03"], len(expected))
     assert rep["product_id"].tolist() == expected
     n, last = own.loc[expected[0], "n"], own.loc[expected[0], "last"]
     days = int((CUTOFF - last).total_seconds() // 86400)
     assert rep["reason"].iloc[0] == f"bought {n} times, last {days} days ago"
     assert h.n_users == 100 and h.n_items == 12
+
+
+@pytest.mark.parametrize("half_life_days", [None, 90])
+def test_repurchase_breaks_ties_by_popularity_then_product_id(half_life_days: float | None) -> None:
+    """Products bought together (equal scores) come in order of how many customers bought them, not by id.
+
+    "me" bought A, B, C and D in one order: every score ties. B was bought by 3 others, C by 1, A and D by
+    none: B, C, then A before D (equal popularity, product id). Ordered by id alone it would be A, B, C, D.
+    """
+    t = CUTOFF
+    rows = [("me", p, t - timedelta(days=10), "o0", 1.0, 1.0) for p in ("A", "B", "C", "D")]
+    rows += [(f"x{i}", "B", t - timedelta(days=40), f"b{i}", 1.0, 1.0) for i in range(3)]
+    rows += [("y0", "C", t - timedelta(days=40), "c0", 1.0, 1.0)]
+    frame = pd.DataFrame(rows, columns=["customer_id", "product_id", "ts", "order_id", "quantity", "amount"])
+    model = Repurchase(half_life_days=half_life_days).fit(frame, t)
+    recs = model.recommend(["me"], 4)
+    assert recs["score"].nunique() == 1  # really a tie
+    assert recs["product_id"].tolist() == ["B", "C", "A", "D"]
+    # the tie-break is item-side: the registered (customer-free) model orders the same way
+    from omnicrm.recommend import ServedRecommender
+
+    served = ServedRecommender.from_fitted(model, "repurchase", 4, False)
+    assert served.predict_frame(frame, as_of=t)["product_id"].head(4).tolist() == ["B", "C", "A", "D"]
+    # other methods keep the product index as their tie-break
+    assert Popularity().fit(frame, t)._tie_rank().tolist() == [0, 1, 2, 3]
 
 
 def test_recent_popularity_reads_only_its_window() -> None:

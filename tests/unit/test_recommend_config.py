@@ -83,3 +83,16 @@ def test_recommend_commands_have_help(command: str) -> None:
 
     result = CliRunner().invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "CONFIG" in result.output.upper()
+
+
+def test_config_digest_ignores_the_store_path_and_nothing_of_the_experiment(tmp_path: Path) -> None:
+    """What recommend-eval chose is served for the same experiment on any machine, never for another one."""
+    from omnicrm.pipeline.recommend import config_digest
+
+    base = load_recommend_config(_write(tmp_path))
+    moved = load_recommend_config(_write(tmp_path, store="/elsewhere/omnicrm.duckdb", experiment="other"))
+    assert config_digest(moved) == config_digest(base)
+    data = yaml.safe_load((ROOT / "configs/recommend/synthetic.yaml").read_text())
+    data["methods"][3]["grid"] = {"regularization": [1, 10]}
+    for changed in ({"k": 5}, {"test_cutoff": "2024-11-01"}, {"methods": data["methods"]}):
+        assert config_digest(load_recommend_config(_write(tmp_path, **changed))) != config_digest(base), changed

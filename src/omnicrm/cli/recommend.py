@@ -21,6 +21,12 @@ def recommend_eval(config: ConfigArg) -> None:
     with reporting() as progress:
         result = evaluate_recommenders(config, progress=progress)
     print_recommend_eval(result)
+    chosen = {k: v for k, v in result.params[result.serve].items() if not isinstance(v, dict)}
+    console.print(
+        f"`omnicrm recommend` on this config now refits {result.serve} with the params chosen here "
+        f"(run {result.run_id[:8]}; --config-params for the config's): "
+        + ", ".join(f"{k}={v}" for k, v in chosen.items())
+    )
 
 
 @app.command()
@@ -31,8 +37,19 @@ def recommend(
     model: Annotated[
         str | None, typer.Option("--model", help="Score with a registered model (champion, candidate or a version).")
     ] = None,
+    config_params: Annotated[
+        bool,
+        typer.Option(
+            "--config-params",
+            help="Refit with the config's params, not those the newest recommend-eval run of this config chose.",
+        ),
+    ] = False,
 ) -> None:
-    """Top-k products (with reasons) per customer with a purchase before --as-of: refit and register, or --model."""
+    """Top-k products (with reasons) per customer with a purchase before --as-of: refit and register, or --model.
+
+    The refit uses the params the newest ``recommend-eval`` run of the same config chose (else the
+    config's), so what is served is what was evaluated.
+    """
     from omnicrm.store.outputs import PARQUET, check_output_path
 
     check_output_path(out, PARQUET)
@@ -42,7 +59,9 @@ def recommend(
     check_as_of(load_recommend_config(config).store, as_of)
 
     with reporting() as progress:
-        result = write_recommendations(config, as_of.date(), out, progress=progress, model=model)
+        result = write_recommendations(
+            config, as_of.date(), out, progress=progress, model=model, chosen_params=not config_params
+        )
     console.print(
         f"recommendations ({result.method}, as of {result.as_of}): {result.rows:,} rows for "
         f"{result.customers:,} customers -> {result.out}\nmodel: {result.model}"

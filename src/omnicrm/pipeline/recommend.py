@@ -7,7 +7,11 @@
   tuned params, its test metrics as ``<mode>.<metric>`` (so the UI's compare view lines methods up),
   validation metrics and the tuning grid. No fitted model is pickled: it would carry every
   customer's purchases and id (251 MB per run on Online Retail), which a refit re-derives.
+* The parent run also records what the tuning chose (``chosen_params.json``: every method's params)
+  and is tagged with the config's digest (:func:`config_digest`), so ``omnicrm recommend`` can find
+  it: see :func:`serve_params`.
 * :func:`write_recommendations`: fits the config's ``serve`` method on everything before ``as_of``
+  (with the params the newest ``recommend-eval`` run of the same config chose, else the config's)
   and writes top-k rows for every customer with a purchase before it (Parquet, written to a
   temporary file and moved into place, so a failed run leaves the previous output). The fitted model
   is logged (run ``recommend · <dataset> · as of <date>``) and registered as the ``candidate`` of
@@ -46,10 +50,76 @@ class RecommendEvalResult:
     run_id: str
     method_run_ids: dict[str, str]
     k: int
+    serve: str = ""  # the config's serve method: `omnicrm recommend` refits it with params[serve]
 
 
 #: the MLflow model kind tag of registered recommenders (promotion dispatches on it)
 MODEL_KIND = "recommend"
+#: the artifact of a recommend-eval parent run holding every method's chosen params
+CHOSEN_FILE = "chosen_params.json"
+#: the tag of a recommend-eval parent run holding the digest of its config (see :func:`config_digest`)
+CHOSEN_TAG = "config_digest"
+
+
+def config_digest(cfg) -> str:  # noqa: ANN001 - a RecommendConfig
+    """SHA-256 of the experiment a config defines: everything but ``store`` and ``experiment``.
+
+    Two configs with the same digest tune the same methods on the same grids and windows, so what one
+    ``recommend-eval`` run chose applies to the other. The store's path is left out (it is a path on
+    one machine; the data's identity is the store's fingerprint, tagged on registered versions), and so
+    is the experiment name (the run is looked up in it).
+    """
+    import hashlib
+
+    data = cfg.model_dump(mode="json", exclude={"store", "experiment"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ServeParams:
+    """The params ``omnicrm recommend`` refits the ``serve`` method with, and where they came from.
+
+    ``run_id`` is the recommend-eval run that chose them (``None``: the config's ``params``);
+    ``source`` says so in one line (printed, and tagged on the registered version).
+    """
+
+    params: dict[str, Any]
+    source: str
+    run_id: str | None = None
+
+
+def serve_params(cfg, config_source: str, use_chosen: bool = True) -> ServeParams:  # noqa: ANN001 - a RecommendConfig
+    """The ``serve`` method's params: those the newest ``recommend-eval`` run of this config chose, else ``params``.
+
+    The run is the newest finished parent run in the config's experiment tagged with this dataset and
+    this config's :func:`config_digest`: a run of another grid, window, k or method list does not
+    count (its choice answered another question). Its ``chosen_params.json`` gives the ``serve``
+    method's params exactly as the evaluation fitted them before its test cutoff (the hybrid's with the
+    tuned ALS and kNN inside). Without such a run, or with ``use_chosen=False``, the config's
+    ``params`` are used and ``source`` says why.
+    """
+    from omnicrm import tracking
+    from omnicrm.recommend.config import build_method
+
+    spec = cfg.serve_spec
+    config = ServeParams(dict(spec.params), f"the config's params ({config_source})")
+    if not use_chosen:
+        return config
+    run = tracking.latest_run(
+        cfg.experiment, {"task": TASK, "dataset": cfg.dataset, "run_kind": "experiment", CHOSEN_TAG: config_digest(cfg)}
+    )
+    if run is None:
+        return ServeParams(
+            config.params,
+            f"the config's params: no recommend-eval run of this config in experiment '{cfg.experiment}' yet",
+        )
+    chosen = json.loads(tracking.load_run_text(run.run_id, CHOSEN_FILE))["methods"].get(spec.name)
+    if chosen is None or chosen.get("kind") != spec.kind:  # cannot happen with equal digests; a hand-edited run
+        return ServeParams(config.params, f"the config's params: recommend-eval run {run.run_id} chose none for it")
+    source = f"recommend-eval run {run.run_id} ({run.started})"
+    # a run logged by an older omnicrm may hold a parameter this one no longer takes: a clear error
+    build_method(spec, dict(chosen["params"]), cfg.seed, f"{CHOSEN_FILE} of {source}")
+    return ServeParams(dict(chosen["params"]), f"the params chosen by {source}", run.run_id)
 
 
 @dataclass
@@ -70,6 +140,7 @@ class WriteResult:
     refitted: bool = True
     model: str = ""
     run_id: str | None = None
+    params_source: str = ""
 
 
 def load_store_purchases(cfg, before: date) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001 - a RecommendConfig
@@ -111,10 +182,21 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
         "k": cfg.k,
     }
     child_ids = {}
+    digest = config_digest(cfg)
     with tracking.start_run(
-        cfg.experiment, f"recommend-eval · {cfg.dataset}", tags=tags | {"run_kind": "experiment"}
+        cfg.experiment,
+        f"recommend-eval · {cfg.dataset}",
+        tags=tags | {"run_kind": "experiment", CHOSEN_TAG: digest, "serve_method": cfg.serve},
     ) as parent:
         tracking.log_config(cfg.model_dump(mode="json"))
+        # what `omnicrm recommend` refits with (serve_params): every method's chosen params, exactly typed
+        tracking.log_dict(
+            {
+                "config_digest": digest,
+                "methods": {r.name: {"kind": r.kind, "params": r.params} for r in result.methods},
+            },
+            CHOSEN_FILE,
+        )
         tracking.log_table(table, "tables/results.csv")
         tracking.log_text(markdown_table(table), "tables/results.md")
         tracking.log_table(validation, "tables/validation.csv")
@@ -144,7 +226,7 @@ def evaluate_recommenders(config_path: str | Path, progress: Progress = silent) 
                 child_ids[r.name] = run.run_id
     progress("recommend-eval: done", 1.0)
     return RecommendEvalResult(
-        table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k
+        table, {r.name: r.params for r in result.methods}, validation, parent.run_id, child_ids, cfg.k, cfg.serve
     )
 
 
@@ -199,6 +281,7 @@ def write_recommendations(
     out: str | Path,
     progress: Progress = silent,
     model: str | None = None,
+    chosen_params: bool = True,
 ) -> WriteResult:
     """Top-k products for every customer with a purchase before ``as_of`` -> ``out`` (Parquet).
 
@@ -217,6 +300,9 @@ def write_recommendations(
         ``candidate`` of ``omnicrm-<dataset>-recommend`` (a method that cannot be served from item
         state, BPR, is not registered and the result says why). An alias (``champion``,
         ``candidate``) or a version number: score with that registered version; nothing is fitted.
+    chosen_params
+        Refit with the params the newest ``recommend-eval`` run of this config chose
+        (:func:`serve_params`); ``False``: with the config's ``params``.
 
     Returns
     -------
@@ -235,17 +321,18 @@ def write_recommendations(
     purchases, items = load_store_purchases(cfg, as_of_date)
     if purchases.empty:
         raise InputError(f"{cfg.store}: no purchases before {as_of_date}; nothing to recommend from")
-    progress(f"refitting {spec.name} on purchases before {as_of_date}", 0.2)
-    fitted = build_method(spec, dict(spec.params), cfg.seed, str(config_path)).fit(purchases, as_of_date, items)
+    chosen = serve_params(cfg, str(config_path), chosen_params)
+    progress(f"refitting {spec.name} on purchases before {as_of_date} with {chosen.source}", 0.2)
+    fitted = build_method(spec, dict(chosen.params), cfg.seed, str(config_path)).fit(purchases, as_of_date, items)
     customers = fitted.history_.users
     progress(f"recommending for {len(customers):,} customers", 0.6)
     recs = fitted.recommend(customers, cfg.k, exclude_purchased=cfg.serve_exclude_purchased)
     progress("logging and registering the model", 0.8)
-    run_id, version, note = _register(cfg, fitted, as_of_date)
+    run_id, version, note = _register(cfg, fitted, as_of_date, chosen)
     written = write_frame(conform(recs, schema.RECOMMENDATIONS), out)
     progress("recommendations written", 1.0)
     name = cfg.registered_name()
-    described = f"refitted {spec.name} on purchases before {as_of_date}; " + (
+    described = f"refitted {spec.name} on purchases before {as_of_date} with {chosen.source}; " + (
         f"registered {name} v{version} (candidate)" if version else f"not registered: {note}"
     )
     return WriteResult(
@@ -259,6 +346,7 @@ def write_recommendations(
         True,
         described,
         run_id,
+        chosen.source,
     )
 
 
@@ -274,7 +362,7 @@ def store_fingerprint(store: str | Path) -> str:
         con.close()
 
 
-def _register(cfg, fitted, as_of: date) -> tuple[str, str | None, str]:  # noqa: ANN001 - config, Recommender
+def _register(cfg, fitted, as_of: date, chosen: ServeParams) -> tuple[str, str | None, str]:  # noqa: ANN001 - config, Recommender
     """Log the serving run and register the fitted model; (run id, version or None, why not registered)."""
     from omnicrm import tracking
     from omnicrm.recommend import NotServableError, ServedRecommender
@@ -291,7 +379,8 @@ def _register(cfg, fitted, as_of: date) -> tuple[str, str | None, str]:  # noqa:
         "customers_at_fit": fitted.history_.n_users,
         "data_fingerprint": fingerprint,
         "config": cfg.dataset,
-    }
+        "params_source": chosen.source,
+    } | ({"tuned_by": chosen.run_id} if chosen.run_id else {})
     tags = {
         "task": TASK,
         "run_kind": "serve",

@@ -232,9 +232,11 @@ class Recommender:
         own = own[np.isfinite(own["score"].to_numpy())]
         if exclude_purchased:
             own = own[~self._purchased(slot_user[own["slot"].to_numpy()], own["i"].to_numpy())]
-        own = own.sort_values(["slot", "score", "i"], ascending=[True, False, True], kind="stable")
+        # equal scores are ordered by the method's tie-break rank (product index unless it says otherwise)
+        own = own.assign(tie=self._tie_rank()[own["i"].to_numpy()])
+        own = own.sort_values(["slot", "score", "tie"], ascending=[True, False, True], kind="stable")
         own = own.drop_duplicates(["slot", "i"])
-        own = own[own.groupby("slot").cumcount().to_numpy() < k]
+        own = own[own.groupby("slot").cumcount().to_numpy() < k].drop(columns="tie")
         filled = self._fill(slot_user, own, k, exclude_purchased)
         out = pd.concat([own, filled], ignore_index=True).sort_values(["slot", "fill"], kind="stable")
         rank = out.groupby("slot").cumcount().to_numpy() + 1
@@ -252,6 +254,10 @@ class Recommender:
     def _top_items(self, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:
         """The method's own ranked items: a frame (row = position in ``users``, i, score)."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def _tie_rank(self) -> np.ndarray:
+        """Per product, its place among the method's own items of equal score (lower first): the product index."""
+        return np.arange(self.history_.n_items)
 
     def _fallback(self) -> Ranking:
         """The ranking that fills short lists: global popularity."""

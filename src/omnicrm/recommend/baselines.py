@@ -55,8 +55,11 @@ class Repurchase(Recommender):
     """The customer's own items, ranked by how often and how recently they were bought.
 
     ``half_life_days``: each past order of the item counts ``0.5 ** (age / half_life)``; ``None``
-    counts orders plainly, the most recent purchase breaking ties. Customers with fewer than ``k``
-    own items (and every customer when purchased items are excluded) are filled by popularity.
+    counts orders plainly, the most recent purchase breaking ties. Products still tied (bought in the
+    same orders: the same basket repeated) are ordered by popularity, the number of customers who
+    bought them before the cutoff, then by product id (issue 11: +0.020 NDCG@10 on Online Retail's
+    test window against the product id alone). Customers with fewer than ``k`` own items (and every
+    customer when purchased items are excluded) are filled by popularity.
     Its :meth:`item_state` is the base class's: its own scores are per customer, which no artifact holds.
     """
 
@@ -72,6 +75,12 @@ class Repurchase(Recommender):
     def _users(self, history: History) -> None:
         super()._users(history)
         self.scores_ = repurchase_scores(history, self.half_life_days)
+
+    def _tie_rank(self) -> np.ndarray:
+        # the place in the popularity ranking (buyers, then product index): a total order, item-side state
+        rank = np.empty(len(self.popular_.order), dtype=np.int64)
+        rank[self.popular_.order] = np.arange(len(rank))
+        return rank
 
     def _top_items(self, users: np.ndarray, k: int, exclude: bool) -> pd.DataFrame:
         if exclude:
