@@ -53,7 +53,7 @@ def score(
         typer.Option("--fail-on-drift", help="Exit 3 and publish nothing when a drift check breaches its threshold."),
     ] = False,
 ) -> None:
-    """Batch scoring: every customer scored by the registry's champions or excluded with a reason, published atomically."""
+    """Batch scoring: every customer scored by the registry's champions or excluded with a reason."""
     summary: dict[str, Any] = {"status": "error", "exit": 1, "as_of": f"{as_of:%Y-%m-%d}", "config": str(config)}
     try:
         from omnicrm.pipeline.score import DriftBreach, run_score

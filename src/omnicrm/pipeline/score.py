@@ -195,7 +195,9 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
         for i, tcfg in enumerate(setup.tasks):
             task = tcfg.task
             progress(f"score: population and inputs of {tcfg.name}", 0.08)
-            con.execute(f"CREATE TEMP TABLE score_pop_{i} AS SELECT DISTINCT customer_id FROM ({task.population_sql(as_of)})")
+            con.execute(
+                f"CREATE TEMP TABLE score_pop_{i} AS SELECT DISTINCT customer_id FROM ({task.population_sql(as_of)})"
+            )
             keys = con.execute(f"SELECT customer_id FROM score_pop_{i} ORDER BY customer_id").df()
             keys["cutoff"] = pd.Timestamp(as_of).as_unit("us")
             # extra inputs (clv: BG/NBD fitted on the whole population) once, not per chunk: a fit per
@@ -306,7 +308,8 @@ def _score_chunks(
             step = f"scores:{tcfg.name}"
             with clock.step(step) as st:
                 pop = con.execute(
-                    f"SELECT p.customer_id FROM score_pop_{i} p JOIN score_customers c USING (customer_id) WHERE c.chunk = ?",
+                    f"SELECT p.customer_id FROM score_pop_{i} p JOIN score_customers c USING (customer_id) "
+                    "WHERE c.chunk = ?",
                     [k],
                 ).df()
                 inputs = con.execute(
@@ -404,7 +407,9 @@ def _nba(
 
     assert setup.catalogue is not None
     cat = load_catalogue(setup.catalogue)
-    used = sorted({m if m.startswith("omnicrm-") else f"omnicrm-{m}" for m in (cat.effect_source(a)[0] for a in cat.actions)})
+    used = sorted(
+        {m if m.startswith("omnicrm-") else f"omnicrm-{m}" for m in (cat.effect_source(a)[0] for a in cat.actions)}
+    )
     versions = {m.name: m.version for m in models if m.kind in ("effects", "recommender")}
     refs = {versions[u] for u in used}
     # one version reference covers every effect model of the catalogue: the resolved number when they
@@ -421,13 +426,18 @@ def _nba(
     excluded_path(out).rename(staging / NBA_DROPPED)
     nba = pd.read_parquet(out)
     dropped = pd.read_parquet(staging / NBA_DROPPED)
-    everyone = con.execute("SELECT customer_id, first_seen < ? AS known FROM score_customers ORDER BY customer_id", [as_of]).df()
+    everyone = con.execute(
+        "SELECT customer_id, first_seen < ? AS known FROM score_customers ORDER BY customer_id", [as_of]
+    ).df()
     ids = everyone["customer_id"].to_numpy(dtype=object)
     sent = nba["customer_id"].astype(object).unique()
     reasons = nba_excluded(dropped, sent)
     unknown = ids[~everyone["known"].to_numpy(dtype=bool)]
     excl = pd.concat(
-        [excluded_rows(reasons["customer_id"], "nba", reasons["reason"]), excluded_rows(unknown, "nba", NOT_YET_A_CUSTOMER)],
+        [
+            excluded_rows(reasons["customer_id"], "nba", reasons["reason"]),
+            excluded_rows(unknown, "nba", NOT_YET_A_CUSTOMER),
+        ],
         ignore_index=True,
     ).sort_values("customer_id", kind="stable")
     ledger.add("nba", ids, sent, excl)
@@ -439,9 +449,12 @@ def _nba(
 
 
 def _profiles_and_psi(
-    con, setup: ScoreSetup, staging: Path, previous: dict[str, Any] | None  # noqa: ANN001
+    con,
+    setup: ScoreSetup,
+    staging: Path,
+    previous: dict[str, Any] | None,  # noqa: ANN001
 ) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
-    """This run's profiles (features, scores, effects) and the PSI of each against the previous run's."""
+    """The run's profiles (features, scores, effects) and the PSI of each against the previous run's."""
     bins = setup.config.drift.bins
     prof: dict[str, Any] = {"features": {}, "scores": {}}
     f_psi: dict[str, float] = {}
@@ -491,7 +504,9 @@ def _nba_change(previous_folder: Path | None, staging: Path) -> float | None:
     def universe(folder: Path) -> set[str]:
         ex = pd.read_parquet(folder / "excluded.parquet", columns=["customer_id", "step", "reason"])
         ex = ex[(ex["step"] == "nba") & (ex["reason"] != NOT_YET_A_CUSTOMER)]
-        return set(ex["customer_id"]) | set(pd.read_parquet(folder / "nba.parquet", columns=["customer_id"])["customer_id"])
+        return set(ex["customer_id"]) | set(
+            pd.read_parquet(folder / "nba.parquet", columns=["customer_id"])["customer_id"]
+        )
 
     both = sorted(universe(previous_folder) & universe(staging))
     cols = ["customer_id", "rank", "action", "channel", "product_id"]
@@ -607,9 +622,15 @@ def run_score(
             )
             breaches = table[table["breach"]]
             tags = tracking.context_tags()
-            code = {"omnicrm": __version__, "git_commit": tags.get("git_commit", ""), "git_dirty": tags.get("git_dirty", "")}
+            code = {
+                "omnicrm": __version__,
+                "git_commit": tags.get("git_commit", ""),
+                "git_dirty": tags.get("git_dirty", ""),
+            }
             run_tags = {"task": "score", "dataset": cfg.name, "as_of": f"{as_of:%Y-%m-%d}", "score_run_id": run_id}
-            with tracking.start_run(cfg.experiment, f"score · {cfg.name} · as of {as_of:%Y-%m-%d}", tags=run_tags) as run:
+            with tracking.start_run(
+                cfg.experiment, f"score · {cfg.name} · as of {as_of:%Y-%m-%d}", tags=run_tags
+            ) as run:
                 manifest = build_manifest(
                     as_of=f"{as_of:%Y-%m-%d}",
                     run_id=run_id,

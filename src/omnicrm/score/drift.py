@@ -253,7 +253,9 @@ def drift_table(
         rows.append(("out_of_range", f"{model}:{feature}", n_out / n if n else 0.0, thresholds.out_of_range))
     table = pd.DataFrame(rows, columns=COLUMNS[:4])
     table["breach"] = table["value"] > table["threshold"]
-    order = {c: i for i, c in enumerate(["population_change", "nba_changed", "feature_psi", "score_psi", "out_of_range"])}
+    order = {
+        c: i for i, c in enumerate(["population_change", "nba_changed", "feature_psi", "score_psi", "out_of_range"])
+    }
     table = table.assign(_o=table["check"].map(order), _v=-table["value"])
     return table.sort_values(["_o", "_v", "subject"]).drop(columns=["_o", "_v"]).reset_index(drop=True)
 

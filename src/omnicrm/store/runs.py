@@ -270,7 +270,9 @@ class TableWriter:
         for f in inferred:
             if f.name in contract:
                 kind = self._ARROW[contract[f.name]]
-                fields.append(pa.field(f.name, pa.timestamp("us") if kind == "timestamp[us]" else pa.type_for_alias(kind)))
+                fields.append(
+                    pa.field(f.name, pa.timestamp("us") if kind == "timestamp[us]" else pa.type_for_alias(kind))
+                )
             elif pa.types.is_null(f.type) or pa.types.is_large_string(f.type):
                 fields.append(pa.field(f.name, pa.string()))
             else:
