@@ -54,6 +54,10 @@ def _model_for(path: Path):  # noqa: ANN202, C901
         from omnicrm.nba.catalogue import load_catalogue
 
         return load_catalogue
+    if top == "score":
+        from omnicrm.score.config import load_score_config
+
+        return load_score_config
     if top == "report":
         from omnicrm.report.config import load_report_config
 
@@ -119,6 +123,7 @@ def test_ingest_configs_reference_existing_mappings() -> None:
         "uplift",
         "effects",
         "readout",
+        "score",
     ],
 )
 def test_every_command_has_help(command: str | None) -> None:

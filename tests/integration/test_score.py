@@ -333,3 +333,137 @@ def test_a_shifted_store_breaches_drift_and_fail_on_drift_exits_3_without_publis
     assert (world.output / "latest").resolve() == before  # nothing moved
     assert "feature_psi" in res.output and "spend_365d" in res.output
     assert not (world.output / ".staging").exists() and len(list((world.output / "runs").iterdir())) == 1
+
+
+# --- killed runs ----------------------------------------------------------------------------------------
+# `omnicrm score` as a real process, SIGKILLed at several moments: "working" (half-way through a reference
+# run), "staged" (its manifest is in the staging folder: everything computed, nothing published) and
+# "published" (latest just moved). The published run must stay as it was (or be the new complete one),
+# and a rerun must complete, explain the stale lock, remove what the killed run left and publish a run
+# whose manifest adds up and whose tables hold the reference rows.
+
+
+@dataclass
+class KillWork:
+    output: Path
+    argv: list[str]
+    env: dict[str, str]
+    reference: dict[str, pd.DataFrame]
+    seconds: float
+
+
+def _command() -> list[str]:
+    import sys
+
+    script = Path(sys.executable).parent / "omnicrm"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "omnicrm.entry"]
+
+
+def _run(work: KillWork) -> object:
+    import subprocess
+
+    r = subprocess.run([*_command(), *work.argv], env=work.env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def kill_work(registered: World, tmp_path_factory: pytest.TempPathFactory) -> KillWork:
+    import time
+
+    root = tmp_path_factory.mktemp("score-kill")
+    config = write_configs(root / "cfg", registered.store, root / "out", chunk=97)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "OMNICRM_DEBUG")}
+    env |= {"OMNICRM_MLRUNS": str(registered.mlruns), "OMNICRM_LOG_DIR": str(root / "logs")}
+    work = KillWork(root / "out", ["score", str(config), "--as-of", str(AS_OF), "--replace"], env, {}, 0.0)
+    started = time.monotonic()
+    _run(work)
+    work.seconds = time.monotonic() - started
+    work.reference = {t: _sorted(t, f) for t, f in _tables(work.output / "latest").items()}
+    return work
+
+
+def _snapshot(output: Path) -> dict[str, bytes]:
+    run = output / "latest"
+    return {"@latest": str(run.resolve()).encode(), **{p.name: p.read_bytes() for p in sorted(run.iterdir())}}
+
+
+def _leftovers(output: Path) -> list[str]:
+    """What must not be there between runs: staging folders, a lock, temporary links, unreferenced runs."""
+    found = [str(p.relative_to(output)) for p in output.glob(".staging/*")]
+    found += [p.name for p in output.iterdir() if p.name in (".lock", ".staging") or p.name.endswith(".tmp")]
+    referenced = {(output / "latest").resolve()} | {p.resolve() for p in output.glob("as_of=*")}
+    found += [f"runs/{p.name}" for p in (output / "runs").iterdir() if p.resolve() not in referenced]
+    return found
+
+
+def _consistent(work: KillWork) -> list[str]:
+    run = work.output / "latest"
+    m = json.loads((run / "manifest.json").read_text())
+    problems = []
+    tables = _tables(run)
+    for t, frame in tables.items():
+        if m["tables"][t]["rows_out"] != len(frame):
+            problems.append(f"{t}: manifest says {m['tables'][t]['rows_out']} rows, the file has {len(frame)}")
+        if not _sorted(t, frame).equals(work.reference[t]):
+            problems.append(f"{t}: rows differ from the reference run's")
+    for step, c in m["accounting"].items():
+        if c["customers_in"] != c["scored"] + c["excluded"] or c["customers_in"] != m["customers"]:
+            problems.append(f"accounting of {step} does not add up: {c}")
+    return problems
+
+
+def _kill_at(work: KillWork, moment: str) -> tuple[int, bool, str]:
+    import signal
+    import subprocess
+    import time
+
+    before = (work.output / "latest").resolve()
+    with open(work.output.parent / "kill.err", "w+") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen([*_command(), *work.argv], env=work.env, stdout=subprocess.DEVNULL, stderr=err)
+        signalled = False
+        while proc.poll() is None:
+            if moment == "working":
+                due = time.monotonic() - started >= work.seconds / 2
+            elif moment == "staged":
+                due = any(work.output.glob(".staging/run-*/manifest.json"))
+            else:  # published
+                due = (work.output / "latest").resolve() != before
+            if due:
+                proc.send_signal(signal.SIGKILL)
+                signalled = True
+                break
+            time.sleep(0.002)
+        code = proc.wait(timeout=600)
+        err.seek(0)
+        return code, signalled, err.read()
+
+
+KILL_MOMENTS = [
+    "working",
+    pytest.param("staged", marks=pytest.mark.slow),
+    pytest.param("published", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("moment", KILL_MOMENTS)
+def test_a_killed_run_keeps_the_published_run_and_a_rerun_cleans_up_and_completes(
+    kill_work: KillWork, moment: str
+) -> None:
+    import signal
+
+    before = _snapshot(kill_work.output)
+    code, signalled, stderr = _kill_at(kill_work, moment)
+    assert signalled and code == -signal.SIGKILL, f"{moment}: exit {code} before the kill\n{stderr[-2000:]}"
+    after = _snapshot(kill_work.output)
+    if after != before:  # the kill came after the publication: the new run is complete
+        assert moment == "published" and not _consistent(kill_work)
+    lock_left = (kill_work.output / ".lock").exists()
+    r = _run(kill_work)
+    if lock_left:
+        assert "stale lock" in r.stderr and "no longer running" in r.stderr, r.stderr[-2000:]
+    assert not _leftovers(kill_work.output), _leftovers(kill_work.output)
+    assert not _consistent(kill_work), _consistent(kill_work)
+    assert json.loads(r.stdout.strip().splitlines()[-1])["status"] == "ok"
+    assert not (kill_work.output.parent / "logs").exists()  # no exit-1 log was written

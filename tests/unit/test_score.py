@@ -183,16 +183,16 @@ def _args() -> dict:
 def test_a_live_lock_stops_a_second_run_and_a_stale_one_is_explained_and_taken_over(tmp_path: Path) -> None:
     from datetime import date
 
-    with runs.RunLock(tmp_path, date(2024, 1, 1), "r1"):
-        with pytest.raises(ConfigError, match=rf"another scoring run is writing this output \(pid {os.getpid()}"):
-            runs.RunLock(tmp_path, date(2024, 1, 1), "r2").__enter__()
+    live = rf"another scoring run is writing this output \(pid {os.getpid()}"
+    with runs.RunLock(tmp_path, date(2024, 1, 1), "r1"), pytest.raises(ConfigError, match=live):
+        runs.RunLock(tmp_path, date(2024, 1, 1), "r2").__enter__()
     assert not (tmp_path / runs.LOCK).exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     info = {"pid": int(dead.stdout), "host": os.uname().nodename, "started": "then", "as_of": "2024-01-01"}
     (tmp_path / runs.LOCK).write_text(json.dumps(info))
-    with pytest.warns(StaleFileWarning, match=rf"stale lock .* \(pid {info['pid']} .* started then"):
-        with runs.RunLock(tmp_path, date(2024, 1, 2), "r3") as lock:
-            assert json.loads((tmp_path / runs.LOCK).read_text())["run_id"] == "r3" and lock.held
+    stale = rf"stale lock .* \(pid {info['pid']} .* started then"
+    with pytest.warns(StaleFileWarning, match=stale), runs.RunLock(tmp_path, date(2024, 1, 2), "r3") as lock:
+        assert json.loads((tmp_path / runs.LOCK).read_text())["run_id"] == "r3" and lock.held
     assert not (tmp_path / runs.LOCK).exists()
 
 
