@@ -413,7 +413,7 @@ def _consistent(work: KillWork) -> list[str]:
     return problems
 
 
-def _kill_at(work: KillWork, moment: str) -> tuple[int, bool, str]:
+def _kill_at(work: KillWork, moment: str, signum: int) -> tuple[int, bool, str]:
     import signal
     import subprocess
     import time
@@ -421,7 +421,14 @@ def _kill_at(work: KillWork, moment: str) -> tuple[int, bool, str]:
     before = (work.output / "latest").resolve()
     with open(work.output.parent / "kill.err", "w+") as err:
         started = time.monotonic()
-        proc = subprocess.Popen([*_command(), *work.argv], env=work.env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [*_command(), *work.argv],
+            env=work.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            # Ctrl-C's default action even when the test run was started in the background (see test_kill.py)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         signalled = False
         while proc.poll() is None:
             if moment == "working":
@@ -431,7 +438,7 @@ def _kill_at(work: KillWork, moment: str) -> tuple[int, bool, str]:
             else:  # published
                 due = (work.output / "latest").resolve() != before
             if due:
-                proc.send_signal(signal.SIGKILL)
+                proc.send_signal(signum)
                 signalled = True
                 break
             time.sleep(0.002)
@@ -440,22 +447,29 @@ def _kill_at(work: KillWork, moment: str) -> tuple[int, bool, str]:
         return code, signalled, err.read()
 
 
-KILL_MOMENTS = [
-    "working",
-    pytest.param("staged", marks=pytest.mark.slow),
-    pytest.param("published", marks=pytest.mark.slow),
+KILL_CASES = [
+    ("SIGKILL", "working"),
+    pytest.param("SIGKILL", "staged", marks=pytest.mark.slow),
+    pytest.param("SIGKILL", "published", marks=pytest.mark.slow),
+    pytest.param("SIGINT", "working", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("moment", KILL_MOMENTS)
+@pytest.mark.parametrize(("signame", "moment"), KILL_CASES)
 def test_a_killed_run_keeps_the_published_run_and_a_rerun_cleans_up_and_completes(
-    kill_work: KillWork, moment: str
+    kill_work: KillWork, signame: str, moment: str
 ) -> None:
     import signal
 
+    signum = getattr(signal, signame)
     before = _snapshot(kill_work.output)
-    code, signalled, stderr = _kill_at(kill_work, moment)
-    assert signalled and code == -signal.SIGKILL, f"{moment}: exit {code} before the kill\n{stderr[-2000:]}"
+    code, signalled, stderr = _kill_at(kill_work, moment, signum)
+    assert signalled, f"{moment}: exit {code} before the signal\n{stderr[-2000:]}"
+    if signum == signal.SIGINT:  # Ctrl-C: one line, exit 130, and the run removes its own staging folder and lock
+        assert code == 130 and "interrupted:" in stderr and "Traceback" not in stderr, stderr[-2000:]
+        assert not _leftovers(kill_work.output), _leftovers(kill_work.output)
+    else:
+        assert code == -signal.SIGKILL, stderr[-2000:]
     after = _snapshot(kill_work.output)
     if after != before:  # the kill came after the publication: the new run is complete
         assert moment == "published" and not _consistent(kill_work)

@@ -209,6 +209,7 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
             con.execute(f"CREATE TEMP TABLE score_inputs_{i} AS SELECT * FROM score_inputs_view")
             con.unregister("score_inputs_view")
             del keys, inputs, frame
+    progress(f"score: {int(known):,} of {int(n[0]):,} customers have history before as_of; {int(n[1])} chunk(s)", 0.1)
     return _Chunking(int(n[0]), int(known), int(n[1]))
 
 
@@ -296,7 +297,10 @@ def _score_chunks(
             acc[1] += len(frame)
 
     for k in range(plan.chunks):
-        progress(f"score: chunk {k + 1}/{plan.chunks}", 0.1 + 0.6 * k / max(plan.chunks, 1))
+        written = sum(w.rows for w in writers.open.values())
+        progress(
+            f"score: chunk {k + 1}/{plan.chunks} ({written:,} rows written so far)", 0.1 + 0.6 * k / max(plan.chunks, 1)
+        )
         with clock.step("read chunk") as st:
             ids_frame, feats, consent = _chunk_frames(con, setup, k)
             st.rows += len(ids_frame)
@@ -668,7 +672,7 @@ def run_score(
                 if fail_on_drift and len(breaches):
                     tracking.set_tags({"published": "false", "drift_breaches": len(breaches)})
                     raise DriftBreach(result)
-                progress("score: publishing", 0.98)
+                progress(f"score: publishing ({sum(t['rows_out'] for t in tables.values()):,} rows)", 0.98)
                 staging.chmod(0o777 & ~_umask())  # mkdtemp made it private; a published run is read by others
                 result.folder = runs.publish(output, staging, as_of, run_id)
                 result.published = True
