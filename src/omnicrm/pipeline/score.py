@@ -183,11 +183,18 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
     chunk = setup.config.chunk_size
     with clock.step("features") as st:
         progress(f"score: features at {as_of:%Y-%m-%d} (once, for every customer)", 0.05)
+        # every temporary table carries the chunk number and is stored in chunk order, so reading one
+        # chunk touches only its own row groups (DuckDB skips the others by their min/max): a join
+        # to the customers per chunk would read the whole base once per chunk
         con.execute(
-            "CREATE TEMP TABLE score_customers AS SELECT customer_id, first_seen, "
-            f"(row_number() OVER (ORDER BY customer_id) - 1) // {int(chunk)} AS chunk FROM customers"
+            "CREATE TEMP TABLE score_customers AS SELECT customer_id, first_seen, consent_email, consent_sms, "
+            f"consent_push, (row_number() OVER (ORDER BY customer_id) - 1) // {int(chunk)} AS chunk FROM customers "
+            "ORDER BY customer_id"
         )
-        con.execute(f"CREATE TEMP TABLE score_features AS {feature_sql(as_of, setup.features)}")
+        con.execute(
+            f"CREATE TEMP TABLE score_features AS SELECT c.chunk, f.* FROM ({feature_sql(as_of, setup.features)}) f "
+            "JOIN score_customers c USING (customer_id) ORDER BY c.chunk, f.customer_id"
+        )
         n = con.execute("SELECT count(*), coalesce(max(chunk) + 1, 0) FROM score_customers").fetchall()[0]
         known = con.execute("SELECT count(*) FROM score_features").fetchall()[0][0]
         st.rows = int(known)
@@ -196,7 +203,8 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
             task = tcfg.task
             progress(f"score: population and inputs of {tcfg.name}", 0.08)
             con.execute(
-                f"CREATE TEMP TABLE score_pop_{i} AS SELECT DISTINCT customer_id FROM ({task.population_sql(as_of)})"
+                f"CREATE TEMP TABLE score_pop_{i} AS SELECT DISTINCT c.chunk, p.customer_id "
+                f"FROM ({task.population_sql(as_of)}) p JOIN score_customers c USING (customer_id) ORDER BY 1, 2"
             )
             keys = con.execute(f"SELECT customer_id FROM score_pop_{i} ORDER BY customer_id").df()
             keys["cutoff"] = pd.Timestamp(as_of).as_unit("us")
@@ -206,7 +214,10 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
             extra = [c for c in inputs.columns if c not in keys.columns]
             frame = inputs[["customer_id", *extra]]
             con.register("score_inputs_view", frame)
-            con.execute(f"CREATE TEMP TABLE score_inputs_{i} AS SELECT * FROM score_inputs_view")
+            con.execute(
+                f"CREATE TEMP TABLE score_inputs_{i} AS SELECT c.chunk, x.* FROM score_inputs_view x "
+                "JOIN score_customers c USING (customer_id) ORDER BY c.chunk, x.customer_id"
+            )
             con.unregister("score_inputs_view")
             del keys, inputs, frame
     progress(f"score: {int(known):,} of {int(n[0]):,} customers have history before as_of; {int(n[1])} chunk(s)", 0.1)
@@ -220,16 +231,10 @@ def _chunk_frames(con, setup: ScoreSetup, k: int) -> tuple[pd.DataFrame, pd.Data
     ids = con.execute(
         "SELECT customer_id, first_seen FROM score_customers WHERE chunk = ? ORDER BY customer_id", [k]
     ).df()
-    feats = con.execute(
-        "SELECT f.* FROM score_features f JOIN score_customers c USING (customer_id) WHERE c.chunk = ? "
-        "ORDER BY f.customer_id",
-        [k],
-    ).df()
+    feats = con.execute("SELECT * EXCLUDE (chunk) FROM score_features WHERE chunk = ? ORDER BY customer_id", [k]).df()
     feats = feats.astype(feature_dtypes(setup.features))
     consent = con.execute(
-        "SELECT customer_id, consent_email, consent_sms, consent_push FROM customers JOIN score_customers "
-        "USING (customer_id) WHERE chunk = ?",
-        [k],
+        "SELECT customer_id, consent_email, consent_sms, consent_push FROM score_customers WHERE chunk = ?", [k]
     ).df()
     return ids, feats, consent
 
@@ -255,14 +260,20 @@ class _Writers:
         return {t: {"rows_in": self.rows_in[t], "rows_out": w.rows} for t, w in self.open.items()}
 
 
-def _purchases(con, k: int, as_of: datetime) -> pd.DataFrame:  # noqa: ANN001
-    """Purchase lines before ``as_of`` of chunk ``k``'s customers (the columns a recommender reads)."""
+def _purchases(con, ids: np.ndarray, as_of: datetime) -> pd.DataFrame:  # noqa: ANN001
+    """Purchase lines before ``as_of`` of a chunk's customers (the columns a recommender reads).
+
+    A chunk is a range of customer ids (``ids``, sorted), so a range filter selects its lines: one
+    scan of the events with a cheap filter, no join to the customers.
+    """
+    if not len(ids):
+        return pd.DataFrame(columns=["customer_id", "product_id", "ts", "order_id", "quantity", "amount"])
     return con.execute(
-        """SELECT e.customer_id, e.product_id, e.ts, coalesce(e.order_id, e.event_id) AS order_id,
-                  coalesce(e.quantity, 1.0) AS quantity, coalesce(e.amount, 0.0) AS amount
-           FROM events e JOIN score_customers c USING (customer_id)
-           WHERE c.chunk = ? AND e.event_type = 'purchase' AND e.product_id IS NOT NULL AND e.ts < ?""",
-        [k, as_of],
+        """SELECT customer_id, product_id, ts, coalesce(order_id, event_id) AS order_id,
+                  coalesce(quantity, 1.0) AS quantity, coalesce(amount, 0.0) AS amount
+           FROM events
+           WHERE customer_id BETWEEN ? AND ? AND event_type = 'purchase' AND product_id IS NOT NULL AND ts < ?""",
+        [str(ids[0]), str(ids[-1]), as_of],
     ).df()
 
 
@@ -312,12 +323,11 @@ def _score_chunks(
             step = f"scores:{tcfg.name}"
             with clock.step(step) as st:
                 pop = con.execute(
-                    f"SELECT p.customer_id FROM score_pop_{i} p JOIN score_customers c USING (customer_id) "
-                    "WHERE c.chunk = ?",
+                    f"SELECT customer_id FROM score_pop_{i} WHERE chunk = ?",
                     [k],
                 ).df()
                 inputs = con.execute(
-                    f"SELECT x.* FROM score_inputs_{i} x JOIN score_customers c USING (customer_id) WHERE c.chunk = ?",
+                    f"SELECT * EXCLUDE (chunk) FROM score_inputs_{i} WHERE chunk = ?",
                     [k],
                 ).df()
                 frame = feats.merge(pop, on="customer_id", how="inner")
@@ -351,7 +361,7 @@ def _score_chunks(
         if recommender is not None:
             step = "recommendations"
             with clock.step(step) as st:
-                purchases = _purchases(con, k, as_of)
+                purchases = _purchases(con, ids, as_of)
                 rec = cfg.recommender
                 if purchases.empty:  # a chunk of customers without purchases: nothing to recommend from
                     recs = pd.DataFrame({c: pd.Series(dtype=object) for c in schema.output_columns(step)})
@@ -463,7 +473,7 @@ def _profiles_and_psi(
     prof: dict[str, Any] = {"features": {}, "scores": {}}
     f_psi: dict[str, float] = {}
     s_psi: dict[str, float] = {}
-    skip = {"customer_id", "cutoff"}
+    skip = {"customer_id", "cutoff", "chunk"}
     columns = [c for c in con.execute("SELECT * FROM score_features LIMIT 0").df().columns if c not in skip]
     for c in columns:
         values = con.execute(f"SELECT {_ident(c)} FROM score_features").df()[c]
