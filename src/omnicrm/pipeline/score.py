@@ -316,8 +316,8 @@ def _score_chunks(
             ids_frame, feats, consent = _chunk_frames(con, setup, k)
             st.rows += len(ids_frame)
         ids = ids_frame["customer_id"].to_numpy(dtype=object)
-        known = pd.Index(feats["customer_id"].astype(object))
-        new = ~pd.Index(ids).isin(known)
+        known = pd.Index(feats["customer_id"].astype(object), dtype=object)
+        new = ~pd.Index(ids, dtype=object).isin(known)
 
         for i, tcfg in enumerate(setup.tasks):
             step = f"scores:{tcfg.name}"
@@ -350,7 +350,7 @@ def _score_chunks(
                     writers.write(schema.SCORES, rows, rows_in=len(frame))
                     st.rows += len(rows)
                     count_outside(m, frame)
-                rest = ~pd.Index(ids).isin(pd.Index(fids))
+                rest = ~pd.Index(ids, dtype=object).isin(pd.Index(fids, dtype=object))
                 pop_rule = tcfg.task.population
                 reason = population_reason(tcfg.name, pop_rule.active_days, pop_rule.min_purchases, pop_rule.consent)
                 why = pd.Series(np.where(new[rest], NOT_YET_A_CUSTOMER, reason), dtype=object)
@@ -371,9 +371,11 @@ def _score_chunks(
                     )
                 writers.write(schema.RECOMMENDATIONS, recs, rows_in=int(purchases["customer_id"].nunique()))
                 st.rows += len(recs)
-                got = pd.Index(recs["customer_id"].astype(object).unique())
-                rest = ~pd.Index(ids).isin(got)
-                bought = pd.Index(ids).isin(pd.Index(purchases["customer_id"].astype(object).unique()))
+                got = pd.Index(recs["customer_id"].astype(object).unique(), dtype=object)
+                rest = ~pd.Index(ids, dtype=object).isin(got)
+                bought = pd.Index(ids, dtype=object).isin(
+                    pd.Index(purchases["customer_id"].astype(object).unique(), dtype=object)
+                )
                 why = np.where(
                     new,
                     NOT_YET_A_CUSTOMER,

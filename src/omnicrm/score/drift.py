@@ -129,7 +129,7 @@ def first_actions(nba: pd.DataFrame) -> pd.Series:
 
 def nba_changed(previous: pd.Series, current: pd.Series, customers: Iterable[str]) -> float:
     """Share of ``customers`` whose first action changed (no action counts as one value)."""
-    ids = pd.Index(list(customers))
+    ids = pd.Index(list(customers), dtype=object)
     if not len(ids):
         return 0.0
     before = previous.reindex(ids).fillna("none")
