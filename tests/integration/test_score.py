@@ -165,6 +165,9 @@ def scored(registered: World, tmp_path_factory: pytest.TempPathFactory) -> Score
     out = tmp_path_factory.mktemp("score-out") / "out"
     config = write_configs(registered.folder / "run1", registered.store, out, chunk=97)
     with pytest.MonkeyPatch.context() as mp:
+        # module scope runs before the per-test fixture that clears it: an earlier test's mlflow may have
+        # exported MLFLOW_TRACKING_URI, which would send this run to that test's store
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("OMNICRM_MLRUNS", str(registered.mlruns))
         res = score(config)
     assert res.exit_code == 0, res.output
