@@ -62,6 +62,10 @@ def _model_for(path: Path):  # noqa: ANN202, C901
                 assert (p.parent / cat.evaluation.uplift).is_file(), f"{p}: evaluation.uplift not found"
 
         return nba
+    if top == "score":
+        from omnicrm.score.config import load_score_config
+
+        return load_score_config
     if top == "report":
         from omnicrm.report.config import load_report_config
 
@@ -127,6 +131,7 @@ def test_ingest_configs_reference_existing_mappings() -> None:
         "uplift",
         "effects",
         "readout",
+        "score",
     ],
 )
 def test_every_command_has_help(command: str | None) -> None:
