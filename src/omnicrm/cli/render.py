@@ -275,7 +275,7 @@ def print_task_metrics(results: list[Any]) -> None:
             t.add_column(f"{m} *" if m == r.primary else m, justify="right")
         best = frame[r.primary].max()
         for row in frame.itertuples(index=False):
-            cells = [f"{getattr(row, m):.4f}" if pd.notna(getattr(row, m)) else "-" for m in metrics]
+            cells = [f"{v:.4f}" if v == v else "-" for v in (getattr(row, m) for m in metrics)]  # NaN: "-"
             name = row.score
             if getattr(row, r.primary) == best:
                 name = f"[bold]{name}[/]"
