@@ -275,12 +275,20 @@ def print_task_metrics(results: list[Any]) -> None:
             t.add_column(f"{m} *" if m == r.primary else m, justify="right")
         best = frame[r.primary].max()
         for row in frame.itertuples(index=False):
-            cells = [f"{v:.4f}" if v == v else "-" for v in (getattr(row, m) for m in metrics)]  # NaN: "-"
+            values = [getattr(row, m) for m in metrics]
+            cells = [_metric_cell(m, v) for m, v in zip(metrics, values, strict=True)]
             name = row.score
             if getattr(row, r.primary) == best:
                 name = f"[bold]{name}[/]"
             t.add_row(name, *cells)
         show(t)
+
+
+def _metric_cell(metric: str, value: float) -> str:
+    """A metric as printed: counts as integers, NaN as ``-``, the rest to four decimals."""
+    if value != value:  # NaN: a metric that does not apply
+        return "-"
+    return f"{value:,.0f}" if metric in ("n", "positives", "n_observed") else f"{value:.4f}"
 
 
 def print_promotion(r: Any) -> None:
