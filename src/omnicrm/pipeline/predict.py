@@ -87,8 +87,8 @@ def predict(
         # compute (without labels, every target but an optional one such as CLV's margin)
         for target in task.targets_of():
             info = _version(cfg.registered_name(target), ref)
-            family = info.tags.get("model_family", "")
-            if reasons and family.startswith("baseline:"):
+            family = info.tags.get("model_family", "") if reasons else ""
+            if family.startswith("baseline:"):
                 raise InputError(
                     f"predict --reasons: {info.name} v{info.version} ({ref}) is the baseline "
                     f"{family.removeprefix('baseline:')!r}, which has no per-customer reasons; drop --reasons, "
