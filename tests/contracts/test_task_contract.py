@@ -219,6 +219,12 @@ def check_task(cfg: TaskConfig, store: Path) -> None:
         for name, score in result.scores.items():
             assert len(score) == len(ev) and np.isfinite(score).all(), f"{task.kind}/{target.name}: {name}"
         assert list(result.model.predict_frame(ev).columns) == task.output_columns(target)
+        # every baseline, registered as a model, predicts the same columns and what it scored in training
+        for name in result.baselines:
+            baseline = result.baseline_model(name)
+            assert list(baseline.predict_frame(ev).columns) == task.output_columns(target), name
+            np.testing.assert_array_equal(baseline.predict_score(ev), result.scores[f"baseline_{name}"])
+            assert baseline.predict_frame(scoring).notna().all().all(), f"{task.kind}/{target.name}: {name}"
         models[target] = result.model
     _check_labels_read_only_their_window(cfg, store, frames.evaluation)
     _check_scoring(task, scoring, {t: m for t, m in models.items() if t in task.targets_of(scoring)})

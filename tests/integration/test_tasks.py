@@ -184,22 +184,89 @@ def test_interrupted_study_resumes_where_it_stopped(task_dir: Path) -> None:
     assert all(_measured_params(run, config_run=more.parent_run_id) == [] for run in trials)
 
 
-def test_promote_refuses_a_worse_candidate_unless_forced(task_dir: Path) -> None:
+#: LightGBM that cannot learn: one stump at a learning rate that leaves every score near the prior
+CANNOT_LEARN = {"n_estimators": 1, "num_leaves": 2, "learning_rate": 1e-6}
+
+
+def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candidate(
+    task_dir: Path, tmp_path: Path
+) -> None:
+    """The gate (issue 11): ``train --promote`` ships the baseline a model cannot beat; a worse pair is refused."""
+    from typer.testing import CliRunner
+
+    from omnicrm.cli import app
+
+    name = "omnicrm-churn"
+    weak = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    weak["dataset"] = str(task_dir / "dataset.yaml")
+    weak["model"] = {"params": CANNOT_LEARN, "calibration": "none"}
+    del weak["search"]
+    (tmp_path / "weak.yaml").write_text(yaml.safe_dump(weak))
+    run = CliRunner().invoke(app, ["train", str(tmp_path / "weak.yaml"), "--promote"])
+    assert run.exit_code == 0, run.output
+    cand, base = tracking.get_version(name, "candidate"), tracking.get_version(name, "baseline")
+    # the best baseline is its own version, from the same run, tagged so it is recognisable
+    assert (cand.version, base.version) == ("1", "2") and base.run_id == cand.run_id
+    assert base.tags["model_family"] == "baseline:recency" and cand.tags["model_family"] == "lightgbm"
+    logged = tracking.run_metrics(cand.run_id)
+    assert 0 < logged["baseline_register_seconds"] < 30
+    # every baseline and every metric is printed, not only the best one
+    for text in ("baseline_recency", "baseline_logistic", "roc_auc *", "pr_auc", "brier"):
+        assert text in run.output, text
+    assert "promoted v2 (baseline recency) to champion" in run.output
+    assert "no champion yet: baseline recency beats the candidate" in run.output
+    assert tracking.get_version(name, "champion").version == "2"
+    # promote rescored both on the evaluation frame: the figures train measured on it
+    model, recency = logged["model.roc_auc"], logged["baseline.recency.roc_auc"]
+    assert f"candidate v1 {model:.4f}, baseline v2 (recency) {recency:.4f}" in run.output
+    assert model < recency
+
+    # a candidate and its baseline both worse than the champion: refused, the champion stays
+    worse = load_task_config(tmp_path / "weak.yaml")
+    worse.baselines = ["logistic"]
+    [r] = train(worse, frames=load_frames(worse))
+    assert r.baseline_version == "4" and r.best_baseline[0] == "logistic"
+    with pytest.raises(
+        PromotionRefused,
+        match=r"candidate v3 roc_auc .* and its baseline v4 \(logistic\) .* worse than "
+        r"champion v2",
+    ):
+        promote("churn")
+    assert tracking.get_version(name, "champion").version == "2"
+    forced = promote("churn", force=True)
+    assert (
+        forced.promoted
+        and forced.champion_after == "3"
+        and forced.note == ("forced: candidate is worse than its baseline and champion")
+    )
+    assert forced.candidate_value < forced.baseline_value < forced.champion_value
+
+
+def test_a_baseline_champion_scores_through_predict(task_dir: Path, tmp_path: Path) -> None:
+    """A baseline shipped as champion scores every customer through ``omnicrm predict``; reasons say why not."""
+    from typer.testing import CliRunner
+
+    from omnicrm.cli import app
+
     cfg = load_task_config(task_dir / "churn.yaml")
     frames = load_frames(cfg)
-    train(cfg, frames=frames)
-    first = promote("churn")
-    assert first.promoted and "no champion" in first.note
-    worse = cfg.model_copy(deep=True)
-    worse.model.params = {"n_estimators": 1, "num_leaves": 2, "learning_rate": 0.01}
-    worse.model.calibration = "none"
-    [r] = train(worse, frames=frames)
-    with pytest.raises(PromotionRefused, match="worse than champion"):
-        promote("churn")
-    assert tracking.get_version("omnicrm-churn", "champion").version == first.candidate
-    forced = promote("churn", force=True)
-    assert forced.promoted and forced.candidate == r.version
-    assert forced.candidate_value < forced.champion_value  # compared on the same evaluation frame
+    [r] = train(cfg, frames=frames)
+    tracking.set_alias("omnicrm-churn", "champion", r.baseline_version)
+    out = tmp_path / "scores.parquet"
+    args = ["predict", str(task_dir / "churn.yaml"), "--as-of", "2024-05-01", "--out", str(out)]
+    run = CliRunner().invoke(app, [*args, "--model", "champion"])
+    assert run.exit_code == 0, run.output
+    scores = pd.read_parquet(out)
+    assert set(scores["customer_id"]) == load_frames_population(cfg, "2024-05-01")
+    assert scores["model_versions"].eq(f"omnicrm-churn:{r.baseline_version}").all()
+    # the registered baseline predicts what the fitted baseline predicts (recency's logistic regression)
+    fitted = r.baselines[r.best_baseline[0]]
+    ev = frames.evaluation
+    loaded = tracking.load_model(f"models:/omnicrm-churn/{r.baseline_version}")
+    np.testing.assert_array_equal(loaded.predict_score(ev), fitted.predict(ev, "binary"))
+    assert scores["p_churn"].between(0, 1).all() and scores["p_churn"].nunique() > 10
+    run = CliRunner().invoke(app, [*args, "--model", "champion", "--reasons"])
+    assert run.exit_code == 2 and "baseline 'recency', which has no per-customer reasons" in run.output
 
 
 def test_predict_scores_every_customer_with_source_keys_and_reasons(task_dir: Path, tmp_path: Path) -> None:
@@ -287,24 +354,31 @@ def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path, tm
     assert [r.target for r in result.tasks] == ["churn", "shops_online", "clicks_email"]
     assert [t.target for t in result.tuning] == ["churn"] and result.tuning[0].trials_total >= 2
     assert summary_table(result.tasks)["version"].notna().all(), "every demo model is registered"
-    # every trained model is champion right after the demo, so `omnicrm predict` works without `promote`
+    # every trained model has a champion right after the demo, so `omnicrm predict` works without
+    # `promote`: the LightGBM model where it scores at least as well as its best baseline, else that baseline
     names = ["omnicrm-churn", "omnicrm-propensity-shops_online", "omnicrm-propensity-clicks_email"]
     assert [r.registered_name for r in result.tasks] == names
-    for r in result.tasks:
-        assert tracking.get_version(r.registered_name, "champion").version == r.version
-    assert [(p.name, p.version) for p in result.promotions] == [(r.registered_name, r.version) for r in result.tasks]
+    shipped = [
+        r.version if r.model_metrics[r.primary] >= r.best_baseline[1] else r.baseline_version for r in result.tasks
+    ]
+    for r, version in zip(result.tasks, shipped, strict=True):
+        assert tracking.get_version(r.registered_name, "champion").version == version
+    assert [(p.name, p.version) for p in result.promotions] == list(zip(names, shipped, strict=True))
     assert all("no champion yet" in p.note for p in result.promotions)
+    # on the small world the baselines win churn and shops_online, the model wins clicks_email (FIGURES)
+    assert [v == r.version for r, v in zip(result.tasks, shipped, strict=True)] == [False, False, True]
 
     # a later demo run compares its candidate with the champion and refuses a worse one
     worse = yaml.safe_load((task_dir / "churn.yaml").read_text())
     worse["dataset"] = str(task_dir / "dataset.yaml")
     worse["model"] = {"params": {"n_estimators": 1, "num_leaves": 2, "learning_rate": 0.01}, "calibration": "none"}
+    worse["baselines"] = ["logistic"]  # its baseline must be worse than the champion (recency) too
     del worse["search"]
     (tmp_path / "churn.yaml").write_text(yaml.safe_dump(worse))
     again = DemoResult(world=None, ingest=None, identity=None, features=None)
     _run_models(cfg.model_copy(update={"tasks": ["churn.yaml"], "tune": None}), tmp_path, again, lambda s, f: None)
     [p] = again.promotions
-    [champion] = [r for r in result.tasks if r.target == "churn"]
-    assert again.tasks[0].version != champion.version
-    assert (p.name, p.version) == ("omnicrm-churn", champion.version) and "worse" in p.note
-    assert tracking.get_version("omnicrm-churn", "champion").version == champion.version
+    champion = shipped[0]
+    assert again.tasks[0].version != champion
+    assert (p.name, p.version) == ("omnicrm-churn", champion) and "worse" in p.note
+    assert tracking.get_version("omnicrm-churn", "champion").version == champion

@@ -9,18 +9,48 @@ from typing import Annotated
 import typer
 
 from omnicrm.cli.app import ConfigArg, app
-from omnicrm.cli.render import console, print_task_table, reporting
+from omnicrm.cli.render import console, print_promotion, print_task_metrics, print_task_table, reporting
 
 
 @app.command()
-def train(config: ConfigArg) -> None:
-    """Train a task's model(s) with baselines, evaluate on the later cutoff, log and register in MLflow."""
+def train(
+    config: ConfigArg,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote", help="Then promote each trained model: the better of model and baseline, if not worse."
+        ),
+    ] = False,
+) -> None:
+    """Train a task's model(s) with baselines, evaluate on the later cutoff, register model and best baseline."""
     from omnicrm.pipeline.train import train
     from omnicrm.tasks.train import summary_table
 
     with reporting() as progress:
         results = train(config, progress=progress)
     print_task_table(summary_table(results), f"{config}: evaluation cutoff")
+    print_task_metrics(results)
+    if promote:
+        _promote_all([r.registered_name for r in results])
+
+
+def _promote_all(names: list[str]) -> None:
+    """Promote each registered model; a refusal is printed with its figures and ends with exit code 1."""
+    from omnicrm.pipeline.promote import PromotionRefused
+    from omnicrm.pipeline.promote import promote as promote_one
+
+    refused = False
+    for name in dict.fromkeys(names):
+        try:
+            with reporting() as progress:
+                r = promote_one(name, progress=progress)
+        except PromotionRefused as e:
+            refused = True
+            console.print(f"[bold red]{e}[/]", highlight=False)
+            continue
+        print_promotion(r)
+    if refused:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -53,21 +83,21 @@ def promote(
             "<dataset>-recommend, <dataset>-uplift-<outcome>."
         ),
     ],
-    force: Annotated[bool, typer.Option("--force", help="Promote even if the candidate is worse.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote the candidate even if it is worse than its baseline or the champion."),
+    ] = False,
 ) -> None:
-    """Move the champion alias to the candidate after comparing both on the same evaluation cutoff."""
+    """Move the champion alias to the better of candidate and its baseline, if not worse than the champion.
+
+    Candidate, baseline and champion are scored on the candidate's evaluation cutoff; the line
+    printed names the version promoted, why, and all three figures.
+    """
     from omnicrm.pipeline.promote import promote
 
     with reporting() as progress:
         r = promote(task, force=force, progress=progress)
-    detail = (
-        f" ({r.metric} on {r.evaluation_cutoff}: candidate {r.candidate_value:.4f}, "
-        f"champion v{r.champion_before} {r.champion_value:.4f})"
-        if r.candidate_value is not None
-        else ""
-    )
-    verb = "promoted" if r.promoted else "unchanged"
-    console.print(f"{r.name}: {verb}: v{r.candidate} {r.note}{detail}")
+    print_promotion(r)
 
 
 @app.command()

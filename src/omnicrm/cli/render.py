@@ -254,6 +254,60 @@ def print_task_table(frame: pd.DataFrame, title: str) -> None:
     show(t)
 
 
+def print_task_metrics(results: list[Any]) -> None:
+    """Print, per trained target, the model and every baseline with every metric on the evaluation cutoff.
+
+    Parameters
+    ----------
+    results : list of TargetResult
+        The training results (``metrics_table`` of each).
+    """
+    from omnicrm.tasks.train import metrics_table
+
+    for r in results:
+        frame = metrics_table(r)
+        versions = f"model v{r.version}, baseline {r.best_baseline[0]} v{r.baseline_version}" if r.version else ""
+        cutoff = r.model.meta.get("evaluation_cutoff", "")
+        t = Table(title=f"{r.registered_name} ({versions}): every score on {cutoff}" if versions else r.registered_name)
+        metrics = [c for c in frame.columns if c != "score"]
+        t.add_column("score")
+        for m in metrics:
+            t.add_column(f"{m} *" if m == r.primary else m, justify="right")
+        best = frame[r.primary].max()
+        for row in frame.itertuples(index=False):
+            values = [getattr(row, m) for m in metrics]
+            cells = [_metric_cell(m, v) for m, v in zip(metrics, values, strict=True)]
+            name = row.score
+            if getattr(row, r.primary) == best:
+                name = f"[bold]{name}[/]"
+            t.add_row(name, *cells)
+        show(t)
+
+
+def _metric_cell(metric: str, value: float) -> str:
+    """A metric as printed: counts as integers, NaN as ``-``, the rest to four decimals."""
+    if value != value:  # NaN: a metric that does not apply
+        return "-"
+    return f"{value:,.0f}" if metric in ("n", "positives", "n_observed") else f"{value:.4f}"
+
+
+def print_promotion(r: Any) -> None:
+    """Print what ``promote`` did: which version is champion now, why, and every version's figure.
+
+    Parameters
+    ----------
+    r : PromoteResult
+    """
+    if r.promoted:
+        who = f"baseline {r.baseline_name}" if r.champion_after == r.baseline else "candidate"
+        head = f"[bold green]promoted v{r.champion_after} ({who}) to champion[/]"
+    else:
+        head = f"unchanged: champion v{r.champion_after or r.champion_before}"
+    console.print(f"{r.name}: {head}: {r.note}", highlight=False)
+    if r.figures():
+        console.print(f"  {r.figures()}", highlight=False)
+
+
 def print_recommend_eval(result: Any) -> None:
     """Print ranking metrics of every recommender on the test window (a ``RecommendEvalResult``)."""
     k, table = result.k, result.table

@@ -12,9 +12,10 @@ champions (``nba``: the synthetic catalogue at the end of the data; its constrai
 the store, any violation fails the demo). Model runs go to the MLflow store (``mlruns/``
 unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
 
-Promotion goes through :func:`omnicrm.pipeline.promote.promote`: a model without a champion gets its
-candidate; on a later demo run the new candidate is compared with the champion on the same
-evaluation cutoff and a worse one is refused (the champion stays, the refusal is reported).
+Promotion goes through :func:`omnicrm.pipeline.promote.promote`: a model without a champion gets the
+better of its candidate and the baseline registered with it (a baseline that beats LightGBM is what
+ships); on a later demo run that better one is compared with the champion on the same evaluation
+cutoff and a worse one is refused (the champion stays, the refusal is reported).
 
 The demo is the one place that reads the synthetic ground truth: to *report* how well identity
 resolution recovered the true people. The pipeline steps themselves never see it.
@@ -206,11 +207,12 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
 
 
 def promote_trained(results: list[Any], progress: Progress = silent) -> list[Promotion]:
-    """Promote the candidate of every registered model in ``results`` (``TargetResult``) unless it is worse.
+    """Promote the better of candidate and baseline of every registered model in ``results`` unless it is worse.
 
-    The first candidate of a model becomes champion; a later one must score at least as well as the
-    champion on the same evaluation cutoff (:func:`~omnicrm.pipeline.promote.promote`), else the champion
-    stays and the refusal is recorded instead of stopping the demo.
+    The better of a model's candidate and its registered baseline becomes champion when there is none;
+    later, it must score at least as well as the champion on the same evaluation cutoff
+    (:func:`~omnicrm.pipeline.promote.promote`), else the champion stays and the refusal is recorded
+    instead of stopping the demo.
     """
     from omnicrm.pipeline.promote import PromotionRefused, promote
 
@@ -220,10 +222,10 @@ def promote_trained(results: list[Any], progress: Progress = silent) -> list[Pro
             p = promote(name, progress=progress)
         except PromotionRefused as refused:
             r = refused.result
-            note = f"{r.note} (candidate v{r.candidate} {r.metric} {r.candidate_value:.4f} < {r.champion_value:.4f})"
+            note = f"{r.note} ({r.figures()})"
             out.append(Promotion(name, str(r.champion_before), note))
             continue
-        out.append(Promotion(name, p.candidate if p.promoted else str(p.champion_before), p.note))
+        out.append(Promotion(name, str(p.champion_after or p.champion_before), p.note))
     return out
 
 

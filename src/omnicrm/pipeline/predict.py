@@ -4,11 +4,14 @@ Features are built at ``as_of`` (``ts < as_of``); every customer of the task's p
 date gets one row, keyed by ``customer_id`` and by the source systems' own keys (one column per
 source from ``identity_links``, several keys joined by ``|``) so a business can join scores back.
 Models come from the registry (``champion`` by default, or ``--model candidate`` / a version
-number). Top reasons (``--reasons``) are exact per-customer contributions, computed only when asked
-for because they cost about 400x a prediction. ``as_of`` must lie after the store's first event and
-at most a month past its last (:func:`omnicrm.store.check_date`). The output is written to a
-temporary file and moved into place, so a failed run leaves the previous file intact; in a ``.csv``,
-text that a spreadsheet would run as a formula (an id starting with ``=``) gets a leading ``'``.
+number); a version may be a registered baseline (``model_family=baseline:<name>``, shipped by
+``promote`` when it beats LightGBM), scored through the same ``predict_frame``. Top reasons
+(``--reasons``) are exact per-customer contributions, computed only when asked for because they cost
+about 400x a prediction; a baseline has none, which is said before any feature is built. ``as_of``
+must lie after the store's first event and at most a month past its last
+(:func:`omnicrm.store.check_date`). The output is written to a temporary file and moved into place,
+so a failed run leaves the previous file intact; in a ``.csv``, text that a spreadsheet would run as
+a formula (an id starting with ``=``) gets a leading ``'``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from omnicrm import tracking
-from omnicrm.errors import ConfigError
+from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
@@ -83,7 +86,14 @@ def predict(
         # the registry is asked before the features are built, so a missing champion costs no
         # compute (without labels, every target but an optional one such as CLV's margin)
         for target in task.targets_of():
-            _version(cfg.registered_name(target), ref)
+            info = _version(cfg.registered_name(target), ref)
+            family = info.tags.get("model_family", "") if reasons else ""
+            if family.startswith("baseline:"):
+                raise InputError(
+                    f"predict --reasons: {info.name} v{info.version} ({ref}) is the baseline "
+                    f"{family.removeprefix('baseline:')!r}, which has no per-customer reasons; drop --reasons, "
+                    "or score with a LightGBM version (--model candidate)"
+                )
         progress(f"features at {as_of}", 0.1)
         frame = frames.build_frame(
             con, cfg, [as_of], with_labels=False, what="scoring", features=feature_source(cfg.dataset)

@@ -1,13 +1,27 @@
-"""``omnicrm promote TASK``: move the ``champion`` alias to the ``candidate`` if it is not worse.
+"""``omnicrm promote TASK``: move ``champion`` to the better of ``candidate`` and its ``baseline``, if not worse.
 
-Both versions are scored on the **same** evaluation frame: the candidate's evaluation cutoff,
-population and labels, rebuilt from the resolved config its training run logged. Comparing the
-numbers each run logged would compare different cutoffs whenever the champion is older. A worse
-candidate is refused unless ``force``; the first candidate of a model becomes champion directly.
+``omnicrm train`` registers each target's LightGBM model (alias ``candidate``) and, from the same
+run, its best baseline on the evaluation cutoff (alias ``baseline``, tagged
+``model_family=baseline:<name>``). Promotion is the gate that never ships a model worse than that
+baseline:
+
+1. candidate, baseline and champion (when there is one) are scored on the **same** evaluation
+   frame: the candidate's evaluation cutoff, population and labels, rebuilt from the resolved config
+   its training run logged (comparing the numbers each run logged would compare different cutoffs
+   whenever the champion is older);
+2. the challenger is the candidate if it scores at least as well as its baseline, else the baseline;
+3. the challenger becomes champion if there is no champion yet or it scores at least as well as the
+   champion; otherwise nothing moves and :class:`PromotionRefused` says so with all three figures.
+
+``force`` promotes the candidate whatever the figures say (they are still computed and reported).
+A candidate registered without a baseline (before the gate) and without a champion is promoted
+directly, as before. Recommenders and effect models are judged by
+:mod:`omnicrm.pipeline.promote_models` and decided by the same :func:`settle`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from omnicrm import tracking
@@ -19,7 +33,12 @@ from omnicrm.tasks.config import task_config_from_dict
 
 @dataclass
 class PromoteResult:
-    """What ``omnicrm promote`` did: both versions' scores on one evaluation cutoff, and the outcome."""
+    """What ``omnicrm promote`` did: the versions' scores on one evaluation cutoff, and the outcome.
+
+    ``baseline`` / ``baseline_value`` / ``baseline_name`` are set for prediction tasks whose training
+    run registered a baseline; ``champion_after`` is the champion version once settled (``None``
+    when the alias did not move and there was no champion).
+    """
 
     name: str
     candidate: str
@@ -30,6 +49,21 @@ class PromoteResult:
     evaluation_cutoff: str
     promoted: bool
     note: str
+    baseline: str | None = None
+    baseline_value: float | None = None
+    baseline_name: str = ""
+    champion_after: str | None = None
+
+    def figures(self) -> str:
+        """``roc_auc on 2024-03-01: candidate v3 0.7330, baseline v4 (recency) 0.7516, champion v1 0.7400``."""
+        if self.candidate_value is None:
+            return ""
+        parts = [f"candidate v{self.candidate} {self.candidate_value:.4f}"]
+        if self.baseline is not None and self.baseline_value is not None:
+            parts.append(f"baseline v{self.baseline} ({self.baseline_name}) {self.baseline_value:.4f}")
+        if self.champion_before is not None and self.champion_value is not None:
+            parts.append(f"champion v{self.champion_before} {self.champion_value:.4f}")
+        return f"{self.metric} on {self.evaluation_cutoff}: " + ", ".join(parts)
 
 
 class PromotionRefused(OmnicrmError):
@@ -41,7 +75,7 @@ class PromotionRefused(OmnicrmError):
 
 
 def promote(task: str, force: bool = False, progress: Progress = silent) -> PromoteResult:
-    """Move ``champion`` to the ``candidate`` of ``omnicrm-<task>`` unless it scores worse; see the module docstring.
+    """Move ``champion`` to the better of ``candidate`` and ``baseline`` unless it is worse; see the module docstring.
 
     Parameters
     ----------
@@ -50,7 +84,7 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
         recommender (``<dataset>-recommend``) or an effect model (``<dataset>-uplift-<outcome>``) is
         handed to :func:`omnicrm.pipeline.promote_models.promote_model`.
     force : bool
-        Promote a worse candidate too.
+        Promote the candidate even when it scores worse than the champion or its baseline.
     progress : Progress
 
     Returns
@@ -60,7 +94,7 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     Raises
     ------
     PromotionRefused
-        The candidate is worse and ``force`` is not set.
+        The better of candidate and baseline is worse than the champion, and ``force`` is not set.
     """
     from omnicrm.pipeline.promote_models import handles, promote_model
 
@@ -75,13 +109,17 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     if cand is None:
         raise ConfigError(f"promote: registered model '{name}' has no 'candidate' version; run omnicrm train first")
     champ = tracking.find_version(name, "champion")
-    if champ is None:
-        tracking.set_alias(name, "champion", cand.version)
-        return PromoteResult(name, cand.version, None, "", None, None, "", True, "no champion yet: candidate promoted")
-    if champ.version == cand.version:
+    base = tracking.find_version(name, "baseline")
+    if base is not None and base.run_id != cand.run_id:
+        base = None  # a baseline of another training run was fitted on other frames: not this candidate's
+    if champ is not None and champ.version == cand.version:
         return PromoteResult(
-            name, cand.version, champ.version, "", None, None, "", False, "candidate is already champion"
+            name, cand.version, champ.version, "", None, None, "", False, "candidate is already champion", None
         )
+    if champ is None and base is None:
+        tracking.set_alias(name, "champion", cand.version)
+        note = "no champion yet: candidate promoted (no baseline registered with it)"
+        return PromoteResult(name, cand.version, None, "", None, None, "", True, note, champion_after=cand.version)
     source = f"config of run {cand.run_id}"
     cfg = task_config_from_dict(parse_yaml(tracking.load_run_text(cand.run_id, "config.yaml"), source), source)
     progress(f"promote {name}: evaluation frame at {cfg.cutoffs.evaluation}", 0.2)
@@ -90,53 +128,104 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
         frame = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation", features=feature_source(cfg.dataset))
     finally:
         con.close()
-    models = {v: tracking.load_model(tracking.model_uri(name, v)) for v in (cand.version, champ.version)}
+    versions = [v.version for v in (cand, base, champ) if v is not None]
+    models = {v: tracking.load_model(tracking.model_uri(name, v)) for v in dict.fromkeys(versions)}
     # the candidate's target, as its config's task declares it (label, consent filter, metric)
     target = next(t for t in cfg.task.targets_of(frame) if t.name == models[cand.version].target)
     rows = target.rows(frame)
     y = rows[target.label].to_numpy()
     metric = cfg.task.primary_metric(target)
-    progress(f"promote {name}: scoring both versions", 0.7)
-    values = {v: cfg.task.metrics(target, y, models[v].predict_score(rows))[metric] for v in models}
+    progress(f"promote {name}: scoring versions {', '.join(models)}", 0.7)
+    values = {v: cfg.task.metrics(target, y, m.predict_score(rows))[metric] for v, m in models.items()}
     cut = str(cfg.cutoffs.evaluation)
     result = PromoteResult(
-        name, cand.version, champ.version, metric, values[cand.version], values[champ.version], cut, False, ""
+        name,
+        cand.version,
+        champ.version if champ else None,
+        metric,
+        values[cand.version],
+        values[champ.version] if champ else None,
+        cut,
+        False,
+        "",
+        base.version if base else None,
+        values[base.version] if base else None,
+        base.tags.get("model_family", "baseline:?").removeprefix("baseline:") if base else "",
     )
     return settle(result, f"the evaluation cutoff {cut}", force)
 
 
+def _low(value: float | None) -> float:
+    """A metric for comparison: a missing or NaN value counts as the lowest."""
+    return -math.inf if value is None or math.isnan(value) else value
+
+
 def settle(result: PromoteResult, where: str, force: bool) -> PromoteResult:
-    """Move ``champion`` to the candidate unless it scored worse; every model kind decides here.
+    """Move ``champion`` to the better of candidate and baseline unless it scored worse; every model kind decides here.
 
     Parameters
     ----------
     result : PromoteResult
-        Both versions' values of ``result.metric`` on the same evaluation data (higher is better).
+        The versions' values of ``result.metric`` on the same evaluation data (higher is better);
+        ``champion_before`` ``None`` for a model without champion, ``baseline`` ``None`` for one
+        without a registered baseline (recommenders, effect models).
     where : str
         That evaluation data, for the message (``"the evaluation cutoff 2024-10-01"``).
     force : bool
-        Promote a worse candidate too.
+        Promote the candidate even when it is worse.
 
     Returns
     -------
     PromoteResult
-        ``result`` with ``promoted`` and ``note`` set.
+        ``result`` with ``promoted``, ``champion_after`` and ``note`` set.
 
     Raises
     ------
     PromotionRefused
-        The candidate is worse and ``force`` is not set.
+        The better of candidate and baseline is worse than the champion and ``force`` is not set.
     """
-    better = result.candidate_value >= result.champion_value
-    if not better and not force:
-        result.note = "candidate is worse: champion kept"
-        raise PromotionRefused(
-            f"promote {result.name}: candidate v{result.candidate} {result.metric} {result.candidate_value:.4f} is "
-            f"worse than champion v{result.champion_before} {result.champion_value:.4f} on {where}; not promoted "
-            "(use --force to promote anyway)",
-            result,
+    r = result
+    base_wins = r.baseline is not None and _low(r.baseline_value) > _low(r.candidate_value)
+    first = r.champion_before is None
+    prefix = "no champion yet: " if first else ""
+    if force:
+        chosen, value = r.candidate, r.candidate_value
+        worse = [
+            w for w, v in (("baseline", r.baseline_value), ("champion", r.champion_value)) if _low(v) > _low(value)
+        ]
+        detail = f" than its {' and '.join(worse)}" if r.baseline is not None else ""  # recommenders: as before
+        why = f"forced: candidate is worse{detail}" if worse else "candidate is at least as good"
+    elif base_wins:
+        chosen, value = r.baseline, r.baseline_value
+        why = f"baseline {r.baseline_name} beats the candidate"
+    else:
+        chosen, value = r.candidate, r.candidate_value
+        why = (
+            "candidate is at least as good as its baseline"
+            if r.baseline is not None
+            else "candidate is at least as good"
         )
-    tracking.set_alias(result.name, "champion", result.candidate)
-    result.promoted = True
-    result.note = "candidate is at least as good" if better else "forced: candidate is worse"
-    return result
+    if not force and not first:
+        if chosen == r.champion_before:
+            r.champion_after = r.champion_before
+            r.note = f"{why}; v{chosen} is already champion"
+            return r
+        if _low(value) < _low(r.champion_value):
+            r.champion_after = r.champion_before
+            r.note = (
+                "candidate is worse: champion kept" if chosen == r.candidate else f"{why}, but is worse: champion kept"
+            )
+            who = (
+                f"candidate v{r.candidate} {r.metric} {r.candidate_value:.4f} is"
+                if chosen == r.candidate
+                else f"candidate v{r.candidate} {r.metric} {r.candidate_value:.4f} and its baseline v{r.baseline} "
+                f"({r.baseline_name}) {r.baseline_value:.4f} are"
+            )
+            raise PromotionRefused(
+                f"promote {r.name}: {who} worse than champion v{r.champion_before} {r.champion_value:.4f} on "
+                f"{where}; not promoted (use --force to promote the candidate anyway)",
+                r,
+            )
+    tracking.set_alias(r.name, "champion", chosen)
+    r.promoted, r.champion_after, r.note = True, chosen, prefix + why
+    return r

@@ -145,7 +145,8 @@ def promote_model(name: str, force: bool = False, progress: Progress = silent) -
     champ = tracking.find_version(name, "champion")
     if champ is None:
         tracking.set_alias(name, "champion", cand.version)
-        return PromoteResult(name, cand.version, None, "", None, None, "", True, "no champion yet: candidate promoted")
+        note = "no champion yet: candidate promoted"
+        return PromoteResult(name, cand.version, None, "", None, None, "", True, note, champion_after=cand.version)
     if champ.version == cand.version:
         return PromoteResult(
             name, cand.version, champ.version, "", None, None, "", False, "candidate is already champion"

@@ -9,6 +9,7 @@ metrics too (``fit_seconds``, ``frames_seconds``), params hold only what defines
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -50,7 +51,11 @@ def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
 def log_target(
     cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, ev: pd.DataFrame, extra_tags: dict[str, str]
 ) -> None:
-    """Log one target's run and register its model as ``candidate`` (sets ``r.run_id``, ``r.version``).
+    """Log one target's run; register its model as ``candidate`` and its best baseline as ``baseline``.
+
+    Sets ``r.run_id``, ``r.version`` and ``r.baseline_version``. The baseline version is tagged
+    ``model_family=baseline:<name>`` (the model's is ``model_family=<family>``); registering it costs
+    one more pyfunc log, recorded as the run's metric ``baseline_register_seconds``.
 
     Parameters
     ----------
@@ -95,20 +100,38 @@ def log_target(
         tracking.log_figure(shap_fig, "plots/shap_summary.png")
         tracking.log_table(importance(r.model, rows, contrib), "tables/importance.csv")
         tracking.log_table(metrics_table(r), "tables/metrics.csv")
+        inputs = ev[r.model.encoding.features]
+        sample = inputs.sample(min(len(ev), 2000), random_state=0)
+        common = {
+            "evaluation_cutoff": str(cfg.cutoffs.evaluation),
+            "primary_metric": r.primary,
+            "data_fingerprint": frames.fingerprint,
+            "config": cfg.name,
+        }
         ref = tracking.log_model(
             r.model,
-            ev[r.model.encoding.features].head(5),
-            signature_sample=ev[r.model.encoding.features].sample(min(len(ev), 2000), random_state=0),
+            inputs.head(5),
+            signature_sample=sample,
             registered_name=r.registered_name,
-            tags={
-                "evaluation_cutoff": str(cfg.cutoffs.evaluation),
-                "primary_metric": r.primary,
-                r.primary: f"{r.model_metrics[r.primary]:.6f}",
-                "data_fingerprint": frames.fingerprint,
-                "config": cfg.name,
-            },
+            tags=common | {r.primary: f"{r.model_metrics[r.primary]:.6f}", "model_family": cfg.model.family},
         )
         r.run_id, r.version = run.run_id, ref.version
+        # the best baseline becomes a version of the same registered model (alias ``baseline``), from
+        # the same run, so ``promote`` can ship it when the model does not beat it
+        start = time.perf_counter()
+        base = tracking.log_model(
+            r.baseline_model(best),
+            inputs.head(5),
+            name="baseline",
+            signature_sample=sample,
+            registered_name=r.registered_name,
+            aliases=("baseline",),
+            tags=common
+            | {r.primary: f"{value:.6f}", "model_family": f"baseline:{best}", "candidate_version": ref.version},
+        )
+        r.baseline_version = base.version
+        tracking.log_metrics({"baseline_register_seconds": time.perf_counter() - start})
+        tracking.set_tags({"baseline_version": base.version})
 
 
 def _info(info: dict) -> dict:

@@ -37,8 +37,10 @@ and may override, where the base class's default does not fit
         regression ones).
     :meth:`Task.objective_params`
         LightGBM objective settings per target (default: none for binary, L2 for regression).
-    :meth:`Task.baseline_scores`
-        Each baseline's scores on the evaluation frame (default: fit on the training frame, predict).
+    :meth:`Task.fit_baselines`
+        Each baseline fitted on the training frame (default: every named baseline as it is); the
+        fitted baselines score the evaluation frame (:meth:`Task.baseline_scores`) and the best one
+        is registered beside the model (:class:`omnicrm.tasks.model.BaselineModel`).
     :meth:`Task.fit_extra`, :meth:`Task.extra_metrics`, :meth:`Task.extra_columns`, :meth:`Task.extra_summary`
         An optional second model fitted next to a target's LightGBM on the same features, with its
         own output columns and metrics (next_purchase: the censoring-aware timing model).
@@ -354,10 +356,36 @@ class Task(StrictModel):
         """
         return {} if target.problem == "binary" else {"objective": "regression"}
 
+    def fit_baselines(
+        self, target: Target, names: Sequence[str], features: list[str], tr: pd.DataFrame
+    ) -> dict[str, Baseline]:
+        """Each baseline fitted on the training frame, ready to score any frame built the same way.
+
+        Parameters
+        ----------
+        target : Target
+        names : sequence of str
+            Baseline names (:mod:`omnicrm.tasks.baselines`), in reporting order.
+        features : list of str
+            The model's feature columns (for the baselines that use all features).
+        tr : DataFrame
+            The target's training rows.
+
+        Returns
+        -------
+        dict of str to Baseline
+            Baseline name -> fitted baseline; a baseline that does not apply is left out.
+        """
+        out = {}
+        for name in names:
+            b = Baseline(name, features, horizon_days=self.horizon_days)
+            out[name] = b.fit(tr, tr[target.label].to_numpy(), target.problem)
+        return out
+
     def baseline_scores(
         self, target: Target, names: Sequence[str], features: list[str], tr: pd.DataFrame, ev: pd.DataFrame
     ) -> dict[str, np.ndarray]:
-        """Each baseline's scores on the evaluation frame, fitted on the training frame.
+        """Each baseline's scores on the evaluation frame, fitted on the training frame (:meth:`fit_baselines`).
 
         Parameters
         ----------
@@ -374,12 +402,8 @@ class Task(StrictModel):
         dict of str to ndarray
             Baseline name -> one score per row of ``ev``; a baseline that does not apply is left out.
         """
-        out = {}
-        for name in names:
-            b = Baseline(name, features, horizon_days=self.horizon_days)
-            b.fit(tr, tr[target.label].to_numpy(), target.problem)
-            out[name] = b.predict(ev, target.problem)
-        return out
+        fitted = self.fit_baselines(target, names, features, tr)
+        return {name: b.predict(ev, target.problem) for name, b in fitted.items()}
 
     # --- an optional extra model ---------------------------------------------------------------
 

@@ -37,6 +37,9 @@ class Baseline:
     features: list[str]
     estimator: Any = None
     horizon_days: int = 90
+    #: ``(numerator, denominator)`` the prediction is multiplied, then divided by (clv's margin turns
+    #: spend heuristics into margin with the training frame's margin rate); ``(1, 1)`` leaves it as is
+    scale: tuple[float, float] = (1.0, 1.0)
 
     def fit(self, frame: pd.DataFrame, y: np.ndarray, problem: str) -> Baseline:
         if self.name in ("run_rate", "btyd", "gap"):
@@ -53,6 +56,10 @@ class Baseline:
         return self
 
     def predict(self, frame: pd.DataFrame, problem: str) -> np.ndarray:
+        num, den = self.scale
+        return self._predict(frame, problem) * num / den
+
+    def _predict(self, frame: pd.DataFrame, problem: str) -> np.ndarray:
         if self.name == "run_rate":
             return frame["spend_365d"].fillna(0).to_numpy(dtype=float) * self.horizon_days / 365.0
         if self.name == "btyd":

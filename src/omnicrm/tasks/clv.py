@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -25,6 +24,8 @@ from omnicrm.tasks.labels import OUTCOME_COLUMNS, has_margin, with_purchase_outc
 
 if TYPE_CHECKING:
     import duckdb
+
+    from omnicrm.tasks.baselines import Baseline
 
 #: BG/NBD + Gamma-Gamma outputs joined to the frame (``btyd_clv`` is also the ``btyd`` baseline)
 BTYD_COLUMNS = ["btyd_expected_purchases", "btyd_p_alive", "btyd_expected_spend", "btyd_clv"]
@@ -93,15 +94,17 @@ class Clv(Task):
             return {"objective": "tweedie", "tweedie_variance_power": self.tweedie_variance_power}
         return super().objective_params(target)
 
-    def baseline_scores(
-        self, target: Target, names: Sequence[str], features: list[str], tr: pd.DataFrame, ev: pd.DataFrame
-    ) -> dict[str, np.ndarray]:
+    def fit_baselines(
+        self, target: Target, names: Sequence[str], features: list[str], tr: pd.DataFrame
+    ) -> dict[str, Baseline]:
         """As the base class; ``btyd`` only with the BG/NBD inputs, spend heuristics turned into margin."""
-        names = [n for n in names if n != "btyd" or "btyd_clv" in ev.columns]
-        out = super().baseline_scores(target, names, features, tr, ev)
+        names = [n for n in names if n != "btyd" or "btyd_clv" in tr.columns]
+        out = super().fit_baselines(target, names, features, tr)
         if target.name == "margin":
             # spend-based heuristics: turn spend into margin with the training frame's margin rate
             # (multiplied, then divided: the order the figures were first computed in)
-            margin, spend = tr["y_margin"].sum(), max(tr["y_spend"].sum(), 1e-12)
-            out = {n: s * margin / spend if n in ("run_rate", "btyd") else s for n, s in out.items()}
+            rate = (float(tr["y_margin"].sum()), float(max(tr["y_spend"].sum(), 1e-12)))
+            for name in ("run_rate", "btyd"):
+                if name in out:
+                    out[name].scale = rate
         return out

@@ -276,3 +276,73 @@ class TaskModel:
         X = self.encoding.transform(frame)
         contrib = self.estimator.booster_.predict(X, pred_contrib=True)
         return pd.DataFrame(contrib[:, :-1], columns=self.encoding.features, index=frame.index)
+
+
+@dataclass
+class BaselineModel:
+    """A fitted baseline registered as a model: scored like a :class:`TaskModel`, so it can be champion.
+
+    ``omnicrm train`` registers the best baseline of each target beside the LightGBM candidate, and
+    ``omnicrm promote`` ships it when it scores better (the gate: never ship worse than a baseline).
+    The predict path needs only ``predict_score`` / ``predict_frame`` and the naming attributes.
+
+    Attributes
+    ----------
+    task, target : str
+        The task's registry name and the target's name.
+    problem : {"binary", "regression"}
+    score_column : str
+        The column of :meth:`predict_score` in :meth:`predict_frame`.
+    baseline : Baseline
+        The fitted baseline (:mod:`omnicrm.tasks.baselines`), fitted on the candidate's training frame.
+    encoding : Encoding
+        The candidate's encoding: the frame columns the version is logged with, and the extra
+        model's input.
+    extra : object, optional
+        The candidate's extra model (next_purchase: the timing model), carried over so a baseline
+        champion predicts the same columns as a LightGBM one; the baseline replaces only the score.
+    meta : dict
+        Evaluation cutoff, config name and ``model_family`` (``baseline:<name>``).
+    """
+
+    task: str
+    target: str
+    problem: str
+    score_column: str
+    baseline: Any
+    encoding: Encoding
+    extra: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_family(self) -> str:
+        """``baseline:<name>``, as the registered version is tagged."""
+        return f"baseline:{self.baseline.name}"
+
+    def predict_score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The baseline's score per row (a probability, or an amount clipped at 0)."""
+        return np.asarray(self.baseline.predict(frame, self.problem), dtype=float)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Named score columns per input row: the baseline's score, then the carried extra model's columns."""
+        out = pd.DataFrame({self.score_column: self.predict_score(frame)}, index=frame.index)
+        if self.extra is not None:
+            extra = self.extra.predict_frame(self.encoding.transform(frame))
+            for column in extra.columns:
+                out[column] = extra[column].to_numpy()
+        return out.reset_index(drop=True)
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Not available: a baseline has no per-customer feature contributions (always raises).
+
+        Raises
+        ------
+        InputError
+            Always; ``predict --reasons`` checks the registry first and says so before any work.
+        """
+        from omnicrm.errors import InputError
+
+        raise InputError(
+            f"{self.task}/{self.target}: the registered version is the baseline {self.baseline.name!r}, which has "
+            "no per-customer reasons; predict without --reasons, or with a LightGBM version (--model candidate)"
+        )

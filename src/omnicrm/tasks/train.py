@@ -20,9 +20,10 @@ import pandas as pd
 
 from omnicrm.errors import InputError
 from omnicrm.tasks.base import Target
+from omnicrm.tasks.baselines import Baseline
 from omnicrm.tasks.config import TaskConfig
 from omnicrm.tasks.frames import model_columns
-from omnicrm.tasks.model import Encoding, TaskModel, choose_calibration, fit_lgbm
+from omnicrm.tasks.model import BaselineModel, Encoding, TaskModel, choose_calibration, fit_lgbm
 
 
 @dataclass
@@ -123,6 +124,29 @@ class TargetResult:
     extra_rows: list[dict[str, Any]] = field(default_factory=list)
     #: wall-clock durations (``fit_seconds``, ``frames_seconds``): logged as metrics, never as params
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the fitted baselines, by name (the best one is registered beside the model)
+    baselines: dict[str, Baseline] = field(repr=False, default_factory=dict)
+    #: the registered version of the best baseline (alias ``baseline``), when registered
+    baseline_version: str | None = None
+
+    def baseline_model(self, name: str | None = None) -> BaselineModel:
+        """Baseline ``name`` (default: the best) as a registrable model scored like :attr:`model`.
+
+        Parameters
+        ----------
+        name : str, optional
+            One of :attr:`baselines`; the best on the evaluation cutoff by default.
+
+        Returns
+        -------
+        BaselineModel
+        """
+        name = name or self.best_baseline[0]
+        m = self.model
+        meta = self.model.meta | {"model_family": f"baseline:{name}"}
+        return BaselineModel(
+            m.task, m.target, m.problem, m.score_column, self.baselines[name], m.encoding, m.extra, meta
+        )
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -148,8 +172,9 @@ def evaluate_target(
     y_ev = ev[target.label].to_numpy()
     scores = {"model": model.predict_score(ev)}
     names = cfg.baselines or list(task.baselines)
-    for name, pred in task.baseline_scores(target, names, model.encoding.features, tr, ev).items():
-        scores[f"baseline_{name}"] = pred
+    fitted = task.fit_baselines(target, names, model.encoding.features, tr)
+    for name, b in fitted.items():
+        scores[f"baseline_{name}"] = b.predict(ev, target.problem)
     base = {k.removeprefix("baseline_"): task.metrics(target, y_ev, v) for k, v in scores.items() if k != "model"}
     extra = task.extra_metrics(target, model, ev)
     return TargetResult(
@@ -166,6 +191,7 @@ def evaluate_target(
         scores=scores,
         extra_metrics=extra,
         extra_rows=task.extra_summary(target, extra) if extra else [],
+        baselines=fitted,
     )
 
 
