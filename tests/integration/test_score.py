@@ -1,7 +1,8 @@
 """``omnicrm score`` on the small world (1,200 people, 540 days, ends 2024-06-23) with tiny registered models.
 
-Two churn models are trained and registered (v1, v2; v2 is champion), a DR effect model and a
-popularity recommender are registered as champions, and the next-best-action catalogue uses them.
+Two churn models are trained and registered (v1, v3; v3 is champion; train registers their baselines
+as v2 and v4), a DR effect model and a popularity recommender are registered as champions, and the
+next-best-action catalogue uses them.
 One module fixture runs the job once; the tests then check every table and the manifest against the
 store (every customer scored or excluded with a reason, per step), a second run with another chunk
 size (identical tables, no drift), the refusal of the same date without ``--replace``, a pinned
@@ -102,7 +103,7 @@ def write_configs(folder: Path, store: str, output: Path, chunk: int, churn_mode
 
 @pytest.fixture(scope="module")
 def registered(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
-    """Churn v1 (10 trees) and v2 (20 trees, champion), a DR effect model and a popularity recommender."""
+    """Churn v1 (10 trees) and v3 (20 trees, champion), a DR effect model and a popularity recommender."""
     from omnicrm.pipeline.recommend import write_recommendations
     from omnicrm.pipeline.train import train
     from omnicrm.pipeline.uplift import write_effects
@@ -132,10 +133,13 @@ def registered(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> W
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("OMNICRM_MLRUNS", str(mlruns))
+        versions = []
         for trees in (10, 20):
             (folder / "churn.yaml").write_text(yaml.safe_dump(churn_config(store, trees)))
-            train(folder / "churn.yaml")
-        tracking.set_alias("omnicrm-churn", "champion", "2")
+            versions.append(train(folder / "churn.yaml")[0].version)
+        # train also registers its best baseline as a version: the models are v1 and v3
+        assert versions == ["1", "3"]
+        tracking.set_alias("omnicrm-churn", "champion", versions[1])
         eff = write_effects(folder / "uplift.yaml", AS_OF, folder / "effects.parquet")
         tracking.set_alias("omnicrm-small-uplift-purchase", "champion", eff.version)
         recs = write_recommendations(folder / "rec.yaml", AS_OF, folder / "recs.parquet")
@@ -211,7 +215,7 @@ def test_every_table_and_the_manifest_are_published_and_every_customer_is_accoun
         assert list(frame.columns[: len(schema.OUTPUTS[t])]) == schema.output_columns(t)
         assert m["tables"][t]["rows_out"] == len(frame)
     assert {(x["name"], x["version"]) for x in m["models"]} == {
-        ("omnicrm-churn", "2"),
+        ("omnicrm-churn", "3"),
         ("omnicrm-small-recommend", "1"),
         ("omnicrm-small-uplift-purchase", "1"),
     }

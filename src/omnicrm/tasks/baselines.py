@@ -67,9 +67,26 @@ class Baseline:
                 raise KeyError("btyd baseline needs the BG/NBD features (task.btyd_features: true)")
             return frame["btyd_clv"].fillna(0).to_numpy(dtype=float)
         X = _numeric(frame, self.features) if self.name in ("logistic", "linear") else _recency(frame)
+        z = _linear_scores(self.estimator, X)
         if problem == "binary":
-            return self.estimator.predict_proba(X)[:, 1]
-        return np.clip(self.estimator.predict(X), 0, None)
+            return 1.0 / (1.0 + np.exp(-z))
+        return np.clip(z, 0, None)
+
+
+def _linear_scores(pipeline: Any, X: pd.DataFrame) -> np.ndarray:
+    """The fitted linear model's decision values, row by row.
+
+    scikit-learn computes them as one matrix product, whose BLAS blocking depends on the number of
+    rows: a customer's score then changes in the last bit with the batch it is scored in, and a
+    scoring job run with another chunk size would not reproduce its own output. An element-wise
+    product summed along each row depends on that row alone.
+    """
+    *steps, (_, linear) = pipeline.steps
+    Z = X
+    for _, step in steps:
+        Z = step.transform(Z)
+    Z = np.ascontiguousarray(Z, dtype=float)
+    return (Z * np.ravel(linear.coef_)).sum(axis=1) + float(np.ravel(linear.intercept_)[0])
 
 
 def _recency(frame: pd.DataFrame) -> pd.DataFrame:
