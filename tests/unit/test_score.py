@@ -196,6 +196,31 @@ def test_a_live_lock_stops_a_second_run_and_a_stale_one_is_explained_and_taken_o
     assert not (tmp_path / runs.LOCK).exists()
 
 
+@pytest.mark.parametrize("text", ["", "not json{", "[1, 2]"])
+def test_an_empty_or_torn_lock_is_stale_once_old_and_busy_while_young(tmp_path: Path, text: str) -> None:
+    """A run killed between creating the lock and writing it leaves such a file: it must not block every later run."""
+    from datetime import date
+
+    lock = tmp_path / runs.LOCK
+    lock.write_text(text)
+    with pytest.raises(ConfigError, match="taking the lock right now"):
+        runs.RunLock(tmp_path, date(2024, 1, 1), "r1").__enter__()
+    old = lock.stat().st_mtime - runs.TORN_LOCK_SECONDS - 5
+    os.utime(lock, (old, old))
+    with pytest.warns(StaleFileWarning, match="stale lock"), runs.RunLock(tmp_path, date(2024, 1, 1), "r2") as held:
+        assert json.loads(lock.read_text())["run_id"] == "r2" and held.held
+    assert not lock.exists()
+
+
+def test_a_pinned_version_may_be_written_as_a_number() -> None:
+    from omnicrm.score.config import RegisteredModel, TaskModels
+
+    assert TaskModels(config="c.yaml", model=3).model == "3"
+    assert RegisteredModel(name="m", model=12).model == "12"
+    with pytest.raises(ValueError, match="pattern"):
+        RegisteredModel(name="m", model="not a ref")
+
+
 def test_publication_moves_pointers_and_replacing_removes_the_old_run(tmp_path: Path) -> None:
     from datetime import date
 

@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -56,6 +57,7 @@ from omnicrm.score.config import ScoreSetup, load_score_config
 from omnicrm.score.manifest import StepClock, build_manifest
 from omnicrm.score.tables import NOT_YET_A_CUSTOMER, excluded_rows, nba_excluded, population_reason, scores_long
 from omnicrm.store import runs
+from omnicrm.store.staging import StaleFileWarning
 
 __all__ = ["DriftBreach", "ScoreResult", "run_score"]
 
@@ -590,7 +592,23 @@ def run_score(
                 "pass --replace to score it again and replace it"
             )
         previous_folder = runs.latest(output)
+        pointer = Path(output) / runs.LATEST
+        if previous_folder is None and (pointer.is_symlink() or pointer.exists()):
+            warnings.warn(
+                f"{pointer}: does not lead to a published run, so drift is checked against no previous run "
+                "(population, PSI and changed actions are skipped); point it at one (ln -sfn runs/<run> latest) "
+                "to restore the comparison",
+                StaleFileWarning,
+                stacklevel=2,
+            )
         previous_manifest = _read_json(previous_folder / schema.MANIFEST) if previous_folder else None
+        if previous_folder is not None and previous_manifest is None:
+            warnings.warn(
+                f"{previous_folder / schema.MANIFEST}: missing or unreadable, so the population change against that "
+                "run is not checked",
+                StaleFileWarning,
+                stacklevel=2,
+            )
         previous_profile = _read_json(previous_folder / "profile.json") if previous_folder else None
         with clock.step("models"):
             models = _load_models(setup, progress)

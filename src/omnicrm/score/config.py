@@ -16,9 +16,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from omnicrm.config import StrictModel, load_config
 from omnicrm.errors import ConfigError
@@ -28,18 +28,27 @@ from omnicrm.features.config import FeatureConfig, resolve_feature_config
 _REF_PATTERN = r"^([A-Za-z][A-Za-z0-9_-]*|[0-9]+)$"
 
 
+def _ref_text(value: Any) -> Any:
+    """A version written as a YAML number (``model: 3``) is the version ``"3"``."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+#: an alias (``champion``) or a pinned version number (``3`` or ``"3"``)
+ModelRef = Annotated[str, BeforeValidator(_ref_text), Field(pattern=_REF_PATTERN)]
+
+
 class TaskModels(StrictModel):
     """A task config whose registered target models score the task's population."""
 
     config: str  # relative to the scoring config
-    model: str = Field("champion", pattern=_REF_PATTERN)  # alias or version, for every target of the task
+    model: ModelRef = "champion"  # alias or version, for every target of the task
 
 
 class RegisteredModel(StrictModel):
     """A registered model by name (``omnicrm-`` optional) and alias or version."""
 
     name: str = Field(min_length=1)
-    model: str = Field("champion", pattern=_REF_PATTERN)
+    model: ModelRef = "champion"
 
     @property
     def full_name(self) -> str:

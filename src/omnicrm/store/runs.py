@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import socket
+import time
 import warnings
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -102,6 +103,12 @@ class RunLock:
         if holder is None:
             return  # removed meanwhile (its run ended): try again
         pid, host = holder.get("pid"), holder.get("host")
+        if not holder:
+            # empty or torn: a run killed between creating the lock and writing it, or one that is
+            # writing it this instant; only the second is young, so an old one is stale
+            if _age_seconds(self.path) < TORN_LOCK_SECONDS:
+                raise ConfigError(f"{self.path}: another scoring run is taking the lock right now; try again")
+            host = socket.gethostname()
         who = (
             f"pid {pid} on {host}, started {holder.get('started', '?')}, scoring as_of {holder.get('as_of', '?')}"
             f" (run {holder.get('run_id', '?')})"
@@ -134,6 +141,17 @@ class RunLock:
             if holder is not None and holder.get("pid") == os.getpid() and holder.get("run_id") == self.info["run_id"]:
                 self.path.unlink(missing_ok=True)
             self.held = False
+
+
+#: an empty or unreadable lock older than this is a killed run's, not one being written
+TORN_LOCK_SECONDS = 30.0
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _read_lock(path: Path) -> dict[str, Any] | None:
