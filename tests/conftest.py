@@ -223,6 +223,31 @@ def write_ingest_config(work: Path, raw_dir: Path) -> Path:
     return cfg
 
 
+def small_uplift_config(store: str) -> dict:
+    """A tiny DR effect model on the small store's campaigns (registered as ``omnicrm-small-uplift-purchase``)."""
+    return {
+        "name": "small",
+        "source": {"kind": "store", "store": store, "features": {}, "window_days": 14, "outcomes": ["purchase"]},
+        "learners": {"names": ["DR"], "model": {"n_estimators": 20, "min_child_samples": 20}},
+        "effects": {"learner": "DR", "outcome": "purchase"},
+    }
+
+
+def small_recommend_config(store: str) -> dict:
+    """A popularity recommender on the small store (registered as ``omnicrm-small-recommend``)."""
+    return {
+        "store": store,
+        "dataset": "small",
+        "test_cutoff": "2024-05-27",
+        "test_days": 28,
+        "validation_days": 28,
+        "k": 3,
+        "seed": 3,
+        "serve": "popularity",
+        "methods": [{"name": "popularity", "kind": "popularity"}],
+    }
+
+
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated world (raw files + truth), shared by the integration tests."""

@@ -26,6 +26,8 @@ from typer.testing import CliRunner
 from omnicrm import schema, tracking
 from omnicrm.cli import app
 
+from ..conftest import small_recommend_config, small_uplift_config
+
 pytestmark = pytest.mark.integration
 
 AS_OF = date(2024, 6, 24)
@@ -49,23 +51,8 @@ def registered(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> W
 
     folder = tmp_path_factory.mktemp("nba")
     store = yaml.safe_load(small_store.read_text())["store"]
-    uplift = {
-        "name": "small",
-        "source": {"kind": "store", "store": store, "features": {}, "window_days": 14, "outcomes": ["purchase"]},
-        "learners": {"names": ["DR"], "model": {"n_estimators": 20, "min_child_samples": 20}},
-        "effects": {"learner": "DR", "outcome": "purchase"},
-    }
-    rec = {
-        "store": store,
-        "dataset": "small",
-        "test_cutoff": "2024-05-27",
-        "test_days": 28,
-        "validation_days": 28,
-        "k": 3,
-        "seed": 3,
-        "serve": "popularity",
-        "methods": [{"name": "popularity", "kind": "popularity"}],
-    }
+    uplift = small_uplift_config(store)
+    rec = small_recommend_config(store)
     churn = {
         "dataset": {
             "name": "small",

@@ -15,7 +15,7 @@ from omnicrm.errors import ConfigError, InputError
 from omnicrm.nba.evaluate import NBA, POLICIES
 from omnicrm.pipeline.nba_eval import run_nba_eval
 
-from ..conftest import ROOT
+from ..conftest import ROOT, small_uplift_config
 
 pytestmark = pytest.mark.integration
 
@@ -103,11 +103,7 @@ def test_small_synthetic_world_reports_true_values_beside_the_estimates(
     small_store: Path, small_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = yaml.safe_load(small_store.read_text())["store"]
-    uplift = {
-        "name": "small",
-        "source": {"kind": "store", "store": store, "features": {}, "window_days": 14, "outcomes": ["purchase"]},
-        "learners": {"names": ["DR"], "model": {"n_estimators": 20, "min_child_samples": 20}},
-        "effects": {"learner": "DR", "outcome": "purchase"},
+    uplift = small_uplift_config(store) | {
         "truth": {
             "effects": str(small_world / "truth/treatment_effects.parquet"),
             "record_owner": str(small_world / "truth/record_owner.parquet"),

@@ -56,9 +56,7 @@ def _world(n: int = 6000, seed: int = 0):  # noqa: ANN202
         {"unit_value": np.full(n, 20.0), "order_value": np.full(n, 40.0), "base_rate": np.full(n, base)}
     )
     passed = pd.DataFrame({"row": np.repeat(np.arange(n), 2), "action": np.tile(ACTIONS, n)})
-    rows = prepare_rows(
-        pd.DataFrame(index=range(n)), arm, "control", y, channel, campaign, np.arange(n), passed, units, _catalogue()
-    )
+    rows = prepare_rows(arm, "control", y, channel, campaign, np.arange(n), passed, units, _catalogue())
     mu = base + tau
     return rows, tau, mu
 
@@ -104,7 +102,6 @@ def test_an_action_without_history_is_refused_by_name() -> None:
     n = 10
     with pytest.raises(InputError, match=r"\['birthday'\] have no randomised history"):
         prepare_rows(
-            pd.DataFrame(index=range(n)),
             np.array(["control", "discount"] * 5),
             "control",
             np.zeros(n),

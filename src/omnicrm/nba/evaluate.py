@@ -134,7 +134,6 @@ class EvalRows:
 
 
 def prepare_rows(
-    frame: pd.DataFrame,
     arm_labels: np.ndarray,
     control: str,
     outcome: np.ndarray,
@@ -149,10 +148,9 @@ def prepare_rows(
 
     Parameters
     ----------
-    frame
-        The history's rows (only its length is used here; rules were applied by the caller).
     arm_labels
-        Logged arm of each row (``control`` or an action name of the history).
+        Logged arm of each row (``control`` or an action name of the history); rules were applied by
+        the caller (``passed``).
     control
         The control's label.
     outcome, channel, group, cluster
@@ -164,7 +162,7 @@ def prepare_rows(
     cat
         The catalogue.
     """
-    n = len(frame)
+    n = len(arm_labels)
     history = sorted({a for a in np.asarray(arm_labels, dtype=object).tolist() if a != control}, key=str)
     arms = [control, *history]
     source = {a: (spec.effect_action or a) for a, spec in cat.actions.items()}

@@ -66,13 +66,15 @@ class NbaEvalResult:
     notes: list[str]
 
 
-def _rules_passed(frame: pd.DataFrame, cat) -> pd.DataFrame:  # noqa: ANN001 - a Catalogue
-    """``row, action``: the catalogue actions each row passes the rules of (rules run in DuckDB)."""
+def _rules_passed(rows: pd.DataFrame, cat) -> pd.DataFrame:  # noqa: ANN001 - a Catalogue
+    """``row, action``: the catalogue actions each row passes the rules of (rules run in DuckDB).
+
+    ``rows`` has the row's position as its ``customer_id`` (the rules' key is one row, not a customer).
+    """
     import duckdb
 
     from omnicrm.nba.policy import apply_rules
 
-    rows = frame.drop(columns=["customer_id"], errors="ignore").assign(customer_id=np.arange(len(frame)))
     con = duckdb.connect()
     try:
         kept = apply_rules(rows, cat, con).kept
@@ -162,11 +164,10 @@ def run_nba_eval(config_path: str | Path, progress: Progress = silent) -> NbaEva
     group = frame["campaign_id"].to_numpy(dtype=object) if has_campaigns else np.full(len(frame), "all", dtype=object)
     units = frame[UNIT].to_numpy(dtype=object)
     y = frame[outcome].to_numpy(float)
-    passed = _rules_passed(frame, cat)
-    value_frame = frame.drop(columns=["customer_id"], errors="ignore").assign(customer_id=np.arange(len(frame)))
-    rows = prepare_rows(
-        frame, data.arms, data.control, y, channel, group, units, passed, unit_values(value_frame, cat), cat
-    )
+    # rules and values are per row: a row's position stands in for the customer id they key on
+    by_row = frame.drop(columns=["customer_id"], errors="ignore").assign(customer_id=np.arange(len(frame)))
+    passed = _rules_passed(by_row, cat)
+    rows = prepare_rows(data.arms, data.control, y, channel, group, units, passed, unit_values(by_row, cat), cat)
 
     progress(f"nba-eval: cross-fitting {learner} effects and outcome models over {ev.folds} customer folds", 0.1)
     kind = "classifier" if rows.binary else "regressor"

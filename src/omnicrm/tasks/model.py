@@ -264,18 +264,23 @@ class TaskModel:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Named score columns for each input row (the pyfunc output): the score, then the extra model's."""
-        out = pd.DataFrame({self.score_column: self.predict_score(frame)}, index=frame.index)
-        if self.extra is not None:
-            extra = self.extra.predict_frame(self.encoding.transform(frame))
-            for column in extra.columns:
-                out[column] = extra[column].to_numpy()
-        return out.reset_index(drop=True)
+        return _score_frame(self, frame)
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Exact per-row feature contributions (raw score units; LightGBM ``pred_contrib`` = TreeSHAP)."""
         X = self.encoding.transform(frame)
         contrib = self.estimator.booster_.predict(X, pred_contrib=True)
         return pd.DataFrame(contrib[:, :-1], columns=self.encoding.features, index=frame.index)
+
+
+def _score_frame(model: TaskModel | BaselineModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """The score column, then the extra model's columns on the encoded frame (a registered version's output)."""
+    out = pd.DataFrame({model.score_column: model.predict_score(frame)}, index=frame.index)
+    if model.extra is not None:
+        extra = model.extra.predict_frame(model.encoding.transform(frame))
+        for column in extra.columns:
+            out[column] = extra[column].to_numpy()
+    return out.reset_index(drop=True)
 
 
 @dataclass
@@ -325,12 +330,7 @@ class BaselineModel:
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Named score columns per input row: the baseline's score, then the carried extra model's columns."""
-        out = pd.DataFrame({self.score_column: self.predict_score(frame)}, index=frame.index)
-        if self.extra is not None:
-            extra = self.extra.predict_frame(self.encoding.transform(frame))
-            for column in extra.columns:
-                out[column] = extra[column].to_numpy()
-        return out.reset_index(drop=True)
+        return _score_frame(self, frame)
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Not available: a baseline has no per-customer feature contributions (always raises).
