@@ -257,6 +257,21 @@ def test_every_table_and_the_manifest_are_published_and_every_customer_is_accoun
     assert mrun.data.metrics["scored.nba"] == len(scored_by_step["nba"])
 
 
+def test_the_scoring_runs_list_is_the_one_omnicrm_nba_makes_from_the_same_models(world: Scored, tmp_path: Path) -> None:
+    # the job builds features once and hands them, with the models it loaded, to the list; a list
+    # built on its own (its own snapshot, models looked up in the registry) must be the same rows
+    from omnicrm.pipeline.nba import run_nba
+
+    alone = run_nba(world.world.folder / "run1" / "nba.yaml", AS_OF, tmp_path / "nba.parquet")
+    theirs = pd.read_parquet(world.folder / "nba.parquet")
+    assert len(theirs) > 0
+    pd.testing.assert_frame_equal(
+        _sorted(schema.NBA, theirs), _sorted(schema.NBA, pd.read_parquet(alone.out)), check_exact=True
+    )
+    m = json.loads((world.folder / "manifest.json").read_text())
+    assert m["nba"]["models"] == alone.models and m["nba"]["summary"]["violations"] == 0
+
+
 def test_the_same_date_is_refused_then_replaced_with_identical_tables_and_no_drift(world: Scored) -> None:
     res = score(world.config)
     assert res.exit_code == 2 and "already published" in res.output and "--replace" in res.output

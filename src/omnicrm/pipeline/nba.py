@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,12 @@ from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import conform, write_frame
 
-__all__ = ["NbaResult", "excluded_path", "run_nba"]
+__all__ = ["NbaList", "NbaResult", "Preloaded", "excluded_path", "nba_list", "run_nba"]
+
+#: Models a caller has already resolved and loaded: ``(registered name, reference) -> (version, model)``.
+#: ``omnicrm score`` passes the models it scores with, so its list uses the very same objects and
+#: versions; anything not in it is looked up in the registry here (``omnicrm nba``).
+Preloaded = dict[tuple[str, str], tuple[str, Any]]
 
 
 @dataclass
@@ -55,7 +61,7 @@ def excluded_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.excluded{out.suffix}")
 
 
-def _scores(cat, config_path: Path, con, pop: pd.DataFrame, as_of: datetime, fingerprint: str):  # noqa: ANN001, ANN202
+def _scores(cat, config_path: Path, con, pop: pd.DataFrame, as_of: datetime, fingerprint: str, given: Preloaded):  # noqa: ANN001, ANN202
     """``pop`` with the task score columns the catalogue's rules and value read, and the models used.
 
     Each task listed under ``scores`` is scored with the shared features (plus its own inputs, e.g.
@@ -79,22 +85,25 @@ def _scores(cat, config_path: Path, con, pop: pd.DataFrame, as_of: datetime, fin
         frame = task.add_inputs(con, as_of, pop[pop["customer_id"].isin(members)].reset_index(drop=True))
         models = {}
         for name, (target, _) in wanted.items():
-            info = tracking.find_version(name, src.ref)
-            if info is None:
-                raise ConfigError(
-                    f"{config_path}: key 'scores': registered model '{name}' (task config {src.path}) has no version "
-                    f"'{src.ref}'; train it with `omnicrm train {src.path}` and promote it"
-                )
-            check_fingerprint(info, fingerprint, f"store {cat.store}")
-            model = tracking.load_model(tracking.model_uri(name, info.version))
+            if (name, src.ref) in given:
+                version, model = given[name, src.ref]
+            else:
+                info = tracking.find_version(name, src.ref)
+                if info is None:
+                    raise ConfigError(
+                        f"{config_path}: key 'scores': registered model '{name}' (task config {src.path}) has no "
+                        f"version '{src.ref}'; train it with `omnicrm train {src.path}` and promote it"
+                    )
+                check_fingerprint(info, fingerprint, f"store {cat.store}")
+                version, model = info.version, tracking.load_model(tracking.model_uri(name, info.version))
             missing = [c for c in model.encoding.features if c not in frame.columns]
             if missing:
                 raise ConfigError(
-                    f"{config_path}: key 'scores': {name} v{info.version} needs feature column(s) {missing[:10]} that "
+                    f"{config_path}: key 'scores': {name} v{version} needs feature column(s) {missing[:10]} that "
                     f"the catalogue's features do not build (its task config {src.path} uses other features)"
                 )
             models[target] = model
-            versions[name] = info.version
+            versions[name] = version
         scored = score_frame(task, frame, models)
         cols = [c for _, tc in wanted.items() for c in tc[1]]
         scored.insert(0, "customer_id", frame["customer_id"].to_numpy())
@@ -102,7 +111,7 @@ def _scores(cat, config_path: Path, con, pop: pd.DataFrame, as_of: datetime, fin
     return pop, versions
 
 
-def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str):  # noqa: ANN001, ANN202
+def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str, given: Preloaded):  # noqa: ANN001, ANN202
     """``customer_id, action, effect`` per catalogue action from the registered effect models (``cat``'s).
 
     Also returns the versions used and, per catalogue action, the loaded model and the action's name
@@ -116,14 +125,18 @@ def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str):  # noqa: ANN00
         by_model.setdefault(full_name(model), []).append((action, name))
     parts, versions, loaded = [], {}, {}
     for model, pairs in by_model.items():
-        version, effect_model = load_registered(model, ref, "effects")
-        check_fingerprint(version, fingerprint, f"store {cat.store}")
-        versions[model] = version.version
+        if (model, ref) in given:
+            number, effect_model = given[model, ref]
+        else:
+            version, effect_model = load_registered(model, ref, "effects")
+            check_fingerprint(version, fingerprint, f"store {cat.store}")
+            number = version.version
+        versions[model] = number
         known = effect_model.actions
         missing = [n for _, n in pairs if n not in known]
         if missing:
             raise ConfigError(
-                f"nba catalogue '{cat.name}': effect model {model} v{version.version} has no action(s) {missing}; "
+                f"nba catalogue '{cat.name}': effect model {model} v{number} has no action(s) {missing}; "
                 f"it estimates {known} (set effect_action on the action)"
             )
         tau = effect_model.predict_effect(pop)
@@ -141,22 +154,174 @@ def _effects(cat, pop: pd.DataFrame, ref: str, fingerprint: str):  # noqa: ANN00
     return pd.concat(parts, ignore_index=True), versions, loaded
 
 
-def _products(cat, con, as_of: datetime, customers: pd.Series) -> tuple[pd.Series, dict[str, str]]:  # noqa: ANN001
+def _products(  # noqa: ANN001
+    cat, con, as_of: datetime, customers: pd.Series, fingerprint: str, given: Preloaded
+) -> tuple[pd.Series, dict[str, str]]:
     """Each customer's top recommended product (customers without a recommendation are absent)."""
     from omnicrm.pipeline.promote_models import check_fingerprint, full_name, load_registered
     from omnicrm.recommend.history import load_purchases
-    from omnicrm.tasks.frames import store_fingerprint
 
     name = full_name(cat.recommender)
-    version, served = load_registered(name, "champion", "recommend")
-    check_fingerprint(version, store_fingerprint(con), f"store {cat.store}")
+    if (name, "champion") in given:
+        number, served = given[name, "champion"]
+    else:
+        version, served = load_registered(name, "champion", "recommend")
+        check_fingerprint(version, fingerprint, f"store {cat.store}")
+        number = version.version
     purchases = load_purchases(con, as_of)
     purchases = purchases[purchases["customer_id"].isin(set(customers))]
     if purchases.empty:
-        return pd.Series(dtype=object), {name: version.version}
+        return pd.Series(dtype=object), {name: number}
     recs = served.predict_frame(purchases, as_of=as_of, k=1)
     top = recs[recs["rank"] == 1].set_index("customer_id")["product_id"]
-    return top, {name: version.version}
+    return top, {name: number}
+
+
+@dataclass
+class NbaList:
+    """A next-best-action list and what it took, before anything is written or logged."""
+
+    nba: pd.DataFrame
+    excluded: pd.DataFrame  # the ``excluded`` contract: customer, step, reason per dropped candidate
+    customers: int  # the population the list chose from
+    summary: dict[str, float]
+    models: dict[str, str]  # registered name -> version
+    method: str
+    tight: list[str]
+    table: pd.DataFrame  # per action and channel: customers, expected value, cost
+    long_term: dict[str, float | str] | None
+    drivers_unavailable: Any
+    seconds: dict[str, float]
+
+
+def nba_list(
+    cat,  # noqa: ANN001 - a loaded Catalogue
+    config_path: str | Path,
+    con,  # noqa: ANN001 - the store, read-only and single-threaded
+    pop: pd.DataFrame,
+    as_of: datetime,
+    *,
+    fingerprint: str,
+    model: str = "champion",
+    given: Preloaded | None = None,
+    progress: Progress = silent,
+) -> NbaList:
+    """The list at ``as_of`` for the customers of ``pop`` (their features at ``as_of``), not yet written.
+
+    ``omnicrm nba`` and ``omnicrm score`` both call this: the former with the features it builds and
+    models from the registry, the latter with the features it built once for every model and the
+    models it already loaded (``given``), so a scoring run's list uses the versions its manifest names.
+    """
+    from omnicrm.nba.allocate import Limits, allocate
+    from omnicrm.nba.check import violations
+    from omnicrm.nba.drivers import effect_drivers
+    from omnicrm.nba.lists import constraint_summary, nba_rows, not_chosen
+    from omnicrm.nba.policy import Candidates, _excluded, apply_policy, apply_rules, contact_policy
+    from omnicrm.nba.value import expected_values, long_term_weights, unit_values
+
+    given = given or {}
+    models: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    if cat.scores:
+        progress("nba: task scores from the registered task models", 0.1)
+        t0 = time.perf_counter()
+        pop, used = _scores(cat, Path(config_path), con, pop, as_of, fingerprint, given)
+        models |= used
+        seconds["scores"] = time.perf_counter() - t0
+    progress(f"nba: rules and contact policy for {len(pop):,} customers", 0.2)
+    cands = apply_rules(pop, cat, con)
+    state = contact_policy(con, pop["customer_id"], cat, as_of)
+    cands = apply_policy(cands, state)
+    kept = cands.kept.assign(product_id=pd.Series(pd.NA, index=cands.kept.index, dtype=object))
+    led = [a for a, s in cat.actions.items() if s.product == "recommended"]
+    if led:
+        progress("nba: recommended products", 0.35)
+        top, used = _products(cat, con, as_of, pop["customer_id"], fingerprint, given)
+        models |= used
+        rows = kept["action"].isin(led).to_numpy()
+        kept.loc[rows, "product_id"] = kept.loc[rows, "customer_id"].map(top).to_numpy()
+        lost = rows & kept["product_id"].isna().to_numpy()
+        cands = Candidates(
+            kept[~lost].reset_index(drop=True),
+            pd.concat(
+                [cands.excluded, _excluded(kept[lost], "product", "no recommended product for this customer")],
+                ignore_index=True,
+            ),
+        )
+    else:
+        cands = Candidates(kept, cands.excluded)
+    progress("nba: effects from the registered effect models", 0.45)
+    t0 = time.perf_counter()
+    effects, used, effect_models = _effects(cat, pop, model, fingerprint, given)
+    seconds["effects"] = time.perf_counter() - t0
+    models |= used
+    lt = long_term_weights(pop, cat.value.long_term) if cat.value.long_term is not None else None
+    cands = expected_values(cands, effects, unit_values(pop, cat, lt), cat)
+    progress(f"nba: allocating {len(cands.kept):,} candidates", 0.6)
+    per = cat.allocation.per_customer
+    slots = np.full(len(cands.kept), per, dtype=np.int64)
+    if not state.slots.empty:
+        left = cands.kept["customer_id"].map(state.slots).fillna(per).to_numpy()
+        slots = np.minimum(slots, left.astype(np.int64))
+    limits = Limits(
+        budget=cat.allocation.budget,
+        capacity=dict(cat.allocation.capacity),
+        min_volume={a: s.min_volume for a, s in cat.actions.items() if s.min_volume},
+        max_volume={a: s.max_volume for a, s in cat.actions.items() if s.max_volume is not None},
+        exact_limit=cat.allocation.exact_limit,
+        time_limit=cat.allocation.time_limit,
+    )
+    alloc = allocate(cands.kept, slots, limits)
+    progress("nba: reasons, checks and outputs", 0.85)
+    as_of_ts = pd.Timestamp(as_of)
+    # the effect's drivers, for the sent rows only (exact contributions cost far more than the effect)
+    t0 = time.perf_counter()
+    reach = {c: s.reach for c, s in cat.channels.items()}
+    drivers = effect_drivers(cands.kept[alloc.chosen], pop, effect_models, reach, cat.drivers)
+    seconds["drivers"] = time.perf_counter() - t0
+    nba = nba_rows(cands.kept, alloc, cat.value.outcome, as_of_ts, drivers.text)
+    broken = violations(nba, con, cat, as_of)
+    if broken:  # the allocation promised every limit: a broken one is a bug, never a list to send
+        raise RuntimeError(f"nba: the list breaks its constraints: {'; '.join(broken)}")
+    excluded = pd.concat([cands.excluded, not_chosen(cands.kept, alloc)], ignore_index=True)
+    excluded = conform(excluded, schema.EXCLUDED)
+    summary = constraint_summary(excluded, nba, len(pop), alloc, cat.allocation.budget) | {"violations": 0.0}
+    summary |= {"drivers_rows": float(drivers.rows)} | {f"seconds.{k}": v for k, v in seconds.items()}
+    long_term = None
+    if lt is not None:
+        spec = cat.value.long_term
+        assert spec is not None
+        long_term = {
+            "column": spec.column,
+            "weight": spec.weight,
+            "reference": spec.reference if isinstance(spec.reference, str) else "fixed",
+            "reference_value": lt.reference,
+            "min": spec.min,
+            "max": spec.max,
+            "missing": lt.missing,
+        }
+        if len(nba):
+            w = nba["long_term"].to_numpy(float)
+            summary |= {"long_term.sent_mean": float(w.mean()), "long_term.sent_min": float(w.min())}
+            summary |= {"long_term.sent_max": float(w.max())}
+    table = (
+        nba.groupby(["action", "channel"], sort=True)
+        .agg(customers=("customer_id", "nunique"), expected_value=("expected_value", "sum"), cost=("cost", "sum"))
+        .reset_index()
+    )
+    return NbaList(
+        nba,
+        excluded,
+        len(pop),
+        summary,
+        models,
+        alloc.method,
+        alloc.tight,
+        table,
+        long_term,
+        drivers.unavailable,
+        seconds,
+    )
 
 
 def run_nba(
@@ -188,13 +353,7 @@ def run_nba(
     """
     from omnicrm import tracking
     from omnicrm.features.config import resolve_feature_config
-    from omnicrm.nba.allocate import Limits, allocate
     from omnicrm.nba.catalogue import load_catalogue
-    from omnicrm.nba.check import violations
-    from omnicrm.nba.drivers import effect_drivers
-    from omnicrm.nba.lists import constraint_summary, nba_rows, not_chosen
-    from omnicrm.nba.policy import Candidates, _excluded, apply_policy, apply_rules, contact_policy
-    from omnicrm.nba.value import expected_values, long_term_weights, unit_values
     from omnicrm.store import open_store
     from omnicrm.tasks.frames import store_fingerprint
     from omnicrm.uplift.data import population_features
@@ -210,122 +369,40 @@ def run_nba(
         pop = population_features(con, feats, as_of)
         if pop.empty:
             raise InputError(f"{cat.store}: no customers before --as-of {as_of:%Y-%m-%d}")
-        models: dict[str, str] = {}
-        seconds: dict[str, float] = {}
-        if cat.scores:
-            progress("nba: task scores from the registered task models", 0.1)
-            t0 = time.perf_counter()
-            pop, used = _scores(cat, Path(config_path), con, pop, as_of, fingerprint)
-            models |= used
-            seconds["scores"] = time.perf_counter() - t0
-        progress(f"nba: rules and contact policy for {len(pop):,} customers", 0.2)
-        cands = apply_rules(pop, cat, con)
-        state = contact_policy(con, pop["customer_id"], cat, as_of)
-        cands = apply_policy(cands, state)
-        kept = cands.kept.assign(product_id=pd.Series(pd.NA, index=cands.kept.index, dtype=object))
-        led = [a for a, s in cat.actions.items() if s.product == "recommended"]
-        if led:
-            progress("nba: recommended products", 0.35)
-            top, used = _products(cat, con, as_of, pop["customer_id"])
-            models |= used
-            rows = kept["action"].isin(led).to_numpy()
-            kept.loc[rows, "product_id"] = kept.loc[rows, "customer_id"].map(top).to_numpy()
-            lost = rows & kept["product_id"].isna().to_numpy()
-            cands = Candidates(
-                kept[~lost].reset_index(drop=True),
-                pd.concat(
-                    [cands.excluded, _excluded(kept[lost], "product", "no recommended product for this customer")],
-                    ignore_index=True,
-                ),
-            )
-        else:
-            cands = Candidates(kept, cands.excluded)
+        made = nba_list(cat, config_path, con, pop, as_of, fingerprint=fingerprint, model=model, progress=progress)
     finally:
         con.close()
-    progress("nba: effects from the registered effect models", 0.45)
-    t0 = time.perf_counter()
-    effects, used, effect_models = _effects(cat, pop, model, fingerprint)
-    seconds["effects"] = time.perf_counter() - t0
-    models |= used
-    lt = long_term_weights(pop, cat.value.long_term) if cat.value.long_term is not None else None
-    cands = expected_values(cands, effects, unit_values(pop, cat, lt), cat)
-    progress(f"nba: allocating {len(cands.kept):,} candidates", 0.6)
-    per = cat.allocation.per_customer
-    slots = np.full(len(cands.kept), per, dtype=np.int64)
-    if not state.slots.empty:
-        left = cands.kept["customer_id"].map(state.slots).fillna(per).to_numpy()
-        slots = np.minimum(slots, left.astype(np.int64))
-    limits = Limits(
-        budget=cat.allocation.budget,
-        capacity=dict(cat.allocation.capacity),
-        min_volume={a: s.min_volume for a, s in cat.actions.items() if s.min_volume},
-        max_volume={a: s.max_volume for a, s in cat.actions.items() if s.max_volume is not None},
-        exact_limit=cat.allocation.exact_limit,
-        time_limit=cat.allocation.time_limit,
-    )
-    alloc = allocate(cands.kept, slots, limits)
-    progress("nba: reasons, checks and outputs", 0.85)
-    as_of_ts = pd.Timestamp(as_of)
-    # the effect's drivers, for the sent rows only (exact contributions cost far more than the effect)
-    t0 = time.perf_counter()
-    reach = {c: s.reach for c, s in cat.channels.items()}
-    drivers = effect_drivers(cands.kept[alloc.chosen], pop, effect_models, reach, cat.drivers)
-    seconds["drivers"] = time.perf_counter() - t0
-    nba = nba_rows(cands.kept, alloc, cat.value.outcome, as_of_ts, drivers.text)
-    con = open_store(cat.store, deterministic=True)
-    try:
-        broken = violations(nba, con, cat, as_of)
-    finally:
-        con.close()
-    if broken:  # the allocation promised every limit: a broken one is a bug, never a list to send
-        raise RuntimeError(f"nba: the list breaks its constraints: {'; '.join(broken)}")
-    excluded = pd.concat([cands.excluded, not_chosen(cands.kept, alloc)], ignore_index=True)
-    excluded = conform(excluded, schema.EXCLUDED)
-    summary = constraint_summary(excluded, nba, len(pop), alloc, cat.allocation.budget) | {"violations": 0.0}
-    summary |= {"drivers_rows": float(drivers.rows)} | {f"seconds.{k}": v for k, v in seconds.items()}
-    long_term = None
-    if lt is not None:
-        spec = cat.value.long_term
-        assert spec is not None
-        long_term = {
-            "column": spec.column,
-            "weight": spec.weight,
-            "reference": spec.reference if isinstance(spec.reference, str) else "fixed",
-            "reference_value": lt.reference,
-            "min": spec.min,
-            "max": spec.max,
-            "missing": lt.missing,
-        }
-        if len(nba):
-            w = nba["long_term"].to_numpy(float)
-            summary |= {"long_term.sent_mean": float(w.mean()), "long_term.sent_min": float(w.min())}
-            summary |= {"long_term.sent_max": float(w.max())}
-    table = (
-        nba.groupby(["action", "channel"], sort=True)
-        .agg(customers=("customer_id", "nunique"), expected_value=("expected_value", "sum"), cost=("cost", "sum"))
-        .reset_index()
-    )
-    tags = {"task": "nba", "dataset": cat.name, "as_of": f"{as_of:%Y-%m-%d}", "solver": alloc.method}
+    tags = {"task": "nba", "dataset": cat.name, "as_of": f"{as_of:%Y-%m-%d}", "solver": made.method}
     with tracking.start_run(cat.experiment, f"nba · {cat.name} · as of {as_of:%Y-%m-%d}", tags=tags) as run:
         tracking.log_config(cat.model_dump(mode="json"))
         tracking.log_params(
             {
                 "effect_model_ref": model,
-                "models": ",".join(f"{k}:{v}" for k, v in sorted(models.items())),
+                "models": ",".join(f"{k}:{v}" for k, v in sorted(made.models.items())),
                 "levers": {a: s.lever for a, s in cat.actions.items()},
                 # the catalogue's value.long_term is in the config params; this adds the reference it resolved to
-                "long_term": long_term or "none",
-                "drivers_unavailable": drivers.unavailable or "none",
+                "long_term": made.long_term or "none",
+                "drivers_unavailable": made.drivers_unavailable or "none",
             }
         )
-        tracking.log_metrics(summary)
-        tracking.log_table(table, "tables/nba_by_action_channel.csv")
-        tracking.log_dict({"tight": alloc.tight, "method": alloc.method}, "allocation.json")
+        tracking.log_metrics(made.summary)
+        tracking.log_table(made.table, "tables/nba_by_action_channel.csv")
+        tracking.log_dict({"tight": made.tight, "method": made.method}, "allocation.json")
         run_id = run.run_id
     # the excluded table first: a list on disk always has its excluded table beside it
-    excluded_out = write_frame(excluded, excluded_path(out))
-    written = write_frame(nba, out)
+    excluded_out = write_frame(made.excluded, excluded_path(out))
+    written = write_frame(made.nba, out)
     progress("nba: written", 1.0)
     return NbaResult(
-        written, excluded_out, len(pop), len(nba), summary, models, alloc.method, table, run_id, long_term, seconds
+        written,
+        excluded_out,
+        made.customers,
+        len(made.nba),
+        made.summary,
+        made.models,
+        made.method,
+        made.table,
+        run_id,
+        made.long_term,
+        made.seconds,
     )

@@ -18,10 +18,11 @@ Wiring only. In order:
    each output table is appended to a Parquet file in the staging folder, so memory is that of a
    chunk, not of the base; every chunk of every step is accounted for
    (:class:`omnicrm.score.accounting.Ledger`: in = scored + excluded with a reason, or the run fails);
-5. the next-best-action step runs :func:`omnicrm.pipeline.nba.run_nba` into the staging folder (it
-   builds its own features and logs its own ``omnicrm-nba`` run; the allocation under a budget is a
-   decision over the whole base, so it is not chunked), with the effect-model versions resolved in
-   step 2, and its customers are accounted for too;
+5. the next-best-action step (:func:`omnicrm.pipeline.nba.nba_list`) reads the same feature snapshot
+   and uses the models loaded in step 2 (the allocation under a budget is a decision over the whole
+   base, so it is not chunked); its list and per-candidate drops go to the staging folder, its
+   constraint summary to the manifest and this run's metrics (``nba.*``), and its customers are
+   accounted for too;
 6. drift against the run ``latest`` points to (:mod:`omnicrm.score.drift`), the manifest, and an
    MLflow run in ``omnicrm-score`` with the manifest, the drift table and a plot;
 7. the staging folder is published by rename, then the ``as_of=`` pointer and ``latest`` move
@@ -414,36 +415,47 @@ def _nba(
     setup: ScoreSetup,
     as_of: datetime,
     models: list[Model],
+    fingerprint: str,
     staging: Path,
     writers: _Writers,
     ledger: Ledger,
     progress: Progress,
 ) -> dict[str, Any]:
-    """The next-best-action list into the staging folder, its customers accounted for."""
+    """The next-best-action list into the staging folder, its customers accounted for.
+
+    The list is built from the feature snapshot this run built once (the catalogue must use the same
+    feature settings: :func:`omnicrm.score.config.load_score_config` checks it) and with the models this
+    run loaded, so its effects, products and task scores come from the versions the manifest names.
+    """
+    from omnicrm.features.snapshot import feature_dtypes
     from omnicrm.nba.catalogue import load_catalogue
-    from omnicrm.pipeline.nba import excluded_path, run_nba
+    from omnicrm.pipeline.nba import nba_list
+    from omnicrm.store.outputs import write_frame
 
     assert setup.catalogue is not None
     cat = load_catalogue(setup.catalogue)
-    used = sorted(
-        {m if m.startswith("omnicrm-") else f"omnicrm-{m}" for m in (cat.effect_source(a)[0] for a in cat.actions)}
+    given = {(m.name, m.ref): (m.version, m.obj) for m in models if m.kind in ("task", "effects", "recommender")}
+    refs = {m.ref for m in models if m.kind == "effects"}
+    # one reference for every effect model of the catalogue (the config check makes them listed here);
+    # several references: each model is still found under its own (name, reference) in `given`
+    ref = refs.pop() if len(refs) == 1 else "champion"
+    pop = con.execute("SELECT * EXCLUDE (chunk) FROM score_features ORDER BY customer_id").df()
+    pop = pop.astype(feature_dtypes(setup.features))
+    made = nba_list(
+        cat, setup.catalogue, con, pop, as_of, fingerprint=fingerprint, model=ref, given=given, progress=progress
     )
-    versions = {m.name: m.version for m in models if m.kind in ("effects", "recommender")}
-    refs = {versions[u] for u in used}
-    # one version reference covers every effect model of the catalogue: the resolved number when they
-    # share it (the usual single model), else the alias, checked against the resolved versions below
-    ref = refs.pop() if len(refs) == 1 else next(m.ref for m in models if m.name == used[0])
-    out = staging / f"{schema.NBA}.parquet"
-    result = run_nba(setup.catalogue, as_of, out, progress=progress, model=ref)
-    moved = {k: v for k, v in result.models.items() if versions.get(k) not in (None, v)}
-    if moved:
+    del pop
+    loaded = {m.name: m.version for m in models}
+    moved = {k: v for k, v in made.models.items() if k in loaded and loaded[k] != v}
+    if moved:  # a model the run did not load itself was looked up again and has moved since
         raise RuntimeError(
             f"nba: the registry moved while the run scored: the next-best actions used {moved}, the scores "
-            f"{ {k: versions[k] for k in moved} }; run again"
+            f"{ {k: loaded[k] for k in moved} }; run again"
         )
-    excluded_path(out).rename(staging / NBA_DROPPED)
-    nba = pd.read_parquet(out)
-    dropped = pd.read_parquet(staging / NBA_DROPPED)
+    nba, dropped = made.nba, made.excluded
+    # a decision over the whole base, so one write (not chunked); the per-candidate drops beside it
+    write_frame(dropped, staging / NBA_DROPPED)
+    write_frame(nba, staging / f"{schema.NBA}.parquet")
     everyone = con.execute(
         "SELECT customer_id, first_seen < ? AS known FROM score_customers ORDER BY customer_id", [as_of]
     ).df()
@@ -460,7 +472,13 @@ def _nba(
     ).sort_values("customer_id", kind="stable")
     ledger.add("nba", ids, sent, excl)
     writers.write(schema.EXCLUDED, excl, rows_in=len(excl))
-    return {"rows": len(nba), "customers_sent": len(sent), "mlflow_run_id": result.run_id, "summary": result.summary}
+    return {
+        "rows": len(nba),
+        "customers_sent": len(sent),
+        "models": made.models,
+        "method": made.method,
+        "summary": made.summary,
+    }
 
 
 # --- 6: drift --------------------------------------------------------------------------------------------
@@ -628,7 +646,7 @@ def run_score(
                 if setup.catalogue is not None:
                     with clock.step("nba") as st:
                         progress("score: next-best actions", 0.75)
-                        nba_info = _nba(con, setup, as_of, models, staging, writers, ledger, progress)
+                        nba_info = _nba(con, setup, as_of, models, fingerprint, staging, writers, ledger, progress)
                         st.rows = nba_info["rows"]
                 with clock.step("write"):
                     tables = writers.close()
@@ -685,7 +703,7 @@ def run_score(
                         "training_ranges": "min/max per feature from the LightGBM boosters inside each model "
                         "(feature_infos); the registry logs no ranges of its own",
                     },
-                    nba=nba_info and {k: v for k, v in nba_info.items() if k != "summary"},
+                    nba=nba_info,
                     engine=cfg.engine,
                     chunk_size=cfg.chunk_size,
                     chunks=plan.chunks,
@@ -742,6 +760,8 @@ def _log_run(tracking, cfg, manifest: dict[str, Any], table: pd.DataFrame, ledge
         metrics[f"drift.max.{check}"] = float(group["value"].max())
     for step, t in manifest["steps"].items():
         metrics[f"seconds.{step.replace(':', '.')}"] = t["seconds"]
+    for k, v in ((manifest.get("nba") or {}).get("summary") or {}).items():
+        metrics[f"nba.{k}"] = v
     tracking.log_metrics(metrics)
     tracking.log_dict(manifest, schema.MANIFEST)
     tracking.log_table(table, "tables/drift.csv")
