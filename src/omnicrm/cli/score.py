@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from omnicrm.cli.app import ConfigArg, Terminated, app
+from omnicrm.cli.app import Terminated, app
 from omnicrm.cli.render import console, reporting, show
 
 #: exit status of a drift breach with --fail-on-drift
@@ -38,13 +39,27 @@ def _accounting_table(manifest: dict[str, Any]) -> Any:
     return t
 
 
+def _as_of(value: str | None) -> datetime:
+    """``--as-of`` parsed here, not by the option parser: a scheduler gets the JSON line for this error too."""
+    from omnicrm.errors import ConfigError
+
+    if value is None:
+        raise ConfigError("missing option --as-of DATE (YYYY-MM-DD): the date to score at")
+    try:
+        return datetime.strptime(value, "%Y-%m-%d")
+    except ValueError:
+        raise ConfigError(f"--as-of {value!r}: expected a date as YYYY-MM-DD, e.g. 2024-12-01") from None
+
+
 @app.command()
 def score(
-    config: ConfigArg,
+    config: Annotated[Path | None, typer.Argument(help="YAML config file.", show_default=False)] = None,
     as_of: Annotated[
-        datetime,
-        typer.Option("--as-of", help="Score date; features and histories read only ts < as-of.", formats=["%Y-%m-%d"]),
-    ],
+        str | None,
+        typer.Option(
+            "--as-of", help="Score date (YYYY-MM-DD); features and histories read only ts < as-of.", show_default=False
+        ),
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Score an as-of date again and replace its published run.")
     ] = False,
@@ -54,13 +69,17 @@ def score(
     ] = False,
 ) -> None:
     """Batch scoring: every customer scored by the registry's champions or excluded with a reason."""
-    summary: dict[str, Any] = {"status": "error", "exit": 1, "as_of": f"{as_of:%Y-%m-%d}", "config": str(config)}
+    summary: dict[str, Any] = {"status": "error", "exit": 1, "as_of": as_of, "config": str(config) if config else None}
     try:
+        from omnicrm.errors import ConfigError
         from omnicrm.pipeline.score import DriftBreach, run_score
 
+        if config is None:
+            raise ConfigError("missing argument CONFIG: the scoring config, e.g. configs/score/synthetic.yaml")
+        date = _as_of(as_of)
         try:
             with reporting() as progress:
-                result = run_score(config, as_of, replace=replace, fail_on_drift=fail_on_drift, progress=progress)
+                result = run_score(config, date, replace=replace, fail_on_drift=fail_on_drift, progress=progress)
         except DriftBreach as breach:
             result = breach.result
         m = result.manifest

@@ -635,6 +635,7 @@ def run_score(
             con = open_store(cfg.store, deterministic=True)
             try:
                 con.execute(f"SET temp_directory = {_sql_text(str(staging / '.duckdb-tmp'))}")
+                con.execute(f"SET memory_limit = {_sql_text(cfg.memory_limit)}")
                 fingerprint = store_fingerprint(con)
                 _check_fingerprints(models, fingerprint, cfg.store)
                 plan = _prepare(con, setup, as_of, clock, progress)

@@ -101,6 +101,9 @@ class ScoreConfig(StrictModel):
     output: str  # a folder: runs/, one pointer per as-of date, latest
     engine: Literal["duckdb", "spark"] = "duckdb"
     chunk_size: int = Field(50_000, gt=0)
+    # DuckDB's memory for the whole-base work (the feature snapshot, populations, BG/NBD inputs): past
+    # it DuckDB spills to the staging folder, so the job's peak memory does not grow with the base
+    memory_limit: str = Field("2GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
     tasks: list[TaskModels] = Field(default_factory=list)
     recommender: Recommender | None = None
     effects: list[RegisteredModel] = Field(default_factory=list)
