@@ -221,7 +221,12 @@ def active_run_id() -> str | None:
 
 
 def context_tags() -> dict[str, str]:
-    """Tags every run carries: the git commit (and whether the tree had local changes)."""
+    """Tags every run carries: the git commit of omnicrm's code (and whether its tree had local changes).
+
+    Asked of the repository the package's own files are in, not of the working directory: a job a
+    scheduler starts elsewhere (or inside another repository) would otherwise record that folder's
+    commit. An installed (non-editable) package is in no repository and gets no commit tag.
+    """
     tags = {}
     commit = _git("rev-parse", "HEAD")
     if commit:
@@ -233,7 +238,9 @@ def context_tags() -> dict[str, str]:
 
 def _git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=10, check=False, cwd=Path(__file__).parent
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip() if out.returncode == 0 else ""

@@ -202,19 +202,30 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
         known = con.execute("SELECT count(*) FROM score_features").fetchall()[0][0]
         st.rows = int(known)
     with clock.step("populations"):
+        # tasks usually share their population rule (active in the last year): each distinct
+        # population query runs once, later tasks read it through a view
+        built: dict[str, int] = {}
         for i, tcfg in enumerate(setup.tasks):
             task = tcfg.task
             progress(f"score: population and inputs of {tcfg.name}", 0.08)
-            con.execute(
-                f"CREATE TEMP TABLE score_pop_{i} AS SELECT DISTINCT c.chunk, p.customer_id "
-                f"FROM ({task.population_sql(as_of)}) p JOIN score_customers c USING (customer_id) ORDER BY 1, 2"
-            )
+            sql = task.population_sql(as_of)
+            if sql in built:
+                con.execute(f"CREATE TEMP VIEW score_pop_{i} AS SELECT * FROM score_pop_{built[sql]}")
+            else:
+                con.execute(
+                    f"CREATE TEMP TABLE score_pop_{i} AS SELECT DISTINCT c.chunk, p.customer_id "
+                    f"FROM ({sql}) p JOIN score_customers c USING (customer_id) ORDER BY 1, 2"
+                )
+                built[sql] = i
             keys = con.execute(f"SELECT customer_id FROM score_pop_{i} ORDER BY customer_id").df()
             keys["cutoff"] = pd.Timestamp(as_of).as_unit("us")
             # extra inputs (clv: BG/NBD fitted on the whole population) once, not per chunk: a fit per
             # chunk would make the scores depend on the chunk size
             inputs = task.add_inputs(con, as_of, keys)
             extra = [c for c in inputs.columns if c not in keys.columns]
+            if not extra:  # the task adds nothing to the features: no table to write and read back
+                con.execute(f"CREATE TEMP VIEW score_inputs_{i} AS SELECT chunk, customer_id FROM score_pop_{i}")
+                continue
             frame = inputs[["customer_id", *extra]]
             con.register("score_inputs_view", frame)
             con.execute(
