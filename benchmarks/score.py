@@ -131,9 +131,10 @@ def minimal(config: str, out: str) -> None:
     con = open_store(setup.config.store, deterministic=True)
     feats = con.sql(feature_sql(as_of, setup.features)).df().astype(feature_dtypes(setup.features))
     consent = con.sql("SELECT customer_id, consent_email, consent_sms, consent_push FROM customers").df()
-    frames = {}
+    frames, pops = {}, {}
     for tcfg in setup.tasks:
-        pop = con.sql(tcfg.task.population_sql(as_of)).df()
+        sql = tcfg.task.population_sql(as_of)
+        pop = pops[sql] if sql in pops else pops.setdefault(sql, con.sql(sql).df())  # a shared rule runs once
         frame = feats.merge(pop, on="customer_id").merge(consent, on="customer_id", how="left")
         frames[tcfg.name] = tcfg.task.add_inputs(con, as_of, frame)
     con.close()
