@@ -56,7 +56,7 @@ def _generate(db: Path, customers: int, events_per_customer: int) -> None:
         con.execute("INSERT INTO store_meta VALUES ('data_fingerprint', 'benchmark')")
 
 
-def _configs(folder: Path, db: Path, chunk: int) -> Path:
+def _configs(folder: Path, db: Path, chunk: int, memory_limit: str) -> Path:
     """Task configs of the demo with the benchmark store, and the scoring config; returns the latter."""
     import yaml
 
@@ -74,6 +74,7 @@ def _configs(folder: Path, db: Path, chunk: int) -> Path:
         "features": feats,
         "output": str(folder / "out"),
         "chunk_size": chunk,
+        "memory_limit": memory_limit,
         "tasks": [{"config": f"{t}.yaml"} for t in TASKS],
         "effects": [{"name": EFFECT_MODEL}],
     }
@@ -156,6 +157,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 500_000, 1_000_000])
     parser.add_argument("--events-per-customer", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=50_000)
+    parser.add_argument(
+        "--memory-limit", default="2GB", help="the scoring config's memory_limit (DuckDB's, for the whole-base SQL)"
+    )
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--minimal", nargs=2, metavar=("CONFIG", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,7 +195,7 @@ def main() -> None:
             t0 = time.monotonic()
             _generate(db, n, args.events_per_customer)
             print(f"store of {n:,} customers generated in {time.monotonic() - t0:.0f} s", flush=True)
-        config = _configs(folder, db, args.chunk)
+        config = _configs(folder, db, args.chunk, args.memory_limit)
         shutil.rmtree(folder / "out", ignore_errors=True)
         s_time, s_mem, text = _measure([*omnicrm, "score", str(config), "--as-of", AS_OF], env)
         summary = json.loads(text.strip().splitlines()[-1])
