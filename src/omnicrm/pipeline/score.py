@@ -649,7 +649,7 @@ def run_score(
                 con.execute(f"SET memory_limit = {_sql_text(cfg.memory_limit)}")
                 fingerprint = store_fingerprint(con)
                 _check_fingerprints(models, fingerprint, cfg.store)
-                plan = _prepare(con, setup, as_of, clock, progress)
+                plan = _within_memory_limit(setup, lambda: _prepare(con, setup, as_of, clock, progress))
                 writers = _Writers(staging)
                 ledger = Ledger()
                 outside: dict[tuple[str, str], list[int]] = {}
@@ -743,6 +743,24 @@ def run_score(
             with contextlib.suppress(OSError):  # the staging parent, when no other run uses it
                 staging.parent.rmdir()
     return result
+
+
+def _within_memory_limit(setup: ScoreSetup, step: Any) -> Any:
+    """Run ``step``; DuckDB running out of the config's ``memory_limit`` is a user error that says what to do.
+
+    Not every operator of the feature query can spill to disk, so a limit far below what the base
+    needs stops the query rather than slowing it.
+    """
+    import duckdb
+
+    try:
+        return step()
+    except duckdb.OutOfMemoryException as exc:
+        raise ConfigError(
+            f"{setup.path}: key 'memory_limit': the whole-base SQL (feature snapshot, populations) needs more than "
+            f"{setup.config.memory_limit} of DuckDB memory on this base ({str(exc).splitlines()[0]}); raise "
+            "memory_limit (the machine's free memory permitting)"
+        ) from None
 
 
 def _umask() -> int:
