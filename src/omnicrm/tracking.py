@@ -465,6 +465,24 @@ def set_alias(name: str, alias: str, version: str) -> None:
         MlflowClient().set_registered_model_alias(name, alias, version)
 
 
+def describe(name: str, description: str, version: str | None = None, append: bool = False) -> None:
+    """Set (or, with ``append``, extend) the markdown description of a registered model or one of its versions."""
+    configure()
+    with _store_errors():
+        client = MlflowClient()
+        if version is None:
+            old = client.get_registered_model(name).description or "" if append else ""
+            client.update_registered_model(name, description=f"{old}\n\n{description}".strip())
+        else:
+            old = client.get_model_version(name, version).description or "" if append else ""
+            client.update_model_version(name, version, description=f"{old}\n\n{description}".strip())
+
+
+def set_run_description(text: str) -> None:
+    """The active run's markdown description (the MLflow UI's "Description" box: tag ``mlflow.note.content``)."""
+    mlflow.set_tag("mlflow.note.content", text)
+
+
 def run_metrics(run_id: str) -> dict[str, float]:
     configure()
     with _store_errors():

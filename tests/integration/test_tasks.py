@@ -220,6 +220,22 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
     model, recency = logged["model.roc_auc"], logged["baseline.recency.roc_auc"]
     assert f"candidate v1 {model:.4f}, baseline v2 (recency) {recency:.4f}" in run.output
     assert model < recency
+    # what a reviewer reads in the MLflow UI (issue 11, item 8): a run name that tells runs apart, a
+    # description with the model against every baseline and the verdict, described model and versions
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    mrun = client.get_run(cand.run_id)
+    assert mrun.info.run_name.startswith("churn · ") and " · lightgbm · train " in mrun.info.run_name
+    assert mrun.info.run_name.endswith(" · eval 2024-03-01")
+    note = mrun.data.tags["mlflow.note.content"]
+    assert "| **model** |" in note and "| baseline `recency` |" in note and "| baseline `logistic` |" in note
+    assert "does **not** beat its best baseline (recency)" in note and f"{model:.4f}" in note
+    assert "predicts `p_churn`" in client.get_registered_model(name).description
+    assert "lightgbm" in client.get_model_version(name, "1").description
+    shipped = client.get_model_version(name, "2").description
+    assert shipped.startswith("baseline `recency`") and "Promoted to champion on " in shipped
+    assert "baseline recency beats the candidate" in shipped
 
     # a candidate and its baseline both worse than the champion: refused, the champion stays
     worse = load_task_config(tmp_path / "weak.yaml")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import date
 
 from omnicrm import tracking
 from omnicrm.config import parse_yaml
@@ -228,4 +229,6 @@ def settle(result: PromoteResult, where: str, force: bool) -> PromoteResult:
             )
     tracking.set_alias(r.name, "champion", chosen)
     r.promoted, r.champion_after, r.note = True, chosen, prefix + why
+    # the version says why it ships, in the registry's UI, beside how it was trained
+    tracking.describe(r.name, f"Promoted to champion on {date.today()}: {r.note}.", version=chosen, append=True)
     return r

@@ -1,9 +1,12 @@
 """What a training run of a task logs to MLflow (through :mod:`omnicrm.tracking`): one run per target.
 
-Run names read ``churn · synthetic · eval 2024-10-01``; tags carry task, target, dataset, cutoffs,
-model family and data fingerprint, so the MLflow UI's comparison view lines runs up. Metrics are
-named ``model.<m>``, ``baseline.<name>.<m>`` and ``val.model.<m>``, side by side; durations are
-metrics too (``fit_seconds``, ``frames_seconds``), params hold only what defines the run.
+Run names read ``churn · synthetic · lightgbm · train 2023-07-01…2024-04-01 ×10 · eval 2024-10-01``
+(:func:`omnicrm.tasks.describe.run_name`), each run has a markdown description (the model against
+every baseline and the verdict), and the registered model and each version are described; tags
+carry task, target, dataset, cutoffs, model family and data fingerprint, so the MLflow UI's
+comparison view lines runs up. Metrics are named ``model.<m>``, ``baseline.<name>.<m>`` and
+``val.model.<m>``, side by side; durations are metrics too (``fit_seconds``, ``frames_seconds``),
+params hold only what defines the run.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from omnicrm import tracking
+from omnicrm.tasks import describe, plots
 from omnicrm.tasks import metrics as mt
-from omnicrm.tasks import plots
 from omnicrm.tasks.explain import importance, sample_rows, shap_summary_figure
 from omnicrm.tasks.train import metrics_table
 
@@ -24,12 +27,6 @@ if TYPE_CHECKING:
     from omnicrm.tasks.base import Target
     from omnicrm.tasks.config import TaskConfig
     from omnicrm.tasks.train import Frames, TargetResult
-
-
-def run_name(cfg: TaskConfig, target: str) -> str:
-    """``churn · synthetic · eval 2024-10-01``; ``propensity[clicks_email] · ...`` for a named target."""
-    label = cfg.task.kind if target == cfg.task.kind else f"{cfg.task.kind}[{target}]"
-    return f"{label} · {cfg.dataset.name} · eval {cfg.cutoffs.evaluation}"
 
 
 def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
@@ -72,8 +69,10 @@ def log_target(
     """
     tags = run_tags(cfg, r.target, frames.fingerprint) | extra_tags
     y = ev[target.label].to_numpy()
-    title = run_name(cfg, r.target)
+    tuned = "tuned_by" in extra_tags
+    title = describe.run_name(cfg, r.target, tuned)
     with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags) as run:
+        tracking.set_run_description(describe.run_description(cfg, r, tuned))
         tracking.log_config(cfg.model_dump(mode="json"))
         tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info)}})
         # durations vary run to run: as params they would make identical configs look different
@@ -132,6 +131,9 @@ def log_target(
         r.baseline_version = base.version
         tracking.log_metrics({"baseline_register_seconds": time.perf_counter() - start})
         tracking.set_tags({"baseline_version": base.version})
+        tracking.describe(r.registered_name, describe.model_description(cfg, target))
+        tracking.describe(r.registered_name, describe.version_description(cfg, r), version=ref.version)
+        tracking.describe(r.registered_name, describe.version_description(cfg, r, best), version=base.version)
 
 
 def _info(info: dict) -> dict:
