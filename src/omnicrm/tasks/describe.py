@@ -74,6 +74,8 @@ def run_description(cfg: TaskConfig, r: TargetResult, tuned: bool = False) -> st
         rows.append(f"| baseline `{name}` | " + " | ".join(_fmt(values.get(m)) for m in metrics) + " |")
     pop = cfg.task.population
     lines = [
+        verdict(r),  # first: the UI shows the description's first lines and folds the rest
+        "",
         f"**{_label(cfg, r.target)}** on **{cfg.dataset.name}**: {cfg.model.family}"
         + (" with parameters from the tuning study" if tuned else "")
         + f", trained on {len(cfg.train_cutoffs())} cutoff(s) ({_span(cfg).removeprefix('train ')}), "
@@ -87,8 +89,6 @@ def run_description(cfg: TaskConfig, r: TargetResult, tuned: bool = False) -> st
         head,
         rule,
         *rows,
-        "",
-        verdict(r),
     ]
     return "\n".join(lines)
 
