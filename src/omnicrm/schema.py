@@ -17,8 +17,10 @@ EVENT_TYPES: Final = (
     "email_sent",
     "email_open",
     "email_click",
+    "email_unsubscribe",
     "push_sent",
     "push_open",
+    "push_optout",
     "service_contact",
 )
 #: Channels an event can happen on. Purchases happen in ``store`` (offline) or ``web``/``app`` (online).
