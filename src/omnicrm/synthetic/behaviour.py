@@ -98,6 +98,8 @@ class Simulation:
     cadence_who, cadence_arm, cadence_load
         The cadence experiment's members, their arm and their e-mail load at its start (empty without
         an experiment).
+    email_load_end, push_load_end
+        Each person's e-mail and push load at the end of the period (:mod:`omnicrm.synthetic.fatigue`).
     """
 
     orders: pd.DataFrame
@@ -115,6 +117,8 @@ class Simulation:
     cadence_who: np.ndarray
     cadence_arm: np.ndarray
     cadence_load: np.ndarray
+    email_load_end: np.ndarray
+    push_load_end: np.ndarray
 
 
 def seasonality(start_ts: int, n_weeks: int) -> np.ndarray:
@@ -480,6 +484,8 @@ def simulate(
         cadence_who=cad_who,
         cadence_arm=np.asarray(cad_arm_at_start, dtype=np.int64),
         cadence_load=cad_load,
+        email_load_end=load,
+        push_load_end=push_load,
     )
 
 

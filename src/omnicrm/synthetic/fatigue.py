@@ -49,6 +49,12 @@ from the person's load at the start (no sampling); the margin of an order is the
 basket margin by category preference. ``best`` is the cadence of highest value and ``truth_class``
 ``saturated`` (best below the weekly 4), ``on_target`` (4) or ``under_saturated`` (above 4). Second
 order effects are left out of the truth: e-mail-driven orders also lower churn a little.
+
+``truth/contact.parquet``: one row per person at the end of the period: ``tolerance``,
+``email_load``, ``push_load`` (the loads then), ``subscribed`` (still subscribed to e-mail),
+``order_margin`` (expected margin of one of their orders) and ``subscribed_value`` (the expected
+margin 52 more weekly newsletters would bring from the weekly load: what an unsubscribe loses), so a
+next-best-action list can be judged on what one more e-mail truly costs in unsubscribes.
 """
 
 from __future__ import annotations
@@ -199,12 +205,8 @@ def cadence_values(
     t = tol[who]
     # extra orders per extra buying week: 1 + Poisson(lambda / 2) orders, lambda ~ the weekly rate
     per_buy = (1.0 + pop.purchase_rate[who] / 2.0) * margin[who]
-    steady_load = np.full(who.size, REFERENCE_LOAD)
-    weekly_value = open_probability(resp, steady_load, t) * email_effect(steady_load, t) * per_buy
-    weekly_unsub = unsubscribe_probability(steady_load, t)
     # value of staying subscribed over FUTURE_WEEKS weekly newsletters, with their own unsubscribes
-    keep = (1.0 - weekly_unsub) ** np.arange(FUTURE_WEEKS)[:, None]
-    future = (keep * weekly_value).sum(axis=0)
+    future = subscribed_value(pop, tol, who, margin)
     out = np.zeros((who.size, plan.arms.size))
     for j, arm in enumerate(plan.arms):
         load = np.asarray(start_load, dtype=float).copy()
@@ -219,6 +221,41 @@ def cadence_values(
             load = load * LOAD_DECAY
         out[:, j] = value + alive * future
     return out
+
+
+def subscribed_value(pop: Population, tol: np.ndarray, who: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """Expected margin of ``FUTURE_WEEKS`` weekly newsletters from the weekly load, with their own unsubscribes."""
+    resp = pop.email_responsiveness[who]
+    t = tol[who]
+    per_buy = (1.0 + pop.purchase_rate[who] / 2.0) * margin[who]
+    steady = np.full(who.size, REFERENCE_LOAD)
+    weekly_value = open_probability(resp, steady, t) * email_effect(steady, t) * per_buy
+    keep = (1.0 - unsubscribe_probability(steady, t)) ** np.arange(FUTURE_WEEKS)[:, None]
+    return (keep * weekly_value).sum(axis=0)
+
+
+def contact_truth(
+    pop: Population,
+    tol: np.ndarray,
+    email_load: np.ndarray,
+    push_load: np.ndarray,
+    subscribed: np.ndarray,
+    catalogue: Catalogue,
+) -> pa.Table:
+    """Truth per person at the end of the period (``truth/contact.parquet``), see the module docstring."""
+    everyone = np.arange(pop.size)
+    margin = order_margin(pop, catalogue)
+    return pa.table(
+        {
+            "person_id": pa.array(person_ids(everyone)),
+            "tolerance": pa.array(tol),
+            "email_load": pa.array(np.asarray(email_load, dtype=float)),
+            "push_load": pa.array(np.asarray(push_load, dtype=float)),
+            "subscribed": pa.array(np.asarray(subscribed, dtype=bool)),
+            "order_margin": pa.array(margin),
+            "subscribed_value": pa.array(subscribed_value(pop, tol, everyone, margin)),
+        }
+    )
 
 
 def cadence_truth(

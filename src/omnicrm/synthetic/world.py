@@ -26,7 +26,7 @@ from omnicrm.synthetic.campaigns import CONTROL, CampaignPlan, person_effects, p
 from omnicrm.synthetic.catalogue import make_catalogue
 from omnicrm.synthetic.config import WorldConfig
 from omnicrm.synthetic.contract import RAW_DIR, TRUTH_DIR, WORLD_JSON
-from omnicrm.synthetic.fatigue import cadence_truth, plan_cadence, tolerance
+from omnicrm.synthetic.fatigue import cadence_truth, contact_truth, plan_cadence, tolerance
 from omnicrm.synthetic.formats import epoch_seconds
 from omnicrm.synthetic.people import make_population, make_stores, people_truth, person_ids
 from omnicrm.synthetic.sources import record_owner, render_sources, row_defects
@@ -173,6 +173,7 @@ def _generate(config: WorldConfig, out_dir: Path, progress: Progress | None) -> 
         "treatment_effects": treatment_truth(sim, plan, config),
         "row_defects": row_defects(tables),
     }
+    truth["contact"] = contact_truth(pop, tol, sim.email_load_end, sim.push_load_end, sim.subscribed_end, catalogue)
     if cadence is not None:
         truth["cadence"] = cadence_truth(
             pop, tol, sim.cadence_load, sim.cadence_who, sim.cadence_arm, cadence, catalogue
