@@ -26,7 +26,7 @@ def value_by_class_figure(table: pd.DataFrame, current: int, unit: str = "margin
     matplotlib.figure.Figure
         Solid lines: the true value (synthetic truth) where known; dashed: the held-out estimate.
     """
-    fig = Figure(figsize=(7, 4.8))
+    fig = Figure(figsize=(9.5, 4.8))
     ax = fig.add_subplot()
     for klass, part in table.groupby("class", sort=False):
         part = part.sort_values("cadence")
@@ -45,5 +45,6 @@ def value_by_class_figure(table: pd.DataFrame, current: int, unit: str = "margin
     ax.set_xlabel("cadence (e-mails per four weeks)")
     ax.set_ylabel(f"value vs the current cadence ({unit})")
     ax.set_title("Value of each cadence by learned class (held-out members)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.subplots_adjust(left=0.09, right=0.68)
     return fig
