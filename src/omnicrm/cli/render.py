@@ -547,6 +547,31 @@ def print_demo(result: Any) -> None:
     if getattr(result, "nba_eval", None) is not None:
         print_nba_eval_headline(result.nba_eval, result.nba_eval_seconds)
     _print_demo_report(result)
+    if getattr(result, "frequency", None) is not None:
+        print_frequency_headline(result.frequency)
+
+
+def print_frequency_headline(result: Any) -> None:
+    """The demo's lines on learned contact cadences: the class counts and learned vs static vs current."""
+    counts = ", ".join(f"{k} {v:,}" for k, v in result.classes.items())
+    console.print(f"contact frequency ({result.out}): {counts}", soft_wrap=True, highlight=False)
+    ev = result.evaluation.set_index("policy")
+    statics = [p for p in ev.index if p.startswith("static_")]
+    if "true_value" in ev.columns:
+        best = ev.loc[statics, "true_value"].idxmax()
+        console.print(
+            f"  true value per member: learned {ev.loc['learned', 'true_value']:,.3f}, best static cap ({best}) "
+            f"{ev.loc[best, 'true_value']:,.3f}, current {ev.loc['current', 'true_value']:,.3f}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    r = ev.loc["learned"]
+    console.print(
+        f"  off-policy (DR) learned vs current {r['dr']:+,.3f} [{r['dr_lo']:+,.3f}, {r['dr_hi']:+,.3f}] per member "
+        f"on {result.members:,} members of the cadence experiment",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def print_nba(result: Any, seconds: float | None = None) -> None:
