@@ -17,8 +17,10 @@ EVENT_TYPES: Final = (
     "email_sent",
     "email_open",
     "email_click",
+    "email_unsubscribe",
     "push_sent",
     "push_open",
+    "push_optout",
     "service_contact",
 )
 #: Channels an event can happen on. Purchases happen in ``store`` (offline) or ``web``/``app`` (online).
@@ -143,6 +145,7 @@ SCORES: Final = "scores"
 RECOMMENDATIONS: Final = "recommendations"
 EFFECTS: Final = "effects"
 NBA: Final = "nba"
+CONTACT_FREQUENCY: Final = "contact_frequency"
 EXCLUDED: Final = "excluded"
 MANIFEST: Final = "manifest.json"
 
@@ -183,6 +186,16 @@ OUTPUTS: Final[dict[str, dict[str, str]]] = {
         "cost": "DOUBLE",
         "expected_value": "DOUBLE",
         "reasons": "VARCHAR",
+    },
+    # per customer and channel: the learned cadence (contacts per four weeks, 0 without consent), its class
+    # (saturated / on_target / under_saturated / no_consent) and the expected gain of moving there
+    CONTACT_FREQUENCY: {
+        "customer_id": "VARCHAR",
+        "channel": "VARCHAR",
+        "current_cadence": "DOUBLE",
+        "recommended_cadence": "BIGINT",
+        "class": "VARCHAR",
+        "expected_gain": "DOUBLE",
     },
     # every customer of the store is scored or listed here with the step and the reason
     EXCLUDED: {

@@ -62,6 +62,10 @@ def _model_for(path: Path):  # noqa: ANN202, C901
                 assert (p.parent / cat.evaluation.uplift).is_file(), f"{p}: evaluation.uplift not found"
 
         return nba
+    if top == "frequency":
+        from omnicrm.frequency.config import load_frequency_config
+
+        return load_frequency_config
     if top == "score":
         from omnicrm.score.config import load_score_config
 

@@ -198,3 +198,48 @@ def test_the_list_check_finds_every_kind_of_violation(con: duckdb.DuckDBPyConnec
     ):
         assert words in found
     assert violations(bad.iloc[:0], con, cat, AS_OF) == []
+
+
+def _learned(mode: str) -> Catalogue:
+    cat = catalogue()
+    cfg = cat.model_dump()
+    cfg["policy"]["cadence"] = {"table": "unused.parquet", "channel": "email", "mode": mode, "days": 28}
+    return compile_catalogue(Catalogue.model_validate(cfg), {"aov"}, "t.yaml")
+
+
+@pytest.mark.parametrize("mode", ["under", "instead"])
+def test_the_learned_cadence_blocks_a_customer_whose_contacts_reach_it(
+    con: duckdb.DuckDBPyConnection, mode: str
+) -> None:
+    from omnicrm.nba.check import violations
+
+    cat = _learned(mode)
+    # ok: no e-mail yet, cadence 0 (no consent in the frequency table) -> blocked on e-mail;
+    # capped: one e-mail 3 days ago, cadence 2 -> the learned cadence allows one more, the static cap (1 in 7 days)
+    #   does not, unless the learned cadence replaces it; ignores: three e-mails in 25 days, cadence 8 -> allowed by
+    #   the learned cadence (still suppressed); opener: three e-mails, cadence 2 -> blocked; busy: no row -> static only
+    cadences = pd.DataFrame({"customer_id": ["ok", "capped", "ignores", "opener"], "recommended_cadence": [0, 2, 8, 2]})
+    ids = pd.Series(["ok", "capped", "ignores", "opener", "busy"])
+    state = contact_policy(con, ids, cat, AS_OF, cadences=cadences)
+    email = state.blocked[state.blocked["channel"] == "email"].set_index("customer_id")
+    assert email.loc["ok", "reason"].startswith("learned cadence: 0 email contacts")
+    assert email.loc["opener", "reason"] == (
+        "learned cadence: 3 email contacts in the last 28 days reach the customer's learned cadence of 2"
+    )
+    assert email.loc["ignores", "step"] == "suppression"
+    if mode == "under":
+        assert email.loc["capped", "reason"].startswith("cap: email contacts in the last 7 days")
+    else:
+        assert "capped" not in email.index
+    # 'busy' has no learned cadence: only its cap over all channels blocks it
+    assert email.loc["busy", "reason"].startswith("cap: contacts on any channel")
+    # the list check counts the learned cadence: two more e-mails to 'capped' break it, one does not (instead mode)
+    cat._cadences = cadences
+    sent = pd.DataFrame(
+        {"customer_id": ["capped"], "action": ["a"], "channel": ["email"], "cost": [0.01], "expected_value": [1.0]}
+    )
+    found = violations(sent, con, cat, AS_OF)
+    assert not [v for v in found if "learned" in v]
+    assert any("cap email" in v for v in found) == (mode == "under")
+    two = pd.concat([sent, sent.assign(action="b")], ignore_index=True)
+    assert any("over their learned email cadence" in v for v in violations(two, con, cat, AS_OF))

@@ -143,7 +143,15 @@ def test_output_contracts_match_design() -> None:
     """The output tables DESIGN.md names, with the columns it lists (scores in long form)."""
     from omnicrm import schema
 
-    assert set(schema.OUTPUTS) == {"scores", "recommendations", "effects", "nba", "excluded"}
+    assert set(schema.OUTPUTS) == {"scores", "recommendations", "effects", "nba", "contact_frequency", "excluded"}
+    assert schema.output_columns("contact_frequency") == [
+        "customer_id",
+        "channel",
+        "current_cadence",
+        "recommended_cadence",
+        "class",
+        "expected_gain",
+    ]
     assert schema.output_columns("scores") == ["customer_id", "as_of", "task", "target", "score", "model", "version"]
     assert schema.output_columns("excluded") == ["customer_id", "step", "reason"]
     assert not set(schema.OUTPUTS) & set(schema.TABLES)  # outputs never shadow a store table

@@ -8,7 +8,8 @@ Modules:
   ``omnicrm --help``): :mod:`~omnicrm.cli.foundation` (generate, ingest, features),
   :mod:`~omnicrm.cli.models` (train, tune, promote, predict), :mod:`~omnicrm.cli.recommend`
   (recommend-eval, recommend), :mod:`~omnicrm.cli.uplift` (uplift, effects, readout),
-  :mod:`~omnicrm.cli.nba` (nba), :mod:`~omnicrm.cli.score` (score), :mod:`~omnicrm.cli.report` (report),
+  :mod:`~omnicrm.cli.nba` (nba), :mod:`~omnicrm.cli.frequency` (frequency), :mod:`~omnicrm.cli.score`
+  (score), :mod:`~omnicrm.cli.report` (report),
   :mod:`~omnicrm.cli.ui` and :mod:`~omnicrm.cli.demo`;
 * :mod:`~omnicrm.cli.render`: what the commands print (progress, tables), on a terminal and in a log;
 * :mod:`~omnicrm.cli.checks`: checks of command-line inputs made before any work.
@@ -23,6 +24,7 @@ from omnicrm.cli import models  # noqa: F401
 from omnicrm.cli import recommend  # noqa: F401
 from omnicrm.cli import uplift  # noqa: F401
 from omnicrm.cli import nba  # noqa: F401
+from omnicrm.cli import frequency  # noqa: F401
 from omnicrm.cli import score  # noqa: F401
 from omnicrm.cli import report  # noqa: F401
 from omnicrm.cli import ui  # noqa: F401

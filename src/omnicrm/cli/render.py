@@ -420,6 +420,51 @@ def print_nba_eval(result: Any) -> None:
         console.print(f"note: {line}", soft_wrap=True, highlight=False)
 
 
+def print_frequency(result: Any) -> None:
+    """Print a frequency run: the policies judged (true and off-policy), the class confusion and counts."""
+    ev = result.evaluation
+    truth = "true_value" in ev.columns
+    t = Table(
+        title=(
+            f"frequency: value per member of each cadence policy on the experiment's {result.members:,} members "
+            f"(start {result.start:%Y-%m-%d}, held out by customer); off-policy against the current cadence, "
+            "95% bootstrap intervals over customers"
+        )
+    )
+    t.add_column("policy")
+    if truth:
+        t.add_column("true value", justify="right")
+        t.add_column("true gain vs current", justify="right")
+    t.add_column("IPW [95% interval]", justify="right")
+    t.add_column("DR [95% interval]", justify="right")
+    for r in ev.to_dict("records"):
+        cells = [str(r["policy"])]
+        if truth:
+            cells += [f"{r['true_value']:,.3f}", f"{r['true_gain_vs_current']:+,.3f}"]
+        for e in ("ipw", "dr"):
+            cells.append(f"{r[e]:+,.3f} [{r[e + '_lo']:+,.3f}, {r[e + '_hi']:+,.3f}]")
+        t.add_row(*cells)
+    show(t)
+    if result.confusion is not None:
+        c = Table(title="classes at the experiment's start: true (rows) against learned (columns)")
+        c.add_column("true \\ learned")
+        for col in result.confusion.columns:
+            c.add_column(str(col), justify="right")
+        for name, row in result.confusion.iterrows():
+            c.add_row(str(name), *[f"{int(v):,}" for v in row])
+        show(c)
+    counts = ", ".join(f"{k} {v:,}" for k, v in result.classes.items())
+    console.print(f"classes at as-of: {counts}", soft_wrap=True, highlight=False)
+    for key, value in result.headline.items():
+        console.print(f"{key}: {value:+,.3f}", soft_wrap=True, highlight=False)
+    console.print(
+        f"margin per extra open {result.beta:,.3f}; an unsubscribe costs {result.share:.1%} of the customer's CLV\n"
+        f"table -> {result.out}\nfeatures -> {result.features_out}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
 #: the readout's figures; every other column of its table is a key (campaign, action, outcome, segment)
 _READOUT_FIGURES = frozenset(
     {"n_t", "n_c", "mean_t", "mean_c", "ate", "se", "ci_low", "ci_high", "p_value", "mde", "relative_lift"}
@@ -502,6 +547,31 @@ def print_demo(result: Any) -> None:
     if getattr(result, "nba_eval", None) is not None:
         print_nba_eval_headline(result.nba_eval, result.nba_eval_seconds)
     _print_demo_report(result)
+    if getattr(result, "frequency", None) is not None:
+        print_frequency_headline(result.frequency)
+
+
+def print_frequency_headline(result: Any) -> None:
+    """The demo's lines on learned contact cadences: the class counts and learned vs static vs current."""
+    counts = ", ".join(f"{k} {v:,}" for k, v in result.classes.items())
+    console.print(f"contact frequency ({result.out}): {counts}", soft_wrap=True, highlight=False)
+    ev = result.evaluation.set_index("policy")
+    statics = [p for p in ev.index if p.startswith("static_")]
+    if "true_value" in ev.columns:
+        best = ev.loc[statics, "true_value"].idxmax()
+        console.print(
+            f"  true value per member: learned {ev.loc['learned', 'true_value']:,.3f}, best static cap ({best}) "
+            f"{ev.loc[best, 'true_value']:,.3f}, current {ev.loc['current', 'true_value']:,.3f}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    r = ev.loc["learned"]
+    console.print(
+        f"  off-policy (DR) learned vs current {r['dr']:+,.3f} [{r['dr_lo']:+,.3f}, {r['dr_hi']:+,.3f}] per member "
+        f"on {result.members:,} members of the cadence experiment",
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 def print_nba(result: Any, seconds: float | None = None) -> None:

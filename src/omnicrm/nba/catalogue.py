@@ -6,7 +6,8 @@ sent, what a contact costs per channel and how much of an action's effect a chan
 (``reach``), what the offer costs (a fixed amount per send, or a share of the order value paid only
 on conversion), which registered effect model estimates each action's effect and how a unit of that
 effect is valued (margin per order by default), which actions carry a product (the recommender's top
-item), the contact policy (consent, caps, suppression, quiet period) and the allocation limits.
+item), the contact policy (consent, caps, suppression, quiet period, optionally the learned cadence of
+``omnicrm frequency`` instead of or under the static caps) and the allocation limits.
 
 Rules (eligibility, applicability, suitability, as in Pega's engagement policies) are boolean SQL
 expressions over the customer's feature columns at ``as_of`` and the score columns of the registered
@@ -194,12 +195,29 @@ class Suppression(StrictModel):
     suppress_days: int = Field(ge=1)
 
 
+class LearnedCadence(StrictModel):
+    """Each customer's learned cadence on ``channel`` (the ``contact_frequency`` table of ``omnicrm frequency``).
+
+    A customer whose contacts on the channel in the last ``days`` days reach their recommended cadence
+    (0 without consent) may not be contacted on it. ``mode``: ``under`` applies it under the static caps
+    (both hold), ``instead`` replaces the static caps of that channel for every customer the table has a
+    cadence for (caps over ``any`` channel still hold). ``table`` is the Parquet file ``omnicrm frequency
+    --out`` wrote, relative to the working directory like ``store``.
+    """
+
+    table: str
+    channel: str = "email"
+    mode: Literal["under", "instead"] = "under"
+    days: int = Field(28, ge=1)
+
+
 class PolicySettings(StrictModel):
     """The contact policy read from the store's history before ``as_of``."""
 
     caps: list[ContactCap] = Field(default_factory=list)
     suppression: list[Suppression] = Field(default_factory=list)
     quiet_days_after_service: int = Field(0, ge=0)
+    cadence: LearnedCadence | None = None
 
 
 class AllocationSettings(StrictModel):
@@ -266,6 +284,7 @@ class Catalogue(StrictModel):
     drivers: int = Field(3, ge=0, le=10)  # the effect's largest drivers named in each sent row's reasons (0: none)
     experiment: str = "omnicrm-nba"
     _compiled: dict[str, list[Rule]] = PrivateAttr(default_factory=dict)
+    _cadences: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_references(self) -> Catalogue:
@@ -287,6 +306,8 @@ class Catalogue(StrictModel):
         for rule in self.policy.suppression:
             if rule.channel not in self.channels:
                 raise ValueError(f"policy.suppression: channel '{rule.channel}' is not in 'channels'")
+        if self.policy.cadence is not None and self.policy.cadence.channel not in self.channels:
+            raise ValueError(f"policy.cadence: channel '{self.policy.cadence.channel}' is not in 'channels'")
         unknown = [c for c in self.allocation.capacity if c not in self.channels]
         if unknown:
             raise ValueError(f"allocation.capacity: channel(s) {unknown} are not in 'channels'")
@@ -307,6 +328,12 @@ class Catalogue(StrictModel):
         model = spec.effect_model or self.effect_model
         assert model is not None  # checked at load
         return model, spec.effect_action or action
+
+    def learned_cadences(self) -> Any:
+        """``customer_id, recommended_cadence`` on ``policy.cadence.channel`` (read by :func:`load_catalogue`)."""
+        if self._cadences is None:
+            raise ConfigError(f"catalogue '{self.name}': policy.cadence is set but its table was not loaded")
+        return self._cadences
 
     def consent_column(self, channel: str) -> str:
         """The ``customers`` column holding consent to ``channel``."""
@@ -432,7 +459,41 @@ def load_catalogue(path: str | Path, columns: set[str] | None = None) -> Catalog
     clash = sorted(scored & set(columns))
     if clash:
         raise ConfigError(f"{path}: key 'scores': score column(s) {clash} are also feature columns")
+    if cat.policy.cadence is not None and cat.store is not None:
+        cat._cadences = read_cadences(cat.policy.cadence, str(path))
     return compile_catalogue(cat, set(columns) | scored, str(path))
+
+
+def read_cadences(spec: LearnedCadence, where: str) -> Any:
+    """The learned cadences of ``spec.channel`` from the ``contact_frequency`` table ``spec.table``.
+
+    Raises
+    ------
+    InputError
+        The file is missing or unreadable, lacks a contract column, or has no row for the channel.
+    """
+    import pandas as pd
+
+    from omnicrm.errors import InputError
+
+    path = Path(spec.table)
+    if not path.is_file():
+        raise InputError(
+            f"{where}: policy.cadence.table {path}: not found (write it with `omnicrm frequency CONFIG --as-of DATE "
+            f"--out {path}`)"
+        )
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise InputError(f"{where}: policy.cadence.table {path}: cannot read it ({exc})") from exc
+    missing = [c for c in ("customer_id", "channel", "recommended_cadence") if c not in table.columns]
+    if missing:
+        raise InputError(f"{where}: policy.cadence.table {path}: missing column(s) {missing}")
+    rows = table[table["channel"] == spec.channel]
+    if rows.empty:
+        raise InputError(f"{where}: policy.cadence.table {path}: no row for channel '{spec.channel}'")
+    out = rows[["customer_id", "recommended_cadence"]].drop_duplicates("customer_id")
+    return out.astype({"recommended_cadence": "int64"}).reset_index(drop=True)
 
 
 def compile_catalogue(cat: Catalogue, columns: set[str], where: str) -> Catalogue:

@@ -2,7 +2,9 @@
 
 :func:`violations` recounts, from the store and the list alone, what the allocation promised: consent
 per channel, caps per channel and over all channels counting the history before ``as_of`` plus the
-list's own sends, the quiet period after a service contact, suppression, the budget, capacities,
+list's own sends (the learned cadence of ``policy.cadence`` likewise; in its ``instead`` mode the
+channel's static caps are not counted for the customers it has a cadence for), the quiet period
+after a service contact, suppression, the budget, capacities,
 volumes, the per-customer limits and a positive expected value for every row. The wiring runs it
 after every allocation and logs the count (it must be 0; a violation is a bug, and the run fails).
 """
@@ -38,7 +40,11 @@ def violations(nba: pd.DataFrame, con, cat: Catalogue, as_of: datetime) -> list[
     if nba.empty:
         return out
     sent = nba[["customer_id", "action", "channel", "cost", "expected_value"]]
+    learned = cat.policy.cadence
+    cadences = cat.learned_cadences() if learned is not None else None
     con.register("_nba_sent", sent)
+    if cadences is not None:
+        con.register("_nba_cadence_check", cadences)
     try:
         t = ts_literal(as_of)
         for ch in cat.channels:
@@ -53,6 +59,9 @@ def violations(nba: pd.DataFrame, con, cat: Catalogue, as_of: datetime) -> list[
             on_h = "" if cap.channel == "any" else "AND h.channel = ?"
             on_s = "" if cap.channel == "any" else "WHERE channel = ?"
             params = [] if cap.channel == "any" else [cap.channel]
+            if learned is not None and learned.mode == "instead" and cap.channel == learned.channel:
+                # the learned cadence replaces this cap for the customers it has a cadence for
+                on_s += " AND customer_id NOT IN (SELECT customer_id FROM _nba_cadence_check)"
             n = con.execute(
                 f"WITH h AS ({contact_history(as_of)}), s AS (SELECT customer_id, count(*) AS n FROM _nba_sent "
                 f"{on_s} GROUP BY customer_id) SELECT count(*) FROM s WHERE s.n + (SELECT count(*) FROM h "
@@ -61,6 +70,16 @@ def violations(nba: pd.DataFrame, con, cat: Catalogue, as_of: datetime) -> list[
             ).fetchall()[0][0]
             if n:
                 out.append(f"{n} customers over the cap {cap.channel} {cap.max} in {cap.days} days")
+        if learned is not None:
+            n = con.execute(
+                f"WITH h AS ({contact_history(as_of)}), s AS (SELECT customer_id, count(*) AS n FROM _nba_sent "
+                "WHERE channel = ? GROUP BY customer_id) SELECT count(*) FROM s JOIN _nba_cadence_check k "
+                "USING (customer_id) WHERE s.n + (SELECT count(*) FROM h WHERE h.customer_id = s.customer_id "
+                f"AND h.channel = ? AND h.ts >= {t} - INTERVAL {learned.days} DAY) > k.recommended_cadence",
+                [learned.channel, learned.channel],
+            ).fetchall()[0][0]
+            if n:
+                out.append(f"{n} customers over their learned {learned.channel} cadence in {learned.days} days")
         if cat.policy.quiet_days_after_service:
             q = cat.policy.quiet_days_after_service
             n = con.execute(
@@ -71,6 +90,8 @@ def violations(nba: pd.DataFrame, con, cat: Catalogue, as_of: datetime) -> list[
                 out.append(f"{n} customers contacted in their quiet period")
     finally:
         con.unregister("_nba_sent")
+        if cadences is not None:
+            con.unregister("_nba_cadence_check")
     if cat.policy.suppression:
         blocked = contact_policy(con, sent["customer_id"], cat, as_of).blocked
         blocked = blocked[blocked["step"] == "suppression"]

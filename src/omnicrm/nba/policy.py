@@ -22,6 +22,11 @@ channel leaves the customer ``max - count`` contacts (their ``slots``, also limi
 send on it in ``[as_of - S, as_of)`` was the N-th or later send in the D days up to it and the
 customer opened nothing on that channel from D days before that send until ``as_of``. Every query
 reads ``ts < as_of`` only.
+
+The learned cadence (``policy.cadence``, from ``omnicrm frequency``): a customer whose contacts on the
+channel in ``[as_of - days, as_of)`` reach their recommended cadence may not be contacted on it (step
+``cap``, reason ``learned cadence``); ``under`` keeps the static caps as well, ``instead`` drops the
+static caps of that channel for the customers the table has a cadence for.
 """
 
 from __future__ import annotations
@@ -159,10 +164,23 @@ class PolicyState:
     slots: pd.Series
 
 
-def contact_policy(con, customers: pd.Series, cat: Catalogue, as_of: datetime) -> PolicyState:  # noqa: ANN001
-    """Consent, suppression, caps and quiet periods of ``customers`` from the store behind ``con``."""
+def contact_policy(
+    con,  # noqa: ANN001 - a DuckDB connection
+    customers: pd.Series,
+    cat: Catalogue,
+    as_of: datetime,
+    cadences: pd.DataFrame | None = None,
+) -> PolicyState:
+    """Consent, suppression, caps, learned cadences and quiet periods of ``customers`` from the store behind ``con``.
+
+    ``cadences`` (``customer_id, recommended_cadence``) are the learned cadences when ``policy.cadence`` is
+    set; ``None`` takes the table the catalogue loaded.
+    """
     ids = pd.DataFrame({"customer_id": pd.Series(customers, dtype=object).drop_duplicates()})
     t = ts_literal(as_of)
+    learned = cat.policy.cadence
+    if learned is not None and cadences is None:
+        cadences = cat.learned_cadences()
     con.register("_nba_ids", ids)
     try:
         parts = []
@@ -207,6 +225,8 @@ def contact_policy(con, customers: pd.Series, cat: Catalogue, as_of: datetime) -
             ).df()
             counts["n"] = counts["n"].astype("int64")
             full = counts[counts["n"] >= cap.max]
+            if learned is not None and learned.mode == "instead" and cap.channel == learned.channel:
+                full = full[~full["customer_id"].isin(cadences["customer_id"])]  # the learned cadence replaces it
             label = "contacts on any channel" if cap.channel == "any" else f"{cap.channel} contacts"
             reason = f"cap: {label} in the last {cap.days} days reached (max {cap.max})"
             channels = list(cat.channels) if cap.channel == "any" else [cap.channel]
@@ -215,6 +235,8 @@ def contact_policy(con, customers: pd.Series, cat: Catalogue, as_of: datetime) -
             if cap.channel == "any":
                 left = (cap.max - counts.set_index("customer_id")["n"]).clip(lower=0)
                 slots = left if slots.empty else np.minimum(slots, left.reindex(slots.index))
+        if learned is not None:
+            parts.append(_learned_blocks(con, history, learned, cadences, t))
         blocked = (
             pd.concat(parts, ignore_index=True)
             if parts
@@ -233,6 +255,26 @@ def contact_policy(con, customers: pd.Series, cat: Catalogue, as_of: datetime) -
     finally:
         con.unregister("_nba_ids")
     return PolicyState(blocked, quiet, slots.astype("int64"))
+
+
+def _learned_blocks(con, history: str, learned, cadences: pd.DataFrame, t: str) -> pd.DataFrame:  # noqa: ANN001
+    """Customers whose contacts on the channel in the last ``days`` days reach their learned cadence."""
+    con.register("_nba_cadence", cadences[["customer_id", "recommended_cadence"]])
+    try:
+        full = con.execute(
+            f"WITH h AS ({history}) SELECT i.customer_id, count(h.ts) AS n, any_value(k.recommended_cadence) AS k "
+            "FROM _nba_ids i JOIN _nba_cadence k USING (customer_id) "
+            f"LEFT JOIN h ON h.customer_id = i.customer_id AND h.channel = {literal(learned.channel)} "
+            f"AND h.ts >= {t} - INTERVAL {learned.days} DAY "
+            "GROUP BY i.customer_id HAVING count(h.ts) >= any_value(k.recommended_cadence)"
+        ).df()
+    finally:
+        con.unregister("_nba_cadence")
+    reason = (
+        "learned cadence: " + full["n"].astype(str) + f" {learned.channel} contacts in the last {learned.days} days "
+        "reach the customer's learned cadence of " + full["k"].astype(str)
+    )
+    return full[["customer_id"]].assign(channel=learned.channel, step="cap", reason=reason.to_numpy())
 
 
 def apply_policy(cands: Candidates, state: PolicyState) -> Candidates:

@@ -9,7 +9,10 @@ wrote the lists and the uplift config's effect model (fitted at ``effects.as_of`
 promoted too, so ``omnicrm recommend ... --model champion`` and ``omnicrm effects ... --model
 champion`` score without refitting after the demo. Then it builds a next-best-action list with those
 champions (``nba``: the synthetic catalogue at the end of the data; its constraints re-checked against
-the store, any violation fails the demo). Model runs go to the MLflow store (``mlruns/``
+the store, any violation fails the demo). Last (``frequency``) it learns the contact cadence of every
+customer from the newsletter cadence experiment and prints the class counts and the headline
+comparison (learned against the best static cap and the current cadence, on the truth and
+off-policy). Model runs go to the MLflow store (``mlruns/``
 unless ``MLFLOW_TRACKING_URI`` is set); ``omnicrm ui`` shows them.
 
 Promotion goes through :func:`omnicrm.pipeline.promote.promote`: a model without a champion gets the
@@ -81,6 +84,14 @@ class NbaStep(StrictModel):
     evaluate: bool = True
 
 
+class FrequencyStep(StrictModel):
+    """Learn the contact cadence per customer from the cadence experiment (``omnicrm frequency``) at ``as_of``."""
+
+    config: str
+    as_of: date
+    out: str
+
+
 class DemoConfig(StrictModel):
     """Paths of the step configs (relative to this file) and the demo's cutoffs and outputs."""
 
@@ -96,7 +107,8 @@ class DemoConfig(StrictModel):
     uplift: str | None = None  # uplift config: effects + Qini, then the campaign readout
     effects: EffectsStep | None = None  # then the uplift config's effect model, registered and promoted
     nba: NbaStep | None = None  # then a next-best-action list from the champions above
-    report: ReportStep | None = None  # last: the marketing report page (champion CLV from the tasks above)
+    report: ReportStep | None = None  # the marketing report page (champion CLV from the tasks above)
+    frequency: FrequencyStep | None = None  # last: learned contact cadences per customer, judged on the truth
 
 
 class Promotion(NamedTuple):
@@ -129,6 +141,7 @@ class DemoResult:
     nba_eval: Any = None  # NbaEvalResult: the catalogue judged off-policy
     nba_eval_seconds: float | None = None
     report: Any = None  # ReportResult of the marketing report
+    frequency: Any = None  # FrequencyResult: learned cadences, their classes and the headline comparison
 
 
 def run_demo(config_path: str | Path, progress: Progress = silent) -> DemoResult:
@@ -204,6 +217,14 @@ def _run_models(cfg: DemoConfig, base: Path, result: DemoResult, progress: Progr
 
         r = cfg.report
         result.report = run_report(base / r.config, r.start, r.end, Path(r.out), progress=progress)
+    if cfg.frequency:
+        from datetime import datetime, time
+
+        from omnicrm.pipeline.frequency import run_frequency
+
+        fr = cfg.frequency
+        as_of = datetime.combine(fr.as_of, time())
+        result.frequency = run_frequency(base / fr.config, as_of, Path(fr.out), progress=progress)
 
 
 def promote_trained(results: list[Any], progress: Progress = silent) -> list[Promotion]:

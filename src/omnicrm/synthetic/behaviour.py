@@ -14,9 +14,15 @@ The loop runs over weeks; within a week every person is handled at once with num
 3. **Purchases.** ``p = 1 - exp(-purchase_rate * season) + effect``; a buyer places
    ``1 + Poisson(lambda / 2)`` orders, each in store, on the web or in the app by their channel
    preference. A newly acquired person buys on their signup day through their signup channel.
-4. **Browsing** (Poisson visits), **newsletter** (weekly, opens by responsiveness), **push**
-   (app users who allow it), **service contacts** (more after online orders; a quarter unresolved)
-   and **NPS** answers (score by satisfaction, lower after unresolved contacts).
+4. **Browsing** (Poisson visits), **newsletter** (weekly, opens by responsiveness and fatigue; an
+   opened newsletter raises the next week's purchase probability), **push** (app users who allow
+   it), **service contacts** (more after online orders; a quarter unresolved) and **NPS** answers
+   (score by satisfaction, lower after unresolved contacts).
+
+Contact fatigue (every marketing e-mail and push lowers the next one's open chance and effect and
+raises the chance to unsubscribe or switch push off, by each person's tolerance) and the randomised
+cadence experiment of the newsletter are described in :mod:`omnicrm.synthetic.fatigue`; their draws
+come from the ``fatigue`` stream.
 
 Order lines, returns (3-30 days later) and sessions around online orders are drawn after the loop
 for all orders at once. All times are epoch seconds (UTC); activities follow local (UK) hours.
@@ -33,6 +39,16 @@ import pandas as pd
 from omnicrm.synthetic.campaigns import CHANNEL_REACH, CONTROL, EFFECT_WEEKS, CampaignPlan, assign_arms
 from omnicrm.synthetic.catalogue import Catalogue, pick_products
 from omnicrm.synthetic.config import WorldConfig
+from omnicrm.synthetic.fatigue import (
+    CHURNED_UNSUB,
+    LOAD_DECAY,
+    PUSH_U0,
+    CadencePlan,
+    email_effect,
+    open_multiplier,
+    sends_in_week,
+    unsubscribe_probability,
+)
 from omnicrm.synthetic.formats import epoch_seconds, utc_from_local
 from omnicrm.synthetic.people import APP, STORE, WEB, Population, Stores
 from omnicrm.synthetic.vocabulary import SERVICE_REASONS
@@ -61,10 +77,11 @@ class Simulation:
     sessions
         ``person, ts, platform`` (1 web, 2 app), ``page_views``, ``order`` (-1 or the order placed).
     emails
-        ``person, ts, event`` (0 sent, 1 open, 2 click), ``campaign`` (-1 newsletter),
-        ``newsletter_day`` (day of the newsletter, -1 for campaigns).
+        ``person, ts, event`` (0 sent, 1 open, 2 click, 3 unsubscribe), ``campaign`` (-1 newsletter),
+        ``newsletter_day`` (day of the newsletter, -1 for campaigns), ``cadence`` (the cadence arm of
+        an experiment newsletter, 0 otherwise); an unsubscribe carries the mailing that caused it.
     pushes
-        ``person, ts, event`` (0 sent, 1 open), ``campaign`` (-1 marketing push).
+        ``person, ts, event`` (0 sent, 1 open, 2 opt-out), ``campaign`` (-1 marketing push).
     contacts
         ``person, ts, chat`` (bool), ``reason`` (index into ``SERVICE_REASONS``), ``resolved``.
     nps
@@ -78,6 +95,11 @@ class Simulation:
         Day (from ``start_date``) each person churned, -1 if still a customer at the end.
     subscribed_end, push_end
         Whether each person is still subscribed to e-mail / push at the end.
+    cadence_who, cadence_arm, cadence_load
+        The cadence experiment's members, their arm and their e-mail load at its start (empty without
+        an experiment).
+    email_load_end, push_load_end
+        Each person's e-mail and push load at the end of the period (:mod:`omnicrm.synthetic.fatigue`).
     """
 
     orders: pd.DataFrame
@@ -92,6 +114,11 @@ class Simulation:
     churn_day: np.ndarray
     subscribed_end: np.ndarray
     push_end: np.ndarray
+    cadence_who: np.ndarray
+    cadence_arm: np.ndarray
+    cadence_load: np.ndarray
+    email_load_end: np.ndarray
+    push_load_end: np.ndarray
 
 
 def seasonality(start_ts: int, n_weeks: int) -> np.ndarray:
@@ -166,6 +193,10 @@ def simulate(
     config: WorldConfig,
     rng: np.random.Generator,
     progress: Callable[[float], None] | None = None,
+    *,
+    tol: np.ndarray | None = None,
+    cadence: CadencePlan | None = None,
+    frng: np.random.Generator | None = None,
 ) -> Simulation:
     """Simulate the period week by week.
 
@@ -183,6 +214,13 @@ def simulate(
         Random generator of the ``behaviour`` stream.
     progress
         Called with the fraction of weeks done.
+    tol
+        Each person's tolerance of contacts (:func:`omnicrm.synthetic.fatigue.tolerance`); ``None``:
+        everyone tolerates the weekly newsletter exactly.
+    cadence
+        The cadence experiment, or ``None``.
+    frng
+        Random generator of the ``fatigue`` stream (unsubscribes, opt-outs, cadence arms).
 
     Returns
     -------
@@ -198,6 +236,15 @@ def simulate(
     app_share = np.where(online > 0, pop.channel_pref[:, APP] / np.maximum(online, 1e-12), 0.0)
     channel_cum = _flat_cumsum(pop.channel_pref)
     people = np.arange(n)
+    tol = np.full(n, 3.5) if tol is None else tol
+    frng = np.random.default_rng(0) if frng is None else frng
+    load = np.zeros(n)  # decaying count of marketing e-mails received (omnicrm.synthetic.fatigue)
+    push_load = np.zeros(n)
+    email_carry = np.zeros(n)  # purchase-probability effect of this week's opened newsletters, next week
+    cad_arm = np.zeros(n, dtype=np.int64)
+    cad_who = np.zeros(0, dtype=np.int64)
+    cad_load = np.zeros(0)
+    cad_arm_at_start = np.zeros(0, dtype=np.int64)
 
     churned = np.zeros(n, dtype=bool)
     churn_day = np.full(n, -1, dtype=np.int64)
@@ -214,7 +261,7 @@ def simulate(
 
     orders = _Chunks("person", "day", "channel", "discount")
     visits = _Chunks("person", "day", "platform")
-    emails = _Chunks("person", "ts", "event", "campaign", "newsletter_day")
+    emails = _Chunks("person", "ts", "event", "campaign", "newsletter_day", "cadence")
     pushes = _Chunks("person", "ts", "event", "campaign")
     contacts = _Chunks("person", "day", "chat", "reason", "resolved")
     nps = _Chunks("person", "day", "score")
@@ -222,13 +269,26 @@ def simulate(
     truth = _Chunks("person", "campaign", "arm", "baseline_p", *(f"effect_{a}" for a in config.actions))
 
     def email_events(who: np.ndarray, sent: np.ndarray, campaign: int, nl_day: int) -> None:
-        """Sends, opens and clicks of one mailing to ``who`` (sent at ``sent``)."""
+        """Sends, opens, clicks and unsubscribes of one mailing to ``who`` (sent at ``sent``).
+
+        Fatigue: the open chance and (for a newsletter) the effect on next week's purchase probability
+        fall, and the unsubscribe chance rises, with the recipient's load over their tolerance.
+        """
+        before = load[who]
         resp = pop.email_responsiveness[who] * np.where(churned[who], 0.3, 1.0)
-        opened = rng.random(who.size) < resp
+        opened = rng.random(who.size) < np.clip(resp * open_multiplier(before, tol[who]), 0.0, 0.95)
         open_ts = sent + np.minimum(rng.exponential(6 * HOUR, who.size), 7 * DAY).astype(np.int64) + 30
         clicked = opened & (rng.random(who.size) < 0.1 + 0.6 * pop.email_responsiveness[who])
         click_ts = open_ts + rng.integers(5, 1800, who.size)
-        for event, mask, ts in ((0, None, sent), (1, opened, open_ts), (2, clicked, click_ts)):
+        if campaign < 0:  # a campaign's effect is its action's (campaigns.py), not a newsletter's
+            email_carry[who[opened]] += email_effect(before[opened], tol[who[opened]])
+        p_unsub = unsubscribe_probability(before, tol[who]) + np.where(churned[who] & (campaign < 0), CHURNED_UNSUB, 0)
+        unsub = frng.random(who.size) < p_unsub
+        unsubscribed[who[unsub]] = True
+        unsub_ts = sent + np.minimum(frng.exponential(12 * HOUR, who.size), 3 * DAY).astype(np.int64) + 60
+        load[who] += 1.0
+        arm = cad_arm[who] if campaign < 0 else np.zeros(who.size, dtype=np.int64)
+        for event, mask, ts in ((0, None, sent), (1, opened, open_ts), (2, clicked, click_ts), (3, unsub, unsub_ts)):
             keep = (ts < end_ts) if mask is None else mask & (ts < end_ts)
             m = int(keep.sum())
             emails.add(
@@ -237,13 +297,18 @@ def simulate(
                 event=np.full(m, event),
                 campaign=np.full(m, campaign),
                 newsletter_day=np.full(m, nl_day),
+                cadence=arm[keep],
             )
 
     def push_events(who: np.ndarray, sent: np.ndarray, campaign: int) -> None:
-        """Sends and opens of pushes to ``who``; churned people no longer open the app."""
+        """Sends, opens and fatigue opt-outs of pushes to ``who``; churned people no longer open the app."""
         opened = ~churned[who] & (rng.random(who.size) < 0.05 + 0.35 * pop.email_responsiveness[who])
         open_ts = sent + rng.exponential(20 * 60, who.size).astype(np.int64) + 5
-        for event, mask, ts in ((0, np.ones(who.size, bool), sent), (1, opened, open_ts)):
+        optout = frng.random(who.size) < unsubscribe_probability(push_load[who], tol[who], PUSH_U0)
+        push_off[who[optout]] = True
+        optout_ts = sent + np.minimum(frng.exponential(6 * HOUR, who.size), 3 * DAY).astype(np.int64) + 60
+        push_load[who] += 1.0
+        for event, mask, ts in ((0, np.ones(who.size, bool), sent), (1, opened, open_ts), (2, optout, optout_ts)):
             keep = mask & (ts < end_ts)
             m = int(keep.sum())
             pushes.add(person=who[keep], ts=ts[keep], event=np.full(m, event), campaign=np.full(m, campaign))
@@ -269,6 +334,16 @@ def simulate(
         alive = signed & ~churned
         subscribed = pop.email_consent & signed & ~unsubscribed
         push_on = pop.push_consent & signed & ~push_off
+        load *= LOAD_DECAY ** (nd / 7)
+        push_load *= LOAD_DECAY ** (nd / 7)
+        if cadence is not None and week == cadence.start_week:
+            # consenting members are randomised to a cadence of the newsletter (equal chances)
+            cad_who = np.flatnonzero(pop.is_member & subscribed & (pop.signup_day < d0))
+            cad_arm[cad_who] = cadence.arms[frng.integers(0, cadence.arms.size, cad_who.size)]
+            cad_load = load[cad_who].copy()
+            cad_arm_at_start = cad_arm[cad_who].copy()
+        if cadence is not None and week == cadence.start_week + cadence.weeks:
+            cad_arm[:] = 0  # back to the weekly newsletter
 
         # 2. campaigns sent this week
         for c in np.flatnonzero(plan.week == week):
@@ -295,7 +370,8 @@ def simulate(
                 email_events(who[treated], sent[treated], int(c), -1)
             elif channel == "push":
                 push_events(who[treated], sent[treated], int(c))
-        uplift = np.zeros(n)
+        uplift = email_carry.copy()  # last week's opened newsletters
+        email_carry[:] = 0.0
         discount = np.zeros(n, dtype=bool)
         for _, who, tau, disc in active:
             uplift[who] += tau
@@ -330,13 +406,18 @@ def simulate(
         platform = np.where(pop.has_app[vwho] & (rng.random(vwho.size) < app_share[vwho]), APP, WEB)
         visits.add(person=vwho, day=d0 + rng.integers(0, nd, vwho.size), platform=platform)
 
-        # 5. newsletter (Thursday-ish, 08:00 UTC, sent in batches over 90 minutes)
-        nl_day = d0 + min(4, nd - 1)
-        unsub = subscribed & (rng.random(n) < np.where(churned, 0.004, 0.0015))
-        unsubscribed |= unsub
-        readers = np.flatnonzero(subscribed & ~unsub)
-        sent = start_ts + nl_day * DAY + 8 * HOUR + rng.integers(0, 90 * 60, readers.size)
-        email_events(readers, sent, -1, nl_day)
+        # 5. newsletter (Thursday-ish, 08:00 UTC, sent in batches over 90 minutes); members of the
+        # cadence experiment get the number of e-mails their arm sends this week (a second one on Monday)
+        n_mail = np.ones(n, dtype=np.int64)
+        if cadence is not None and cadence.active(week):
+            n_mail[cad_who] = sends_in_week(cad_arm[cad_who], np.full(cad_who.size, week - cadence.start_week))
+        for extra, day_offset in ((True, 1), (False, 4)):
+            nl_day = d0 + min(day_offset, nd - 1)
+            readers = np.flatnonzero(subscribed & ~unsubscribed & (n_mail >= (2 if extra else 1)))
+            if extra and readers.size == 0:
+                continue
+            sent = start_ts + nl_day * DAY + 8 * HOUR + rng.integers(0, 90 * 60, readers.size)
+            email_events(readers, sent, -1, nl_day)
 
         # 6. marketing push to half the app users who allow it; churned people uninstall over time
         push_off |= push_on & churned & (rng.random(n) < 0.05)
@@ -400,6 +481,11 @@ def simulate(
         churn_day=churn_day,
         subscribed_end=pop.email_consent & ~unsubscribed & (pop.signup_day < days),
         push_end=pop.push_consent & ~push_off & (pop.signup_day < days),
+        cadence_who=cad_who,
+        cadence_arm=np.asarray(cad_arm_at_start, dtype=np.int64),
+        cadence_load=cad_load,
+        email_load_end=load,
+        push_load_end=push_load,
     )
 
 

@@ -59,6 +59,38 @@ class MessConfig(StrictModel):
     bad_row_rate: float = _rate(0.002)
 
 
+class CadenceConfig(StrictModel):
+    """The randomised cadence experiment (see :mod:`omnicrm.synthetic.fatigue`).
+
+    Attributes
+    ----------
+    enabled
+        Whether the experiment runs (fatigue is always modelled).
+    arms
+        Cadences of the newsletter, in e-mails per four weeks (4 is the usual weekly newsletter).
+    weeks
+        Length of the experiment in weeks (a quarter).
+    follow_weeks
+        Weeks after the experiment over which its outcomes are counted (truth and pipeline).
+    start_week
+        First week of the experiment (0-based week of the period); by default it ends
+        ``follow_weeks + 1`` weeks before the end of the period.
+    """
+
+    enabled: bool = True
+    arms: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=2)
+    weeks: int = Field(default=13, ge=1, le=52)
+    follow_weeks: int = Field(default=8, ge=0, le=52)
+    start_week: int | None = Field(default=None, ge=1)
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: list[int]) -> list[int]:
+        if any(a < 1 or a > 16 for a in value) or len(set(value)) != len(value):
+            raise ValueError(f"The 'arms' parameter must be distinct integers in [1, 16]. Got {value} instead.")
+        return sorted(value)
+
+
 class WorldConfig(StrictModel):
     """Size, time span, seed and messiness of one synthetic omni-channel retail world.
 
@@ -82,6 +114,8 @@ class WorldConfig(StrictModel):
         Share of each campaign's eligible audience held out as control.
     mess
         Messiness of personal data and rows, see :class:`MessConfig`.
+    cadence
+        The randomised cadence experiment of the newsletter, see :class:`CadenceConfig`.
     out_dir
         Where the CLI writes the world (``raw/`` and ``truth/``), relative to the working directory.
     """
@@ -97,6 +131,7 @@ class WorldConfig(StrictModel):
     actions: list[str] = Field(default_factory=lambda: list(KNOWN_ACTIONS), min_length=1)
     control_share: float = Field(default=0.25, gt=0.0, lt=1.0)
     mess: MessConfig = Field(default_factory=MessConfig)
+    cadence: CadenceConfig = Field(default_factory=CadenceConfig)
     out_dir: Path = Path("data/world")
 
     @field_validator("actions")

@@ -12,6 +12,11 @@ Layout of a world directory::
     <out_dir>/truth/treatment_effects.parquet
                                       one row per (person, campaign) exposure, wide format:
                                       group, action, baseline_p and effect_<action> per action
+    <out_dir>/truth/cadence.parquet   one row per member of the cadence experiment: arm, tolerance,
+                                      true value of every cadence, best cadence and class
+                                      (omnicrm.synthetic.fatigue)
+    <out_dir>/truth/contact.parquet   one row per person at the end: contact tolerance, e-mail and push
+                                      load, the value of staying subscribed (omnicrm.synthetic.fatigue)
     <out_dir>/truth/row_defects.parquet
                                       (source, row_index, record_id, defect) per malformed or
                                       repeated row (row_index: 0-based data row of the CSV)

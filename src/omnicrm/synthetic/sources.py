@@ -461,14 +461,20 @@ def _esp_events(w: _World, ident: _Identities, rng: np.random.Generator) -> RawT
     ymd = timestamp_text(w.start_ts + np.arange(cfg.days) * DAY, "ymd_hms")
     compact = pc.replace_substring(pc.utf8_slice_codeunits(ymd, 0, 10), "-", "")
     nl_codes = pc.binary_join_element_wise("NL-", compact, "")
-    code_pool = pa.concat_arrays([_text(w.plan.campaign_id), nl_codes])
+    # the cadence experiment's newsletters: NLC<arm>-<yyyymmdd> (the arm is each member's, see fatigue.py)
+    arms = [int(a) for a in w.config.cadence.arms]
+    cadence_codes = [pc.binary_join_element_wise(f"NLC{a}-", compact, "") for a in arms]
+    code_pool = pa.concat_arrays([_text(w.plan.campaign_id), nl_codes, *cadence_codes])
     campaign = e["campaign"].to_numpy()
-    code = np.where(campaign >= 0, campaign, w.plan.size + e["newsletter_day"].to_numpy())
+    cadence = e["cadence"].to_numpy()
+    arm_slot = np.searchsorted(np.asarray(arms), cadence)  # only read where cadence > 0
+    newsletter = w.plan.size + np.where(cadence > 0, (1 + arm_slot) * cfg.days, 0) + e["newsletter_day"].to_numpy()
+    code = np.where(campaign >= 0, campaign, newsletter)
     cols = {
         "event_id": id_text("E", np.arange(n) + 1, 9),
         "subscriber_id": id_text("S", subscriber[person] + 1, 7),
         "email": _take(sub_email, person),
-        "event_type": _pool(("sent", "open", "click"), e["event"].to_numpy()),
+        "event_type": _pool(("sent", "open", "click", "unsubscribe"), e["event"].to_numpy()),
         "campaign_code": _take(code_pool, code),
         "event_time": timestamp_text(ts, "ymd_hms"),
     }
@@ -492,7 +498,7 @@ def _push_events(w: _World, rng: np.random.Generator) -> RawTable:
         "app_user_id": id_text("U", user[person] + 1, 6),
         "email": _take(profile_email, person),
         "phone": _take(profile_phone, person),
-        "event": _pool(("sent", "open"), p["event"].to_numpy()),
+        "event": _pool(("sent", "open", "optout"), p["event"].to_numpy()),
         "event_time": timestamp_text(ts, "iso_z"),
     }
     return RawTable("push_events", cols, person)

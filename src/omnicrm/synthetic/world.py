@@ -26,6 +26,7 @@ from omnicrm.synthetic.campaigns import CONTROL, CampaignPlan, person_effects, p
 from omnicrm.synthetic.catalogue import make_catalogue
 from omnicrm.synthetic.config import WorldConfig
 from omnicrm.synthetic.contract import RAW_DIR, TRUTH_DIR, WORLD_JSON
+from omnicrm.synthetic.fatigue import cadence_truth, contact_truth, plan_cadence, tolerance
 from omnicrm.synthetic.formats import epoch_seconds
 from omnicrm.synthetic.people import make_population, make_stores, people_truth, person_ids
 from omnicrm.synthetic.sources import record_owner, render_sources, row_defects
@@ -143,6 +144,8 @@ def _generate(config: WorldConfig, out_dir: Path, progress: Progress | None) -> 
     catalogue = make_catalogue(config, stream(config.seed, "catalogue"))
     plan = plan_campaigns(config, n_weeks, start_ts)
     effects = person_effects(pop, list(config.actions), stream(config.seed, "effects"))
+    tol = tolerance(pop, stream(config.seed, "tolerance"))
+    cadence = plan_cadence(config.cadence, n_weeks)
     report("people", 1.0)
 
     sim = simulate(
@@ -154,6 +157,9 @@ def _generate(config: WorldConfig, out_dir: Path, progress: Progress | None) -> 
         config,
         stream(config.seed, "behaviour"),
         progress=lambda f: report("simulate", f),
+        tol=tol,
+        cadence=cadence,
+        frng=stream(config.seed, "fatigue"),
     )
     tables = render_sources(config, pop, stores, catalogue, plan, sim, progress=lambda f: report("sources", f))
 
@@ -167,6 +173,11 @@ def _generate(config: WorldConfig, out_dir: Path, progress: Progress | None) -> 
         "treatment_effects": treatment_truth(sim, plan, config),
         "row_defects": row_defects(tables),
     }
+    truth["contact"] = contact_truth(pop, tol, sim.email_load_end, sim.push_load_end, sim.subscribed_end, catalogue)
+    if cadence is not None:
+        truth["cadence"] = cadence_truth(
+            pop, tol, sim.cadence_load, sim.cadence_who, sim.cadence_arm, cadence, catalogue
+        )
     for name, table in truth.items():
         write_parquet(out_dir / TRUTH_DIR / f"{name}.parquet", table)
     truth_rows = {name: table.num_rows for name, table in truth.items()}
@@ -180,6 +191,14 @@ def _generate(config: WorldConfig, out_dir: Path, progress: Progress | None) -> 
             "people": pop.size,
             "rows": rows,
             "truth_rows": truth_rows,
+            "cadence_experiment": None
+            if cadence is None
+            else {
+                "arms": [int(a) for a in cadence.arms],
+                "start": str(np.datetime64(config.start_date, "D") + np.timedelta64(7 * cadence.start_week, "D")),
+                "weeks": cadence.weeks,
+                "follow_weeks": cadence.follow_weeks,
+            },
             "campaigns": [
                 {"campaign_id": str(c), "channel": str(ch), "sent_at": str(np.datetime64(int(ts), "s"))}
                 for c, ch, ts in zip(plan.campaign_id, plan.channel, plan.send_ts, strict=True)

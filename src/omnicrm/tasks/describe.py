@@ -117,6 +117,4 @@ def version_description(cfg: TaskConfig, r: TargetResult, baseline: str | None =
     what = f"baseline `{baseline}`" if baseline else cfg.model.family
     mine = value if baseline else model
     other = f"the model ({cfg.model.family}) {_fmt(model)}" if baseline else f"best baseline `{best}` {_fmt(value)}"
-    return (
-        f"{what}, {_span(cfg)}, evaluated on {cfg.cutoffs.evaluation}: {r.primary} {_fmt(mine)} against {other}."
-    )
+    return f"{what}, {_span(cfg)}, evaluated on {cfg.cutoffs.evaluation}: {r.primary} {_fmt(mine)} against {other}."
