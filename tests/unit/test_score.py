@@ -283,8 +283,16 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     base = {"name": "x", "store": "s.duckdb", "output": "out", "effects": [{"name": "x-uplift-y"}]}
     with pytest.raises(ConfigError, match=r"key 'chunk_siz'"):
         load_score_config(_write(tmp_path / "a.yaml", base | {"chunk_siz": 3}))
-    with pytest.raises(ConfigError, match=r"key 'engine': 'spark' is not built yet"):
-        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark"}))
+    spark = load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "features": {}})).config
+    assert spark.spark is None  # the defaults: local[2], the store copied in through the driver
+    with pytest.raises(ConfigError, match=r"key 'spark': Spark settings are read with engine: spark only"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"spark": {"master": "local[1]"}}))
+    with pytest.raises(ConfigError, match=r"key 'spark.conf'.*start with 'spark.'"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "spark": {"conf": {"x": 1}}}))
+    with pytest.raises(ConfigError, match=r"key 'spark.mastr'"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "spark": {"mastr": "local"}}))
+    with pytest.raises(ConfigError, match=r"key 'output': s3a://b/out is a URL"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "output": "s3a://b/out"}))
     with pytest.raises(ConfigError, match="nothing to score"):
         load_score_config(_write(tmp_path / "c.yaml", {k: v for k, v in base.items() if k != "effects"}))
     with pytest.raises(ConfigError, match=r"effects"):

@@ -75,7 +75,14 @@ def spark_feature_sql(
     ``tables`` maps a store table name to the Spark table or view to read instead (e.g.
     ``{"events": "crm.events_2024"}``); the replacement keeps the store name as its alias.
     """
-    tree = sqlglot.parse_one(feature_sql(cutoff, config), read="duckdb")
+    return to_spark_sql(feature_sql(cutoff, config), tables)
+
+
+def to_spark_sql(sql: str, tables: Mapping[str, str] | None = None) -> str:
+    """A query over the store written for DuckDB, in the Spark SQL dialect (store tables renamed as
+    :func:`spark_feature_sql` does); a construct Spark cannot express raises instead of changing meaning.
+    """
+    tree = sqlglot.parse_one(sql, read="duckdb")
     if tables:
         ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
 
