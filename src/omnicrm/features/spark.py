@@ -60,6 +60,11 @@ _SPARK_TYPES: dict[str, str] = {
 _TZ_KEY = "spark.sql.session.timeZone"
 
 
+def spark_type(duckdb_type: str) -> str:
+    """The Spark SQL type of a store or output column's DuckDB type (``TIMESTAMP`` -> ``TIMESTAMP_NTZ``)."""
+    return _SPARK_TYPES[duckdb_type]
+
+
 def spark_schema(table: str) -> str:
     """Spark DDL schema of a store table, e.g. ``"`customer_id` STRING, `ts` TIMESTAMP_NTZ, …"``."""
     return ", ".join(f"`{col}` {_SPARK_TYPES[typ]}" for col, typ in schema.TABLES[table].items())

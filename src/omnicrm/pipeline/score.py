@@ -501,6 +501,10 @@ def run_score(
     setup = load_score_config(config_path)
     cfg = setup.config
     as_of = normalize_cutoff(as_of)
+    if cfg.engine == "spark":  # the same job with the per-customer work on Spark
+        from omnicrm.pipeline.score_spark import run_score_spark
+
+        return run_score_spark(setup, as_of, replace=replace, fail_on_drift=fail_on_drift, progress=progress)
     output = _check(setup, as_of)
     run_id = runs.new_run_id()
     clock = StepClock()

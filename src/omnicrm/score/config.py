@@ -169,8 +169,9 @@ def load_score_config(path: str | Path) -> ScoreSetup:
     ------
     ConfigError
         An unknown key or bad value (naming the file and key), a ``spark`` block without
-        ``engine: spark``, an output that is a URL with ``engine: spark``, a task config or catalogue that cannot be read, or one whose store or feature settings differ
-        from the scoring config's (features are built once for all models).
+        ``engine: spark``, an output that is a URL with ``engine: spark``, a task config or
+        catalogue that cannot be read, or one whose store or feature settings differ from the
+        scoring config's (features are built once for all models).
     """
     from omnicrm.tasks.config import load_task_config
     from omnicrm.tasks.frames import feature_config
@@ -178,7 +179,9 @@ def load_score_config(path: str | Path) -> ScoreSetup:
     path = Path(path)
     cfg = load_config(ScoreConfig, path)
     if cfg.spark is not None and cfg.engine != "spark":
-        raise ConfigError(f"{path}: key 'spark': Spark settings are read with engine: spark only (engine is {cfg.engine})")
+        raise ConfigError(
+            f"{path}: key 'spark': Spark settings are read with engine: spark only (engine is {cfg.engine})"
+        )
     if cfg.engine == "spark" and "://" in cfg.output:
         raise ConfigError(
             f"{path}: key 'output': {cfg.output} is a URL; a run is published by renaming its staging folder and "
