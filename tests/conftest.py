@@ -392,5 +392,3 @@ def registered(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> W
         recs = write_recommendations(folder / "rec.yaml", AS_OF, folder / "recs.parquet")
         tracking.set_alias("omnicrm-small-recommend", "champion", recs.version)
     return World(store, mlruns, folder)
-
-

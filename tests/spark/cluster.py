@@ -154,4 +154,6 @@ def standalone_cluster(folder: Path, workers: int = 2, worker_memory: str = "1g"
 def event_log(folder: Path) -> list[dict[str, Any]]:
     """The events of the one application whose event log Spark wrote into ``folder``."""
     (path,) = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # a rolling log (Spark 4's default) is a folder of events_<n>_<app> files; switch compression off to read them
+    files = sorted(p for p in path.iterdir() if p.name.startswith("events_")) if path.is_dir() else [path]
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]

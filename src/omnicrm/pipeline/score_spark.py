@@ -205,6 +205,23 @@ def _chunk_function(setup: ScoreSetup, as_of: datetime, models: list[Model], inp
 # --- on the driver ---------------------------------------------------------------------------------------
 
 
+def _to_pandas(frame: DataFrame) -> pd.DataFrame:
+    """A (small) Spark result on the driver, through Arrow (pyspark's own pandas conversion warns on pandas 3)."""
+    from omnicrm.features.spark import _to_pandas as via_arrow
+
+    return via_arrow(frame)
+
+
+def _from_pandas(spark: SparkSession, frame: pd.DataFrame, schema_: Any = None) -> DataFrame:  # noqa: ANN401
+    """A driver frame into Spark through Arrow (pyspark >= 4 takes an Arrow table), else from pandas."""
+    import pyarrow as pa
+    import pyspark
+
+    if int(pyspark.__version__.split(".")[0]) >= 4:
+        return spark.createDataFrame(pa.Table.from_pandas(frame, preserve_index=False), schema=schema_)
+    return spark.createDataFrame(frame, schema=schema_)  # pragma: no cover - pyspark 3.5
+
+
 def _session(scfg: Spark) -> tuple[SparkSession, bool]:
     """The session to run on: this process's active one (same master), else a new one (then stopped)."""
     try:
@@ -308,7 +325,7 @@ def _prepared(
             pop = pop.join(customers.select("customer_id"), "customer_id").persist(StorageLevel.MEMORY_AND_DISK)
             wide = wide.join(pop.withColumn(f"_pop{i}", F.lit(True)), "customer_id", "left")
             # extra inputs (clv: BG/NBD on the whole population) on the driver from the store, once
-            keys = pop.toPandas().sort_values("customer_id", kind="stable").reset_index(drop=True)
+            keys = _to_pandas(pop).sort_values("customer_id", kind="stable").reset_index(drop=True)
             keys["customer_id"] = keys["customer_id"].astype(object)
             keys["cutoff"] = pd.Timestamp(as_of).as_unit("us")
             inputs = tcfg.task.add_inputs(con, as_of, keys)
@@ -316,7 +333,7 @@ def _prepared(
             input_columns.append(extra)
             if extra:
                 frame = inputs[["customer_id", *extra]].rename(columns={c: f"_in{i}__{c}" for c in extra})
-                wide = wide.join(spark.createDataFrame(frame), "customer_id", "left")
+                wide = wide.join(_from_pandas(spark, frame), "customer_id", "left")
             del keys, inputs
     if cfg.recommender is not None:
         purchases_sql = f"""SELECT customer_id, product_id, ts, coalesce(order_id, event_id) AS order_id,
@@ -437,7 +454,7 @@ def _write_frame(spark: SparkSession, frame: pd.DataFrame, path: Path) -> None:
     from pyspark.sql.pandas.types import from_arrow_schema
 
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
-    spark.createDataFrame(frame, schema=from_arrow_schema(arrow.schema)).coalesce(1).write.parquet(str(path))
+    _from_pandas(spark, frame, from_arrow_schema(arrow.schema)).coalesce(1).write.parquet(str(path))
 
 
 def _excluded_frame(spark: SparkSession, frame: pd.DataFrame) -> DataFrame:
@@ -450,7 +467,7 @@ def _excluded_frame(spark: SparkSession, frame: pd.DataFrame) -> DataFrame:
     ddl = "`_table` STRING, `_chunk` BIGINT, `_row` BIGINT, " + ", ".join(
         f"`{_col(x, c)}` STRING" for c in TABLE_COLUMNS[x]
     )
-    return spark.createDataFrame(out, schema=ddl)
+    return _from_pandas(spark, out, ddl)
 
 
 def _nba_spark(
@@ -648,7 +665,7 @@ def run_score_spark(
                 nba_info = nba_excl = None
                 with clock.step("collect features"):
                     # the driver holds the snapshot: the list's allocation and the drift profiles need it whole
-                    pop = plan["features"].orderBy("customer_id").toPandas().astype(feature_dtypes(setup.features))
+                    pop = _to_pandas(plan["features"].orderBy("customer_id")).astype(feature_dtypes(setup.features))
                 if setup.catalogue is not None:
                     with clock.step("nba") as st:
                         progress("score: next-best actions (driver)", 0.75)
