@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -325,3 +326,19 @@ def test_the_shipped_config_loads_and_names_the_demo_models() -> None:
         setup = load_score_config(ROOT / "configs/score/synthetic.yaml")
     assert [t.name for t in setup.tasks] == ["churn", "next_purchase", "clv", "propensity"]
     assert setup.catalogue is not None and setup.config.engine == "duckdb"
+
+
+def test_engine_spark_without_pyspark_is_a_user_error_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from omnicrm.pipeline.score import run_score
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyspark" else real(name, *a))
+    cfg = {"name": "x", "store": "s.duckdb", "output": str(tmp_path / "out"), "features": {}, "engine": "spark"}
+    path = _write(tmp_path / "s.yaml", cfg | {"effects": [{"name": "x-uplift-y"}]})
+    with pytest.raises(ConfigError, match=r"s.yaml: key 'engine': spark needs pyspark and Java"):
+        run_score(path, date(2024, 1, 1))
+    assert not (tmp_path / "out").exists()  # nothing touched: no output folder, no lock

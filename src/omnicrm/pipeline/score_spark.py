@@ -222,18 +222,24 @@ def _from_pandas(spark: SparkSession, frame: pd.DataFrame, schema_: Any = None) 
     return spark.createDataFrame(frame, schema=schema_)  # pragma: no cover - pyspark 3.5
 
 
-def _session(scfg: Spark) -> tuple[SparkSession, bool]:
+def _require_pyspark(path: Path) -> None:
+    """``engine: spark`` without pyspark installed is a user error, found before any work."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError(f"{path}: key 'engine': spark needs pyspark and Java: pip install 'omnicrm[spark]'")
+
+
+def _session(scfg: Spark, path: Path) -> tuple[SparkSession, bool]:
     """The session to run on: this process's active one (same master), else a new one (then stopped)."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError as e:
-        raise ConfigError("key 'engine': spark needs pyspark (and Java): pip install 'omnicrm[spark]'") from e
+    from pyspark.sql import SparkSession
+
     active = SparkSession.getActiveSession()
     if active is not None:
         master = active.sparkContext.master
         if master != scfg.master:
             raise ConfigError(
-                f"key 'spark.master': this process already runs a Spark session on {master}, not {scfg.master}"
+                f"{path}: key 'spark.master': this process already runs a Spark session on {master}, not {scfg.master}"
             )
         return active, False
     # the executors' Python: this interpreter (right for local mode and for a cluster whose nodes have
@@ -583,6 +589,7 @@ def run_score_spark(
 
     cfg = setup.config
     scfg = cfg.spark or Spark()
+    _require_pyspark(setup.path)
     output = _check(setup, as_of)
     run_id = runs.new_run_id()
     clock = StepClock()
@@ -617,7 +624,7 @@ def run_score_spark(
             models = _load_models(setup, progress)
         with clock.step("spark session"):
             progress(f"score: Spark session on {scfg.master}", 0.04)
-            spark, owned = _session(scfg)
+            spark, owned = _session(scfg, setup.path)
         staging = runs.new_staging(output)
         tag = uuid.uuid4().hex[:12]
         names: dict[str, str] = {}
