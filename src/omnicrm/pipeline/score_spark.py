@@ -257,7 +257,7 @@ def _session(scfg: Spark, path: Path) -> tuple[SparkSession, bool]:
     return builder.getOrCreate(), True
 
 
-def _input_tables(spark: SparkSession, con, scfg: Spark, tag: str) -> dict[str, str]:  # noqa: ANN001
+def _input_tables(spark: SparkSession, con, scfg: Spark, tag: str, where: Path) -> dict[str, str]:  # noqa: ANN001
     """Temp views of the store tables the job reads: from ``spark.input`` (checked against the store) or copied."""
     from pyspark.sql import functions as F  # noqa: N812
 
@@ -273,17 +273,17 @@ def _input_tables(spark: SparkSession, con, scfg: Spark, tag: str) -> dict[str, 
         try:
             frame = spark.read.parquet(path)
         except Exception as e:  # noqa: BLE001 - Spark raises its own AnalysisException (path not found, ...)
-            raise ConfigError(f"key 'spark.input': cannot read {path}: {str(e).splitlines()[0]}") from e
+            raise ConfigError(f"{where}: key 'spark.input': cannot read {path}: {str(e).splitlines()[0]}") from e
         missing = [c for c in schema.columns(t) if c not in frame.columns]
         if missing:
-            raise ConfigError(f"key 'spark.input': {path} lacks the store column(s) {missing}")
+            raise ConfigError(f"{where}: key 'spark.input': {path} lacks the store column(s) {missing}")
         frame = frame.select([F.col(c).cast(spark_type(typ)).alias(c) for c, typ in schema.TABLES[t].items()])
         got = frame.count()
         want = con.execute(f'SELECT count(*) FROM "{t}"').fetchall()[0][0]
         if got != want:
             raise ConfigError(
-                f"key 'spark.input': {path} has {got:,} rows, the store's {t} table {want:,}; the input must be "
-                "an export of the store the config names (export it again)"
+                f"{where}: key 'spark.input': {path} has {got:,} rows, the store's {t} table {want:,}; the input "
+                "must be an export of the store the config names (export it again)"
             )
         frame.createOrReplaceTempView(names[t])
     return names
@@ -291,13 +291,13 @@ def _input_tables(spark: SparkSession, con, scfg: Spark, tag: str) -> dict[str, 
 
 def _prepared(
     spark: SparkSession,
-    con,
+    con,  # noqa: ANN001 - the store, read-only
     setup: ScoreSetup,
     as_of: datetime,
     names: dict[str, str],
     clock: StepClock,
     progress: Progress,
-) -> dict[str, Any]:  # noqa: ANN001, E501
+) -> dict[str, Any]:
     """The customers hashed into chunks, their features, populations, extra inputs and purchases (lazy frames)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # noqa: N812
@@ -324,11 +324,13 @@ def _prepared(
             "left",
         )
     input_columns: list[list[str]] = []
+    cached = [customers, features]
     with clock.step("populations"):
         for i, tcfg in enumerate(setup.tasks):
             progress(f"score: population and inputs of {tcfg.name}", 0.08)
             pop = spark.sql(to_spark_sql(tcfg.task.population_sql(as_of), names)).select("customer_id").distinct()
             pop = pop.join(customers.select("customer_id"), "customer_id").persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(pop)
             wide = wide.join(pop.withColumn(f"_pop{i}", F.lit(True)), "customer_id", "left")
             # extra inputs (clv: BG/NBD on the whole population) on the driver from the store, once
             keys = _to_pandas(pop).sort_values("customer_id", kind="stable").reset_index(drop=True)
@@ -356,6 +358,7 @@ def _prepared(
     return {
         "customers": customers,
         "features": features,
+        "cached": cached,
         "wide": wide,
         "purchases": purchases,
         "inputs": input_columns,
@@ -635,7 +638,7 @@ def run_score_spark(
             try:
                 fingerprint = store_fingerprint(con)
                 _check_fingerprints(models, fingerprint, cfg.store)
-                names = _input_tables(spark, con, scfg, tag)
+                names = _input_tables(spark, con, scfg, tag, setup.path)
                 plan = _prepared(spark, con, setup, as_of, names, clock, progress)
                 with clock.step("score chunks"):
                     progress(f"score: {plan['chunks']} chunk(s) on Spark ({scfg.master})", 0.15)
@@ -713,7 +716,7 @@ def run_score_spark(
                     "executors": _executors(spark),
                 }
                 shutil.rmtree(staging / _ROWS)
-                for frame in (plan["customers"], plan["features"]):
+                for frame in plan["cached"]:
                     frame.unpersist()
             finally:
                 con.close()
