@@ -106,6 +106,36 @@ def test_the_spark_engine_writes_the_duckdb_engines_rows_and_accounts_for_every_
     assert {"features", "scores:churn", "recommendations", "nba", "write", "drift"} <= set(ms["steps"])
 
 
+def test_an_input_that_is_not_an_export_of_the_store_is_refused_naming_the_table(
+    runs_done: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import duckdb
+
+    from omnicrm.errors import ConfigError
+    from omnicrm.pipeline.score import run_score
+
+    world = runs_done.world
+    export = tmp_path / "export"
+    con = duckdb.connect(world.store, read_only=True)
+    try:  # an export whose events stop early: a stale copy of the store
+        con.execute(f"EXPORT DATABASE '{export}' (FORMAT parquet)")
+        events = export / "events.parquet"
+        con.execute(f"COPY (SELECT * FROM events ORDER BY ts LIMIT 100) TO '{events}' (FORMAT parquet)")
+    finally:
+        con.close()
+    config = write_configs(
+        tmp_path / "cfg",
+        world.store,
+        tmp_path / "out",
+        chunk=250,
+        extra={"engine": "spark", "spark": {"master": "local[2]", "input": str(export)}},
+    )
+    monkeypatch.setenv("OMNICRM_MLRUNS", str(world.mlruns))
+    with pytest.raises(ConfigError, match=r"score.yaml: key 'spark.input': .*events.parquet has 100 rows, the store's"):
+        run_score(config, AS_OF)
+    assert not list((tmp_path / "out").glob("runs/*")) and not (tmp_path / "out" / ".lock").exists()
+
+
 # --- a real standalone cluster ---------------------------------------------------------------------------
 
 

@@ -576,6 +576,7 @@ def run_score_spark(
     """The scoring run of :func:`omnicrm.pipeline.score.run_score` with ``engine: spark`` (module docstring)."""
     from omnicrm import __version__, tracking
     from omnicrm.features.snapshot import feature_dtypes
+    from omnicrm.features.spark import FEATURE_TABLES
     from omnicrm.pipeline.score import (
         NBA_DROPPED,
         DriftBreach,
@@ -630,7 +631,6 @@ def run_score_spark(
             spark, owned = _session(scfg, setup.path)
         staging = runs.new_staging(output)
         tag = uuid.uuid4().hex[:12]
-        names: dict[str, str] = {}
         previous_tz = spark.conf.get("spark.sql.session.timeZone")
         spark.conf.set("spark.sql.session.timeZone", "UTC")  # naive UTC times, as build_features_spark
         try:
@@ -721,8 +721,8 @@ def run_score_spark(
             finally:
                 con.close()
                 with contextlib.suppress(Exception):  # the views of this run only; the session may be shared
-                    for view in names.values():
-                        spark.catalog.dropTempView(view)
+                    for table in FEATURE_TABLES:  # also those made before a failure (dropping none is no error)
+                        spark.catalog.dropTempView(f"omnicrm_{tag}_{table}")
                 spark.conf.set("spark.sql.session.timeZone", previous_tz)
                 if owned:
                     spark.stop()
