@@ -342,3 +342,20 @@ def test_engine_spark_without_pyspark_is_a_user_error_before_any_work(
     with pytest.raises(ConfigError, match=r"s.yaml: key 'engine': spark needs pyspark and Java"):
         run_score(path, date(2024, 1, 1))
     assert not (tmp_path / "out").exists()  # nothing touched: no output folder, no lock
+
+
+def test_counts_from_aggregates_add_up_or_fail_like_the_ledger() -> None:
+    from omnicrm.score.accounting import counted_step
+
+    ok = dict(touched=10, scored=7, excluded=3, both=0, twice=0, unknown=0, reasons={"a": 2, "b": 1})
+    c = counted_step("s", 10, **ok)
+    assert c.as_dict() == {"customers_in": 10, "scored": 7, "excluded": 3, "excluded_by_reason": {"a": 2, "b": 1}}
+    for bad, msg in (
+        ({"touched": 9}, "1 customer\\(s\\) neither scored nor excluded"),
+        ({"both": 1}, "both scored and excluded"),
+        ({"twice": 1}, "excluded twice"),
+        ({"touched": 11, "unknown": 1}, "scored or excluded but not in"),
+        ({"reasons": {"a": 2}}, "3 excluded rows but 2 with a reason"),
+    ):
+        with pytest.raises(AccountingError, match=msg):
+            counted_step("s", 10, **(ok | bad))
