@@ -19,7 +19,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# the same feature SQL on Spark (local[2]); needs Java, installs the `spark` extra
+# the Spark tests (tests/spark; needs Java, installs the `spark` extra): the feature SQL on local[2]
+# against DuckDB, `omnicrm score` with engine: spark against the DuckDB engine on local[2], and the same
+# job on a standalone cluster (a master and two workers started with pyspark's spark-class on free local
+# ports, stopped at the end); about 11 minutes
 test-spark: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
 	$(BIN)/python -m pytest -m spark tests/spark

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,115 @@ def small_store(small_world: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         else:
             os.environ["OMNICRM_SALT"] = old
     return cfg
+
+
+# --- the scoring job's small world: registered models and configs (tests/integration/test_score.py, tests/spark) ---
+
+AS_OF = date(2024, 6, 24)  # the day after the small world's last event
+
+
+@dataclass
+class World:
+    store: str
+    mlruns: Path
+    folder: Path
+
+
+def churn_config(store: str, trees: int) -> dict:
+    return {
+        "dataset": {"name": "small", "store": store, "features": {}, "feature_cache": None},
+        "task": {"kind": "churn", "horizon_days": 60},
+        "cutoffs": {
+            "train": {"start": "2023-10-01", "end": "2023-12-01", "every": "month"},
+            "validation": "2024-02-01",
+            "evaluation": "2024-04-01",
+        },
+        "model": {
+            "params": {"n_estimators": trees, "learning_rate": 0.1, "min_child_samples": 20},
+            "calibration": "none",
+            "early_stopping_rounds": 1000,
+        },
+    }
+
+
+def catalogue(store: str) -> dict:
+    return {
+        "name": "small",
+        "store": store,
+        "features": {},
+        "effect_model": "small-uplift-purchase",
+        "recommender": "small-recommend",
+        "channels": {"email": {"cost": 0.01}, "sms": {"cost": 0.05, "reach": 0.8}, "push": {"cost": 0.01}},
+        "actions": {
+            "discount_10pct": {"channels": ["email", "sms", "push"], "offer": {"share": 0.1}},
+            "free_shipping": {"channels": ["email", "sms", "push"], "offer": {"fixed": 0.25}},
+            "new_arrivals": {"channels": ["email", "push"], "product": "recommended"},
+        },
+        "value": {"column": "aov_365d", "scale": 0.3, "fallback": 10, "order_value": "aov_365d", "base_rate": 0.21},
+        "rules": {"eligibility": {"not_churned": "lifecycle_stage <> 'churned'"}},
+        "policy": {"caps": [{"channel": "email", "max": 1, "days": 7}]},
+        "allocation": {"per_customer": 1, "budget": 40, "capacity": {"sms": 30}},
+    }
+
+
+def write_configs(
+    folder: Path,
+    store: str,
+    output: Path,
+    chunk: int,
+    churn_model: str = "champion",
+    extra: dict | None = None,
+    **drift,
+) -> Path:
+    """A task config, a catalogue and the scoring config (with ``extra`` keys) in ``folder``; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "churn.yaml").write_text(yaml.safe_dump(churn_config(store, 20)))
+    (folder / "nba.yaml").write_text(yaml.safe_dump(catalogue(store)))
+    cfg = {
+        "name": "small",
+        "store": store,
+        "features": {},
+        "output": str(output),
+        "chunk_size": chunk,
+        "tasks": [{"config": "churn.yaml", "model": churn_model}],
+        "recommender": {"name": "small-recommend"},
+        "effects": [{"name": "small-uplift-purchase"}],
+        "nba": {"catalogue": "nba.yaml"},
+        # ages grow with time past what the Q4-2023 training saw; the check itself is tested below
+        "drift": {"out_of_range_ignore": ["first_purchase_days", "tenure_days"], "out_of_range": 1.0} | drift,
+    } | (extra or {})
+    path = folder / "score.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def registered(small_store: Path, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """Churn v1 (10 trees) and v3 (20 trees, champion), a DR effect model and a popularity recommender."""
+    from omnicrm import tracking
+    from omnicrm.pipeline.recommend import write_recommendations
+    from omnicrm.pipeline.train import train
+    from omnicrm.pipeline.uplift import write_effects
+
+    folder = tmp_path_factory.mktemp("score")
+    store = yaml.safe_load(small_store.read_text())["store"]
+    uplift = small_uplift_config(store)
+    rec = small_recommend_config(store)
+    (folder / "uplift.yaml").write_text(yaml.safe_dump(uplift))
+    (folder / "rec.yaml").write_text(yaml.safe_dump(rec))
+    mlruns = folder / "mlruns"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("OMNICRM_MLRUNS", str(mlruns))
+        versions = []
+        for trees in (10, 20):
+            (folder / "churn.yaml").write_text(yaml.safe_dump(churn_config(store, trees)))
+            versions.append(train(folder / "churn.yaml")[0].version)
+        # train also registers its best baseline as a version: the models are v1 and v3
+        assert versions == ["1", "3"]
+        tracking.set_alias("omnicrm-churn", "champion", versions[1])
+        eff = write_effects(folder / "uplift.yaml", AS_OF, folder / "effects.parquet")
+        tracking.set_alias("omnicrm-small-uplift-purchase", "champion", eff.version)
+        recs = write_recommendations(folder / "rec.yaml", AS_OF, folder / "recs.parquet")
+        tracking.set_alias("omnicrm-small-recommend", "champion", recs.version)
+    return World(store, mlruns, folder)

@@ -132,6 +132,13 @@ WARNINGS: tuple[KnownWarning, ...] = (
         "(mlflow/types/responses.py) and warns about one of their fields; the text starts with ANSI "
         "colour codes, hence the leading '.*'",
     ),
+    KnownWarning(
+        "PySpark does not yet fully support pandas >= 3",
+        FutureWarning,
+        "pyspark 4 (the spark extra) on every pandas conversion (toPandas, createDataFrame, applyInPandas) "
+        "while pandas is 3.x, which omnicrm requires; the scoring job's Spark engine is checked against the "
+        "DuckDB engine row by row (tests/spark/test_score_spark.py)",
+    ),
 )
 
 #: logger levels and filters

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import warnings
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -283,8 +284,16 @@ def test_config_errors_name_the_file_and_key(tmp_path: Path) -> None:
     base = {"name": "x", "store": "s.duckdb", "output": "out", "effects": [{"name": "x-uplift-y"}]}
     with pytest.raises(ConfigError, match=r"key 'chunk_siz'"):
         load_score_config(_write(tmp_path / "a.yaml", base | {"chunk_siz": 3}))
-    with pytest.raises(ConfigError, match=r"key 'engine': 'spark' is not built yet"):
-        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark"}))
+    spark = load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "features": {}})).config
+    assert spark.spark is None  # the defaults: local[2], the store copied in through the driver
+    with pytest.raises(ConfigError, match=r"key 'spark': Spark settings are read with engine: spark only"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"spark": {"master": "local[1]"}}))
+    with pytest.raises(ConfigError, match=r"key 'spark.conf'.*start with 'spark.'"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "spark": {"conf": {"x": 1}}}))
+    with pytest.raises(ConfigError, match=r"key 'spark.mastr'"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "spark": {"mastr": "local"}}))
+    with pytest.raises(ConfigError, match=r"key 'output': s3a://b/out is a URL"):
+        load_score_config(_write(tmp_path / "b.yaml", base | {"engine": "spark", "output": "s3a://b/out"}))
     with pytest.raises(ConfigError, match="nothing to score"):
         load_score_config(_write(tmp_path / "c.yaml", {k: v for k, v in base.items() if k != "effects"}))
     with pytest.raises(ConfigError, match=r"effects"):
@@ -317,3 +326,36 @@ def test_the_shipped_config_loads_and_names_the_demo_models() -> None:
         setup = load_score_config(ROOT / "configs/score/synthetic.yaml")
     assert [t.name for t in setup.tasks] == ["churn", "next_purchase", "clv", "propensity"]
     assert setup.catalogue is not None and setup.config.engine == "duckdb"
+
+
+def test_engine_spark_without_pyspark_is_a_user_error_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from omnicrm.pipeline.score import run_score
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyspark" else real(name, *a))
+    cfg = {"name": "x", "store": "s.duckdb", "output": str(tmp_path / "out"), "features": {}, "engine": "spark"}
+    path = _write(tmp_path / "s.yaml", cfg | {"effects": [{"name": "x-uplift-y"}]})
+    with pytest.raises(ConfigError, match=r"s.yaml: key 'engine': spark needs pyspark and Java"):
+        run_score(path, date(2024, 1, 1))
+    assert not (tmp_path / "out").exists()  # nothing touched: no output folder, no lock
+
+
+def test_counts_from_aggregates_add_up_or_fail_like_the_ledger() -> None:
+    from omnicrm.score.accounting import counted_step
+
+    ok = dict(touched=10, scored=7, excluded=3, both=0, twice=0, unknown=0, reasons={"a": 2, "b": 1})
+    c = counted_step("s", 10, **ok)
+    assert c.as_dict() == {"customers_in": 10, "scored": 7, "excluded": 3, "excluded_by_reason": {"a": 2, "b": 1}}
+    for bad, msg in (
+        ({"touched": 9}, "1 customer\\(s\\) neither scored nor excluded"),
+        ({"both": 1}, "both scored and excluded"),
+        ({"twice": 1}, "excluded twice"),
+        ({"touched": 11, "unknown": 1}, "scored or excluded but not in"),
+        ({"reasons": {"a": 2}}, "3 excluded rows but 2 with a reason"),
+    ):
+        with pytest.raises(AccountingError, match=msg):
+            counted_step("s", 10, **(ok | bad))

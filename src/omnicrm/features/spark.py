@@ -60,6 +60,11 @@ _SPARK_TYPES: dict[str, str] = {
 _TZ_KEY = "spark.sql.session.timeZone"
 
 
+def spark_type(duckdb_type: str) -> str:
+    """The Spark SQL type of a store or output column's DuckDB type (``TIMESTAMP`` -> ``TIMESTAMP_NTZ``)."""
+    return _SPARK_TYPES[duckdb_type]
+
+
 def spark_schema(table: str) -> str:
     """Spark DDL schema of a store table, e.g. ``"`customer_id` STRING, `ts` TIMESTAMP_NTZ, …"``."""
     return ", ".join(f"`{col}` {_SPARK_TYPES[typ]}" for col, typ in schema.TABLES[table].items())
@@ -75,7 +80,14 @@ def spark_feature_sql(
     ``tables`` maps a store table name to the Spark table or view to read instead (e.g.
     ``{"events": "crm.events_2024"}``); the replacement keeps the store name as its alias.
     """
-    tree = sqlglot.parse_one(feature_sql(cutoff, config), read="duckdb")
+    return to_spark_sql(feature_sql(cutoff, config), tables)
+
+
+def to_spark_sql(sql: str, tables: Mapping[str, str] | None = None) -> str:
+    """A query over the store written for DuckDB, in the Spark SQL dialect (store tables renamed as
+    :func:`spark_feature_sql` does); a construct Spark cannot express raises instead of changing meaning.
+    """
+    tree = sqlglot.parse_one(sql, read="duckdb")
     if tables:
         ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
 

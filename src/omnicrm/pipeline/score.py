@@ -54,9 +54,10 @@ from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
 from omnicrm.score import drift as dr
 from omnicrm.score.accounting import AccountingError, Ledger
+from omnicrm.score.chunk import Model, score_chunk
 from omnicrm.score.config import ScoreSetup, load_score_config
 from omnicrm.score.manifest import StepClock, build_manifest
-from omnicrm.score.tables import NOT_YET_A_CUSTOMER, excluded_rows, nba_excluded, population_reason, scores_long
+from omnicrm.score.tables import NOT_YET_A_CUSTOMER, excluded_rows, nba_excluded
 from omnicrm.store import runs
 from omnicrm.store.staging import StaleFileWarning
 
@@ -71,29 +72,6 @@ class DriftBreach(Exception):  # noqa: N818 - a result the command line turns in
     def __init__(self, result: ScoreResult) -> None:
         super().__init__(f"{result.breaches} drift check(s) above their thresholds; nothing was published")
         self.result = result
-
-
-@dataclass
-class Model:
-    """A registered model this run scores with."""
-
-    kind: str  # task | recommender | effects
-    name: str
-    version: str
-    run_id: str
-    ref: str
-    obj: Any
-    task: str = ""
-    target: Any = None  # the task's Target
-    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def entry(self) -> dict[str, Any]:
-        """The manifest's record of the model."""
-        out = {"name": self.name, "version": self.version, "run_id": self.run_id, "ref": self.ref, "kind": self.kind}
-        if self.task:
-            out |= {"task": self.task, "target": self.target.name}
-        out["training_ranges"] = len(self.ranges)
-        return out
 
 
 @dataclass
@@ -291,6 +269,22 @@ def _purchases(con, ids: np.ndarray, as_of: datetime) -> pd.DataFrame:  # noqa: 
     ).df()
 
 
+class _DuckReader:
+    """A chunk's populations, extra inputs and purchases, read from the run's temporary tables."""
+
+    def __init__(self, con, as_of: datetime, k: int) -> None:  # noqa: ANN001
+        self.con, self.as_of, self.k = con, as_of, k
+
+    def population(self, i: int) -> pd.DataFrame:
+        return self.con.execute(f"SELECT customer_id FROM score_pop_{i} WHERE chunk = ?", [self.k]).df()
+
+    def inputs(self, i: int) -> pd.DataFrame:
+        return self.con.execute(f"SELECT * EXCLUDE (chunk) FROM score_inputs_{i} WHERE chunk = ?", [self.k]).df()
+
+    def purchases(self, ids: np.ndarray) -> pd.DataFrame:
+        return _purchases(self.con, ids, self.as_of)
+
+
 def _score_chunks(
     con,  # noqa: ANN001
     setup: ScoreSetup,
@@ -303,24 +297,7 @@ def _score_chunks(
     outside: dict[tuple[str, str], list[int]],
     progress: Progress,
 ) -> None:
-    """Score every chunk with every model; append the outputs; account for every customer."""
-    from omnicrm.pipeline.uplift import effects_long
-
-    cfg = setup.config
-    as_of_ts = pd.Timestamp(as_of).as_unit("us")
-    by_task: dict[str, list[Model]] = {}
-    for m in models:
-        if m.kind == "task":
-            by_task.setdefault(m.task, []).append(m)
-    recommender = next((m for m in models if m.kind == "recommender"), None)
-    effect_models = [m for m in models if m.kind == "effects"]
-
-    def count_outside(m: Model, frame: pd.DataFrame) -> None:
-        for feature, n_out in dr.out_of_range(frame, m.ranges).items():
-            acc = outside.setdefault((m.name, feature), [0, 0])
-            acc[0] += n_out
-            acc[1] += len(frame)
-
+    """Score every chunk with every model (:func:`omnicrm.score.chunk.score_chunk`); append the outputs."""
     for k in range(plan.chunks):
         written = sum(w.rows for w in writers.open.values())
         progress(
@@ -329,93 +306,19 @@ def _score_chunks(
         with clock.step("read chunk") as st:
             ids_frame, feats, consent = _chunk_frames(con, setup, k)
             st.rows += len(ids_frame)
-        ids = ids_frame["customer_id"].to_numpy(dtype=object)
-        known = pd.Index(feats["customer_id"].astype(object), dtype=object)
-        new = ~pd.Index(ids, dtype=object).isin(known)
-
-        for i, tcfg in enumerate(setup.tasks):
-            step = f"scores:{tcfg.name}"
-            with clock.step(step) as st:
-                pop = con.execute(
-                    f"SELECT customer_id FROM score_pop_{i} WHERE chunk = ?",
-                    [k],
-                ).df()
-                inputs = con.execute(
-                    f"SELECT * EXCLUDE (chunk) FROM score_inputs_{i} WHERE chunk = ?",
-                    [k],
-                ).df()
-                frame = feats.merge(pop, on="customer_id", how="inner")
-                frame = frame.merge(consent, on="customer_id", how="left").merge(inputs, on="customer_id", how="left")
-                frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
-                fids = frame["customer_id"].to_numpy(dtype=object)
-                for m in by_task.get(tcfg.name, []):
-                    pred = m.obj.predict_frame(frame)
-                    rows = scores_long(
-                        fids,
-                        pred,
-                        as_of=as_of_ts,
-                        task=tcfg.name,
-                        target=m.target.name,
-                        score_column=m.target.score_column,
-                        model=m.name,
-                        version=m.version,
-                        run_id=m.run_id,
-                    )
-                    writers.write(schema.SCORES, rows, rows_in=len(frame))
-                    st.rows += len(rows)
-                    count_outside(m, frame)
-                rest = ~pd.Index(ids, dtype=object).isin(pd.Index(fids, dtype=object))
-                pop_rule = tcfg.task.population
-                reason = population_reason(tcfg.name, pop_rule.active_days, pop_rule.min_purchases, pop_rule.consent)
-                why = pd.Series(np.where(new[rest], NOT_YET_A_CUSTOMER, reason), dtype=object)
-                excl = excluded_rows(ids[rest], step, why)
-                ledger.add(step, ids, fids, excl)
-                writers.write(schema.EXCLUDED, excl, rows_in=len(excl))
-
-        if recommender is not None:
-            step = "recommendations"
-            with clock.step(step) as st:
-                purchases = _purchases(con, ids, as_of)
-                rec = cfg.recommender
-                if purchases.empty:  # a chunk of customers without purchases: nothing to recommend from
-                    recs = pd.DataFrame({c: pd.Series(dtype=object) for c in schema.output_columns(step)})
-                else:
-                    recs = recommender.obj.predict_frame(
-                        purchases, as_of=as_of, k=rec.k, exclude_purchased=rec.exclude_purchased
-                    )
-                writers.write(schema.RECOMMENDATIONS, recs, rows_in=int(purchases["customer_id"].nunique()))
-                st.rows += len(recs)
-                got = pd.Index(recs["customer_id"].astype(object).unique(), dtype=object)
-                rest = ~pd.Index(ids, dtype=object).isin(got)
-                bought = pd.Index(ids, dtype=object).isin(
-                    pd.Index(purchases["customer_id"].astype(object).unique(), dtype=object)
-                )
-                why = np.where(
-                    new,
-                    NOT_YET_A_CUSTOMER,
-                    np.where(
-                        bought,
-                        "no product left to recommend (every product already bought or unknown to the model)",
-                        "no purchase before as_of",
-                    ),
-                )
-                excl = excluded_rows(ids[rest], step, pd.Series(why[rest], dtype=object))
-                ledger.add(step, ids, got.to_numpy(), excl)
-                writers.write(schema.EXCLUDED, excl, rows_in=len(excl))
-
-        for m in effect_models:
-            step = f"effects:{m.name.removeprefix('omnicrm-')}"
-            with clock.step(step) as st:
-                if len(feats):
-                    tau = m.obj.predict_effect(feats)
-                    long = effects_long(feats["customer_id"].to_numpy(dtype=object), m.obj.actions, m.obj.outcome, tau)
-                    long["model"], long["version"] = m.name, m.version
-                    writers.write(schema.EFFECTS, long, rows_in=len(feats))
-                    st.rows += len(long)
-                    count_outside(m, feats)
-                excl = excluded_rows(ids[new], step, NOT_YET_A_CUSTOMER)
-                ledger.add(step, ids, known.to_numpy(), excl)
-                writers.write(schema.EXCLUDED, excl, rows_in=len(excl))
+        score_chunk(
+            setup,
+            as_of,
+            models,
+            ids_frame,
+            feats,
+            consent,
+            _DuckReader(con, as_of, k),
+            write=writers.write,
+            ledger=ledger,
+            step=clock.step,
+            outside=outside,
+        )
 
 
 # --- 5: next-best actions --------------------------------------------------------------------------------
@@ -609,6 +512,10 @@ def run_score(
     setup = load_score_config(config_path)
     cfg = setup.config
     as_of = normalize_cutoff(as_of)
+    if cfg.engine == "spark":  # the same job with the per-customer work on Spark
+        from omnicrm.pipeline.score_spark import run_score_spark
+
+        return run_score_spark(setup, as_of, replace=replace, fail_on_drift=fail_on_drift, progress=progress)
     output = _check(setup, as_of)
     run_id = runs.new_run_id()
     clock = StepClock()

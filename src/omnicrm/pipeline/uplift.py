@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from omnicrm import schema
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
-from omnicrm.store.outputs import conform, write_frame
+from omnicrm.score.tables import effects_long
+from omnicrm.store.outputs import write_frame
 from omnicrm.uplift.config import UpliftConfig, learner_factory, load_uplift_config
 from omnicrm.uplift.data import (
     ARM,
@@ -339,19 +339,6 @@ def scoring_population(cfg: UpliftConfig, feats: Any, data: UpliftData | None, a
             con.close()
     assert data is not None
     return data.frame.assign(customer_id=data.frame[UNIT].to_numpy())
-
-
-def effects_long(ids: np.ndarray, actions: list[str], outcome: str, effect: np.ndarray) -> pd.DataFrame:
-    """The ``effects`` output table: one row per customer and action, customers in input order."""
-    frame = pd.DataFrame(
-        {
-            "customer_id": np.repeat(ids, len(actions)),
-            "action": np.tile(np.asarray(actions, dtype=object), len(ids)),
-            "outcome": outcome,
-            "effect": effect.reshape(-1),
-        }
-    )
-    return conform(frame, schema.EFFECTS)
 
 
 @dataclass(frozen=True)

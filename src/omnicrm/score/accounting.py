@@ -110,3 +110,56 @@ class Ledger:
         wrong = {s: c.customers_in for s, c in self.steps.items() if c.customers_in != customers}
         if wrong:
             raise AccountingError(f"steps did not see all {customers} customers of the store: {wrong}")
+
+
+def counted_step(
+    step: str,
+    customers: int,
+    *,
+    touched: int,
+    scored: int,
+    excluded: int,
+    both: int,
+    twice: int,
+    unknown: int,
+    reasons: dict[str, int],
+) -> StepCount:
+    """One step's counts from aggregates over its whole output (an engine that counts with queries).
+
+    Parameters
+    ----------
+    step : str
+    customers : int
+        The customers in (every customer of the store).
+    touched : int
+        Distinct customers with an output row or an ``excluded`` row of the step.
+    scored, excluded : int
+        Distinct customers with output rows; the step's ``excluded`` rows.
+    both, twice, unknown : int
+        Customers scored and excluded; excluded more than once; scored or excluded but not a
+        customer of the store.
+    reasons : dict
+        ``excluded`` rows per reason.
+
+    Raises
+    ------
+    AccountingError
+        As :meth:`Ledger.add`: the counts do not add up.
+    """
+    problems = []
+    if twice:
+        problems.append(f"{twice} customer(s) excluded twice")
+    if both:
+        problems.append(f"{both} customer(s) both scored and excluded")
+    if unknown:
+        problems.append(f"{unknown} customer(s) scored or excluded but not in")
+    lost = customers - (touched - unknown)
+    if lost:
+        problems.append(f"{lost} customer(s) neither scored nor excluded")
+    if sum(reasons.values()) != excluded:
+        problems.append(f"{excluded} excluded rows but {sum(reasons.values())} with a reason")
+    if problems:
+        raise AccountingError(
+            f"step {step}: {customers} customers in, {scored} scored, {excluded} excluded; " + "; ".join(problems)
+        )
+    return StepCount(customers, scored, excluded, Counter(reasons))

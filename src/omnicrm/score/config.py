@@ -92,6 +92,34 @@ class Drift(StrictModel):
     bins: int = Field(10, ge=2, le=100)
 
 
+class Spark(StrictModel):
+    """Where the Spark engine runs and what it reads (``engine: spark``; see docs/score.md, "Spark").
+
+    ``master`` is a Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``, ``k8s://…``).
+    ``input`` is a folder or URL holding one Parquet dataset per store table,
+    ``<input>/<table>.parquet`` (a file or a folder of part files: what DuckDB's ``EXPORT DATABASE
+    … (FORMAT parquet)`` or a Spark job writes), read by the executors; on object storage
+    (``s3a://bucket/store/``) the cluster needs the ``hadoop-aws`` package and credentials in
+    ``conf``. Without ``input`` the store's tables are copied into Spark through the driver (small
+    stores and tests). ``conf`` holds any further Spark settings (``spark.executor.memory``, …).
+    """
+
+    master: str = Field("local[2]", min_length=1)
+    input: str | None = Field(None, min_length=1)
+    app_name: str = Field("omnicrm-score", min_length=1)
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k in value if not k.startswith(("spark.", "hadoop.", "fs."))]
+        if bad:
+            raise ValueError(f"Spark settings start with 'spark.' (or 'hadoop.'/'fs.'), got {bad}")
+        if "spark.master" in value or "spark.app.name" in value:
+            raise ValueError("set the master URL and the application name with 'master' and 'app_name'")
+        return value
+
+
 class ScoreConfig(StrictModel):
     """One scheduled scoring job (see the module docstring)."""
 
@@ -100,6 +128,7 @@ class ScoreConfig(StrictModel):
     features: str | dict[str, Any] = "../features/default.yaml"
     output: str  # a folder: runs/, one pointer per as-of date, latest
     engine: Literal["duckdb", "spark"] = "duckdb"
+    spark: Spark | None = None  # engine: spark only
     chunk_size: int = Field(50_000, gt=0)
     # DuckDB's memory for the whole-base work (the feature snapshot, populations, BG/NBD inputs): past
     # it DuckDB spills to the staging folder, so the job's peak memory does not grow with the base
@@ -142,19 +171,25 @@ def load_score_config(path: str | Path) -> ScoreSetup:
     Raises
     ------
     ConfigError
-        An unknown key or bad value (naming the file and key), ``engine: spark`` (not built yet), a
-        task config or catalogue that cannot be read, or one whose store or feature settings differ
-        from the scoring config's (features are built once for all models).
+        An unknown key or bad value (naming the file and key), a ``spark`` block without
+        ``engine: spark``, an output that is a URL with ``engine: spark``, a task config or
+        catalogue that cannot be read, or one whose store or feature settings differ from the
+        scoring config's (features are built once for all models).
     """
     from omnicrm.tasks.config import load_task_config
     from omnicrm.tasks.frames import feature_config
 
     path = Path(path)
     cfg = load_config(ScoreConfig, path)
-    if cfg.engine == "spark":
+    if cfg.spark is not None and cfg.engine != "spark":
         raise ConfigError(
-            f"{path}: key 'engine': 'spark' is not built yet (issue 13, item 7); use engine: duckdb, which scores "
-            "in customer chunks with memory bounded by chunk_size"
+            f"{path}: key 'spark': Spark settings are read with engine: spark only (engine is {cfg.engine})"
+        )
+    if cfg.engine == "spark" and "://" in cfg.output:
+        raise ConfigError(
+            f"{path}: key 'output': {cfg.output} is a URL; a run is published by renaming its staging folder and "
+            "guarded by a lock file, which need a filesystem the driver and the executors share (a local folder, "
+            "or a network mount on a cluster); the input may be on object storage (key 'spark.input')"
         )
     if not (cfg.tasks or cfg.recommender or cfg.effects or cfg.nba):
         raise ConfigError(f"{path}: nothing to score; list tasks, a recommender, effects or an nba catalogue")

@@ -1,6 +1,7 @@
 """The output tables of a scoring run, built from what the models return (frames in, frames out).
 
 * :func:`scores_long`: one model's predictions as rows of the long ``scores`` table;
+* :func:`effects_long`: an effect model's per-customer effects as rows of the ``effects`` table;
 * :func:`excluded_rows`: the ``excluded`` rows of one step, one per customer with the reason;
 * :func:`population_reason`, :data:`NOT_YET_A_CUSTOMER`: the reasons a customer is not scored;
 * :func:`nba_excluded`: the next-best-action step's per-candidate drops reduced to one reason per
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from omnicrm import schema
+from omnicrm.store.outputs import conform
 
 #: the reason of every step for a customer first seen on or after ``as_of``: no history to score from
 NOT_YET_A_CUSTOMER = "first seen on or after as_of: no history before it"
@@ -72,6 +74,19 @@ def scores_long(
     )
     frame["as_of"] = frame["as_of"].astype("datetime64[us]")
     return frame[[*schema.output_columns(schema.SCORES), "output", "run_id"]]
+
+
+def effects_long(ids: np.ndarray, actions: list[str], outcome: str, effect: np.ndarray) -> pd.DataFrame:
+    """The ``effects`` output table: one row per customer and action, customers in input order."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.repeat(ids, len(actions)),
+            "action": np.tile(np.asarray(actions, dtype=object), len(ids)),
+            "outcome": outcome,
+            "effect": effect.reshape(-1),
+        }
+    )
+    return conform(frame, schema.EFFECTS)
 
 
 def excluded_rows(ids: Sequence[str] | np.ndarray | pd.Series, step: str, reasons: str | pd.Series) -> pd.DataFrame:
