@@ -221,6 +221,30 @@ def test_a_live_lock_stops_the_run_before_any_work(world: Scored) -> None:
     assert res.exit_code == 2 and "another scoring run is writing this output" in res.output
 
 
+def test_a_memory_limit_too_small_for_the_base_is_a_clear_error_and_nothing_is_published(
+    world: Scored, tmp_path: Path
+) -> None:
+    config = write_configs(
+        tmp_path / "cfg", world.world.store, tmp_path / "out", chunk=500, extra={"memory_limit": "1MB"}
+    )
+    res = score(config)
+    assert res.exit_code == 2, res.output
+    assert "key 'memory_limit'" in res.output and "raise memory_limit" in res.output
+    assert summary(res)["exit"] == 2 and not (tmp_path / "out" / "latest").exists()
+    assert not list((tmp_path / "out").glob("runs/*")) and not (tmp_path / "out" / ".lock").exists()
+
+
+def test_usage_errors_are_exit_2_with_the_json_line(world: Scored) -> None:
+    # a scheduler reads the last stdout line whatever went wrong, usage mistakes included
+    for args, text in (
+        ([], "missing argument CONFIG"),
+        ([str(world.config)], "missing option --as-of"),
+        ([str(world.config), "--as-of", "2024-13-01"], "expected a date as YYYY-MM-DD"),
+    ):
+        res = CliRunner().invoke(app, ["score", *args])
+        assert res.exit_code == 2 and summary(res)["exit"] == 2 and text in summary(res)["error"], res.output
+
+
 def test_a_shifted_store_breaches_drift_and_fail_on_drift_exits_3_without_publishing(
     world: Scored, tmp_path: Path
 ) -> None:
