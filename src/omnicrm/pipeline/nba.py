@@ -204,6 +204,7 @@ def nba_list(
     fingerprint: str,
     model: str = "champion",
     given: Preloaded | None = None,
+    products: tuple[pd.Series, dict[str, str]] | None = None,
     progress: Progress = silent,
 ) -> NbaList:
     """The list at ``as_of`` for the customers of ``pop`` (their features at ``as_of``), not yet written.
@@ -236,7 +237,7 @@ def nba_list(
     led = [a for a, s in cat.actions.items() if s.product == "recommended"]
     if led:
         progress("nba: recommended products", 0.35)
-        top, used = _products(cat, con, as_of, pop["customer_id"], fingerprint, given)
+        top, used = products or _products(cat, con, as_of, pop["customer_id"], fingerprint, given)
         models |= used
         rows = kept["action"].isin(led).to_numpy()
         kept.loc[rows, "product_id"] = kept.loc[rows, "customer_id"].map(top).to_numpy()

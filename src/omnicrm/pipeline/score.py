@@ -296,8 +296,19 @@ def _score_chunks(
     clock: StepClock,
     outside: dict[tuple[str, str], list[int]],
     progress: Progress,
-) -> None:
-    """Score every chunk with every model (:func:`omnicrm.score.chunk.score_chunk`); append the outputs."""
+) -> pd.Series | None:
+    """Score every chunk with every model (:func:`omnicrm.score.chunk.score_chunk`); append the outputs.
+
+    Returns each customer's first recommended product (``None`` without a recommender), which the
+    next-best-action step reuses instead of running the recommender over the whole base again.
+    """
+    tops: list[pd.DataFrame] = []
+
+    def write(table: str, frame: pd.DataFrame, rows_in: int = 0) -> None:
+        if table == schema.RECOMMENDATIONS and len(frame):
+            tops.append(frame.loc[frame["rank"] == 1, ["customer_id", "product_id"]])
+        writers.write(table, frame, rows_in)
+
     for k in range(plan.chunks):
         written = sum(w.rows for w in writers.open.values())
         progress(
@@ -314,11 +325,16 @@ def _score_chunks(
             feats,
             consent,
             _DuckReader(con, as_of, k),
-            write=writers.write,
+            write=write,
             ledger=ledger,
             step=clock.step,
             outside=outside,
         )
+    if not any(m.kind == "recommender" for m in models):
+        return None
+    if not tops:
+        return pd.Series(dtype=object)
+    return pd.concat(tops, ignore_index=True).set_index("customer_id")["product_id"]
 
 
 # --- 5: next-best actions --------------------------------------------------------------------------------
@@ -334,6 +350,7 @@ def _nba(
     writers: _Writers,
     ledger: Ledger,
     progress: Progress,
+    top_products: pd.Series | None = None,
 ) -> dict[str, Any]:
     """The next-best-action list into the staging folder, its customers accounted for.
 
@@ -355,8 +372,24 @@ def _nba(
     ref = refs.pop() if len(refs) == 1 else "champion"
     pop = con.execute("SELECT * EXCLUDE (chunk) FROM score_features ORDER BY customer_id").df()
     pop = pop.astype(feature_dtypes(setup.features))
+    products = None
+    rec = setup.config.recommender
+    if top_products is not None and rec is not None and rec.exclude_purchased is None:
+        # the recommendations step served the champion with its registered settings, as the list's
+        # product-led actions do (the config check makes it the champion): its first product is theirs
+        served = next(m for m in models if m.kind == "recommender")
+        products = (top_products, {served.name: served.version})
     made = nba_list(
-        cat, setup.catalogue, con, pop, as_of, fingerprint=fingerprint, model=ref, given=given, progress=progress
+        cat,
+        setup.catalogue,
+        con,
+        pop,
+        as_of,
+        fingerprint=fingerprint,
+        model=ref,
+        given=given,
+        products=products,
+        progress=progress,
     )
     del pop
     loaded = {m.name: m.version for m in models}
@@ -560,12 +593,14 @@ def run_score(
                 writers = _Writers(staging)
                 ledger = Ledger()
                 outside: dict[tuple[str, str], list[int]] = {}
-                _score_chunks(con, setup, as_of, models, plan, writers, ledger, clock, outside, progress)
+                tops = _score_chunks(con, setup, as_of, models, plan, writers, ledger, clock, outside, progress)
                 nba_info = None
                 if setup.catalogue is not None:
                     with clock.step("nba") as st:
                         progress("score: next-best actions", 0.75)
-                        nba_info = _nba(con, setup, as_of, models, fingerprint, staging, writers, ledger, progress)
+                        nba_info = _nba(
+                            con, setup, as_of, models, fingerprint, staging, writers, ledger, progress, tops
+                        )
                         st.rows = nba_info["rows"]
                 with clock.step("write"):
                     tables = writers.close()
