@@ -17,6 +17,8 @@ orders (not joined)
 pa (purchase aggregates)
     Per customer over ``orders``: whatever the groups ask for (first/last order, counts and spend
     per window…).
+order_days (not joined; part of the orders source)
+    ``(customer_id, day)`` of every order, its UTC calendar day.
 gs (gap statistics)
     Over the distinct UTC calendar days with an order: their number, and the mean, sample
     standard deviation and last of the day gaps between consecutive purchase days.
@@ -88,7 +90,8 @@ def _orders(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tupl
             f"  FROM {EVENTS}\n"
             f"  WHERE event_type = {literal(PURCHASE)} AND ts < {cutoff.lit}\n"
             "  GROUP BY customer_id, COALESCE(order_id, event_id)",
-        )
+        ),
+        ("order_days", "SELECT customer_id, CAST(ts AS DATE) AS day FROM orders"),
     ]
 
 
@@ -101,13 +104,18 @@ def _order_lines(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list
     missing = [a.alias for a in aggs if a.line_expr is None]
     if missing:  # a programming error in the definitions, not user input
         raise AssertionError(f"orders aggregates without a one-line form: {missing}")
+    # The purchase days for the gaps scan the lines again rather than read the orders CTE: with
+    # two consumers of different kinds (aggregate, window) DuckDB buffers a shared CTE, which cost
+    # more memory and time than a second scan of two columns.
+    purchases = f"FROM {EVENTS}\n  WHERE event_type = {literal(PURCHASE)} AND ts < {cutoff.lit}"
     return [
         (
             "orders",
-            "SELECT customer_id, ts, amount" + "".join(f", {a.line_expr} AS {a.alias}" for a in aggs) + "\n"
-            f"  FROM {EVENTS}\n"
-            f"  WHERE event_type = {literal(PURCHASE)} AND ts < {cutoff.lit}",
-        )
+            "SELECT customer_id, ts, amount"
+            + "".join(f", {a.line_expr} AS {a.alias}" for a in aggs)
+            + f"\n  {purchases}",
+        ),
+        ("order_days", f"SELECT customer_id, CAST(ts AS DATE) AS day\n  {purchases}"),
     ]
 
 
@@ -126,7 +134,7 @@ def _gaps(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[
             "gap_lags",
             "SELECT customer_id, day,\n"
             "    date_diff('day', lag(day) OVER (PARTITION BY customer_id ORDER BY day), day) AS gap\n"
-            "  FROM (SELECT customer_id, CAST(ts AS DATE) AS day FROM orders) AS order_days",
+            "  FROM order_days",
         ),
         (
             "gs",
