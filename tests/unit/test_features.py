@@ -377,6 +377,27 @@ def test_same_day_orders_count_one_purchase_day():
     assert row["gap_std_days"] == pytest.approx(math.sqrt(18.0))
 
 
+def test_event_types_are_read_only_over_their_longest_window():
+    # Y's only events are a visit and an e-mail 200 days back: outside every window that reads them
+    # (visits 30/90 days, e-mails 90), inside the year that returns are read over
+    con = make_store(
+        [("Y", datetime(2023, 1, 1)), ("Z", datetime(2023, 1, 1))],
+        [
+            event("Y", ago(200), "visit", "web"),
+            event("Y", ago(200), "email_sent"),
+            event("Z", ago(200), "return", "store", 7.0),
+        ],
+    )
+    cfg = FeatureConfig(groups=["engagement", "returns"])
+    sql = feature_sql(T, cfg)
+    assert "(event_type IN ('return') AND ts >= TIMESTAMP '2023-07-02 00:00:00')" not in sql  # the longest: outer range
+    assert "AND ts >= TIMESTAMP '2024-04-02 00:00:00')" in sql and "ts >= TIMESTAMP '2023-07-02 00:00:00'" in sql
+    frame = build_features(con, [T], cfg).set_index("customer_id")
+    assert frame.loc["Y", ["email_sent_90d", "visits_30d", "visits_90d", "return_amount_365d"]].tolist() == [0, 0, 0, 0]
+    assert frame.loc["Y", ["email_open_rate_90d", "returns_share_365d"]].isna().all()
+    assert frame.loc["Z", "return_amount_365d"] == 7.0 and frame.loc["Z", "visits_90d"] == 0
+
+
 def _without_order_ids() -> duckdb.DuckDBPyConnection:
     lines = [e[:4] + (None,) + e[5:] if e[3] == "purchase" else e for e in EVENTS]
     return make_store(CUSTOMERS, lines, SURVEYS, TREATMENTS)
