@@ -181,7 +181,7 @@ def feature_batches(
     con: duckdb.DuckDBPyConnection,
     cutoffs: Sequence[datetime | date],
     config: FeatureConfig,
-    batch_rows: int = 1_000_000,
+    batch_rows: int = 65_536,
 ) -> Iterator[pa.RecordBatch]:
     """The snapshots of :func:`build_features` as Arrow record batches, one cutoff after the other.
 
