@@ -405,8 +405,11 @@ def _without_order_ids() -> duckdb.DuckDBPyConnection:
 
 def test_store_without_order_ids_skips_the_grouping_with_the_same_result():
     con = _without_order_ids()
-    assert not snapshot_module.has_order_ids(con)
-    assert snapshot_module.has_order_ids(make_store(CUSTOMERS, EVENTS))
+    assert not snapshot_module.has_order_ids(con, T)
+    assert snapshot_module.has_order_ids(make_store(CUSTOMERS, EVENTS), T)
+    # only purchase lines before the cutoff count: a later order id does not change the SQL's form
+    later = make_store(CUSTOMERS, [purchase("A", T, "web", "o9", "food", 1.0), event("A", ago(1), "visit", "web")])
+    assert not snapshot_module.has_order_ids(later, T) and snapshot_module.has_order_ids(later, T + timedelta(1))
     cfg = FeatureConfig(categories={"shares": ["food", "toys"]})
     plain = feature_sql(T, cfg, order_ids=False)
     assert "GROUP BY customer_id, COALESCE(order_id, event_id)" in feature_sql(T, cfg)

@@ -5,10 +5,15 @@ The point-in-time law: the snapshot at cutoff ``T`` reads only store rows with `
 generated SQL carries that predicate; ``tests/properties/test_feature_leakage.py`` checks that
 appending any rows at or after ``T`` leaves the snapshot unchanged.
 
-Many cutoffs are computed one query per cutoff and concatenated. That was measured against one
+Many cutoffs are computed one query per cutoff. That was measured against one
 query over a cutoffs table (measured on 10M events / 500k customers: 4.5× vs 7.5× the time of one snapshot for six
 cutoffs, and 2.9 GB) and again in ``benchmarks/features.py``: per-cutoff queries keep each aggregate's hash
-tables one snapshot large, and each query prunes the events table on its own window bounds.
+tables one snapshot large, and each query prunes the events table on its own window bounds. Each
+cutoff's query is also exactly the single-snapshot query, so a frame of many cutoffs has the same
+bits as the snapshots built one by one (spend sums are floating-point and depend on the order in
+which a plan adds them). :func:`write_features` and :func:`feature_batches` stream the cutoffs one
+after the other as Arrow batches, so their memory is that of one snapshot however many cutoffs
+there are; :func:`build_features` returns the whole frame, so its memory grows with the rows.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ import pyarrow.parquet as pq
 from omnicrm.features import definitions, lifecycle
 from omnicrm.features.config import FeatureConfig
 from omnicrm.features.cutoffs import normalize_cutoff
-from omnicrm.features.sources import ORDER_LINES, SOURCES, Source, base_cte
+from omnicrm.features.sources import ORDER_LINES, PURCHASE, SOURCES, Source, base_cte
 from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff
 from omnicrm.schema import EVENTS
+from omnicrm.sql import literal
 
 #: Group name -> builder, in no particular order (output order is ``FEATURE_GROUPS``).
 GROUP_BUILDERS = {**definitions.GROUPS, **lifecycle.GROUPS}
@@ -139,25 +145,37 @@ def build_features(
         reads only rows with ``ts < T``.
     """
     points = cutoff_points(cutoffs, config)
-    order_ids = has_order_ids(con)
-    return snapshot_frame([con.sql(feature_sql(t, config, order_ids=order_ids)).df() for t in points], config)
+    return snapshot_frame([con.sql(_snapshot_sql(con, t, config)).df() for t in points], config)
 
 
-def has_order_ids(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether any event in the store has an ``order_id`` (a scan that stops at the first one).
+def _snapshot_sql(con: duckdb.DuckDBPyConnection, cutoff: datetime, config: FeatureConfig) -> str:
+    return feature_sql(cutoff, config, order_ids=has_order_ids(con, cutoff))
+
+
+def has_order_ids(con: duckdb.DuckDBPyConnection, cutoff: datetime | date) -> bool:
+    """Whether a purchase line before ``cutoff`` has an ``order_id`` (a scan that stops at the first).
+
+    Only rows before the cutoff are read, like everything else of a snapshot: rows appended later
+    never change which form of the SQL a snapshot runs.
 
     Parameters
     ----------
     con
         Connection to a unified store.
+    cutoff
+        The snapshot's cutoff ``T``.
 
     Returns
     -------
     bool
-        ``False`` when no event has one: every purchase line is then an order of its own, and
-        :func:`feature_sql` can skip grouping lines into orders.
+        ``False`` when none has: every purchase line before ``T`` is then an order of its own, and
+        :func:`feature_sql` can skip grouping lines into orders (``order_ids=False``).
     """
-    rows = con.execute(f"SELECT 1 FROM {EVENTS} WHERE order_id IS NOT NULL LIMIT 1").fetchall()
+    at = Cutoff(normalize_cutoff(cutoff))
+    rows = con.execute(
+        f"SELECT 1 FROM {EVENTS} WHERE event_type = {literal(PURCHASE)} AND order_id IS NOT NULL"
+        f" AND ts < {at.lit} LIMIT 1"
+    ).fetchall()
     return bool(rows)
 
 
@@ -202,10 +220,9 @@ def feature_batches(
         the same values as :func:`build_features`.
     """
     points = cutoff_points(cutoffs, config)
-    order_ids = has_order_ids(con)
     schema = feature_schema(config)
     for t in points:
-        reader = con.sql(feature_sql(t, config, order_ids=order_ids)).to_arrow_reader(batch_rows)
+        reader = con.sql(_snapshot_sql(con, t, config)).to_arrow_reader(batch_rows)
         for batch in reader:
             # same names and order; the cast only changes a store's non-text customer ids to text
             yield batch.cast(schema) if batch.schema != schema else batch
