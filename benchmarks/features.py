@@ -17,6 +17,14 @@ Usage::
 
     python benchmarks/features.py                     # 10M events, 500k customers
     python benchmarks/features.py --events 200000 --customers 10000 --repeat 1   # quick check
+    python benchmarks/features.py --reference ../shared/perf-reference --reps 3  # against the tuned reference
+
+``--reference DIR`` is a second mode: omnicrm's feature definitions on the data of the perf reference
+(``DIR``, read in place: its ``gen_data.py`` writes the Parquet events into a temporary folder, or into
+``--perf-data``) next to the reference's own tuned DuckDB query, at 1M and 10M events, one cutoff
+and six monthly cutoffs. Every run is a fresh process; the implementations alternate within each
+rep (A, B, C, A, B, C, ...) so that load drift on a shared machine hits them alike, and the table
+gives the medians of the per-rep ratios (see :func:`reference_main`).
 
 Times are the best of ``--repeat`` runs (wall clock, including the conversion to pandas);
 ratios are to the hand-written DuckDB query of the same number of cutoffs.
@@ -29,6 +37,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -333,6 +342,256 @@ def _agree(a: pd.DataFrame, b: pd.DataFrame, what: str) -> str:
     return f"{what}: {len(a)} rows × {a.shape[1]} columns agree (max rel. diff {worst:.1e})"
 
 
+# --- mode 2: omnicrm's definitions on the perf reference's data, next to its tuned query -----------
+#: omnicrm groups that cover the reference's workload (recency, counts and amounts per window,
+#: distinct categories, channel shares, purchase gaps, e-mail engagement, returns share, tenure).
+#: They compute more than the reference (38 columns against 18 + label: AOV per window, gap std and
+#: last gap, category entropy and top category, push and click rates), and no label.
+REFERENCE_GROUPS = ["rfm", "tenure", "gaps", "categories", "channels", "engagement", "returns"]
+#: run order within one rep; each name is one fresh process
+REFERENCE_IMPLS = ["ref", "omni", "omni_frame", "ref_loop6", "omni6", "omni6x1"]
+REFERENCE_LABELS = {
+    "ref": "reference: tuned DuckDB query → Parquet (1 cutoff)",
+    "omni": "omnicrm `write_features` → Parquet (1 cutoff)",
+    "omni_frame": "omnicrm `build_features` → pandas frame (1 cutoff)",
+    "ref_loop6": "reference: 6 tuned queries in a loop → Parquet (6 cutoffs)",
+    "omni6": "omnicrm `write_features`, one call → Parquet (6 cutoffs)",
+    "omni6x1": "omnicrm `write_features`, 6 single calls → Parquet (6 cutoffs)",
+}
+
+
+def _reference_module(reference: str):
+    """The reference's ``features.py`` (imported from its folder, never copied)."""
+    import importlib.util
+
+    sys.path.insert(0, str(Path(reference).resolve()))
+    spec = importlib.util.spec_from_file_location("perf_reference_features", Path(reference) / "features.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _reference_store(reference: str, perf_data: Path, size: str) -> Path:
+    """A DuckDB file that presents the reference's Parquet events as an omnicrm store.
+
+    ``events`` is a view over the Parquet file (read in place, like the reference reads it), with
+    ``event_id`` = the row number in the file and no ``order_id`` (every purchase line is its own
+    order, as in the reference); ``customers`` is a table (a store keeps it; the reference derives
+    tenure from the events before ``T``, which gives the same value). Built once, outside the timing.
+    """
+    parquet = perf_data / f"events_{size}.parquet"
+    if not parquet.is_file():
+        env = {**os.environ, "PERF_DATA": str(perf_data)}
+        subprocess.run([sys.executable, str(Path(reference) / "gen_data.py"), "--size", size], check=True, env=env)
+    db = perf_data / f"omnicrm-store-{size}.duckdb"
+    if not db.is_file():
+        import duckdb
+
+        tmp = db.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        with duckdb.connect(str(tmp)) as con:
+            src = f"read_parquet('{parquet}', file_row_number = true)"
+            con.execute(
+                "CREATE VIEW events AS SELECT CAST(file_row_number AS BIGINT) AS event_id, customer_id, ts, channel,"
+                f" event_type, CAST(NULL AS BIGINT) AS order_id, category, amount FROM {src}"
+            )
+            con.execute(
+                "CREATE TABLE customers AS SELECT customer_id, min(ts) AS first_seen"
+                f" FROM read_parquet('{parquet}') GROUP BY customer_id ORDER BY customer_id"
+            )
+        tmp.rename(db)
+    return db
+
+
+def _reference_worker(name: str, reference: str, perf_data: str, size: str, out: str) -> None:
+    """One timed run in this (fresh) process; prints one JSON line."""
+    import duckdb
+
+    os.environ["PERF_DATA"] = perf_data
+    ref = _reference_module(reference)
+    cutoff, cutoffs = ref.T, list(ref.CUTOFFS)
+    parquet = str(Path(perf_data) / f"events_{size}.parquet")
+    if name.startswith("ref"):
+        impl = {"ref": "duckdb", "ref_loop6": "duckdb_multi_loop"}[name]
+        baseline_mb = _peak_rss_mb()
+        cpu0 = _cpu_s()
+        _, run_s = ref.IMPLS[impl](parquet, out)
+        cpu_s = _cpu_s() - cpu0
+    else:
+        from omnicrm import features
+
+        cfg = features.FeatureConfig(groups=REFERENCE_GROUPS)
+        con = duckdb.connect(str(Path(perf_data) / f"omnicrm-store-{size}.duckdb"), read_only=True)
+        con.execute("SET TimeZone = 'UTC'")
+        write = getattr(features, "write_features", None)
+        if write is None:  # before write_features existed: the frame, written by pandas
+
+            def write(con, points, cfg, path):
+                features.build_features(con, points, cfg).to_parquet(path)
+
+        baseline_mb = _peak_rss_mb()
+        cpu0 = _cpu_s()
+        start = time.perf_counter()
+        if name == "omni":
+            write(con, [cutoff], cfg, out)
+        elif name == "omni_frame":
+            frame = features.build_features(con, [cutoff], cfg)
+        elif name == "omni6":
+            write(con, cutoffs, cfg, out)
+        elif name == "omni6x1":
+            Path(out).mkdir(exist_ok=True)
+            for c in cutoffs:
+                write(con, [c], cfg, f"{out}/{c:%Y-%m-%d}.parquet")
+        run_s = time.perf_counter() - start
+        cpu_s = _cpu_s() - cpu0
+        if name == "omni_frame":
+            frame.to_parquet(out)  # for the agreement check, after the timing
+    rec = {"run_s": run_s, "cpu_s": cpu_s, "peak_mb": _peak_rss_mb(), "baseline_mb": baseline_mb}
+    print(json.dumps(rec), flush=True)
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process so far: less moved by other load than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _reference_agree(ref_out: Path, omni_out: Path) -> str:
+    """The columns both compute with the same definition must be equal (to 1e-9 relative)."""
+    ref = pd.read_parquet(ref_out).sort_values("customer_id", ignore_index=True)
+    omni = pd.read_parquet(omni_out)
+    omni = omni.assign(customer_id=omni["customer_id"].astype("int64")).sort_values("customer_id", ignore_index=True)
+    pairs = {
+        "days_since_last_purchase": "recency_days",
+        "purchase_cnt_30": "orders_30d",
+        "purchase_cnt_90": "orders_90d",
+        "purchase_cnt_365": "orders_365d",
+        "purchase_amt_30": "spend_30d",
+        "purchase_amt_90": "spend_90d",
+        "purchase_amt_365": "spend_365d",
+        "purchase_cnt_total": "orders_total",
+        "purchase_amt_total": "spend_total",
+        "n_categories_365": "n_categories_365d",
+        "share_web_365": "channel_share_web_365d",
+        "share_app_365": "channel_share_app_365d",
+        "share_store_365": "channel_share_store_365d",
+        "tenure_days": "tenure_days",
+    }
+    if not np.array_equal(ref["customer_id"].to_numpy(), omni["customer_id"].to_numpy()):
+        raise AssertionError("reference vs omnicrm: the customers differ")
+    for a, b in pairs.items():
+        x, y = ref[a].to_numpy(dtype=float), omni[b].to_numpy(dtype=float)
+        if not np.array_equal(np.isnan(x), np.isnan(y)) or not np.allclose(
+            x[~np.isnan(x)], y[~np.isnan(y)], rtol=1e-9, atol=1e-9
+        ):
+            raise AssertionError(f"reference {a} differs from omnicrm {b}")
+    return f"{len(ref):,} customers; {len(pairs)} columns with the same definition agree to 1e-9"
+
+
+def _reference_table(size: str, runs: dict[str, list[dict]], loads: list[float], out_dir: Path) -> None:
+    """Print one size's table: medians of times and peaks, medians of the per-rep ratios."""
+    import statistics
+
+    pairs = {"omni": "ref", "omni_frame": "ref", "omni6": "ref_loop6", "omni6x1": "ref_loop6"}
+
+    def med(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    def ratio(a: str, b: str, key: str) -> float:
+        return statistics.median(x[key] / y[key] for x, y in zip(runs[a], runs[b], strict=True))
+
+    print()
+    print(f"### {size} events — load average (1 min) before the reps: {', '.join(f'{x:.1f}' for x in loads)}")
+    print()
+    print("| work | time | time ratio | CPU time | CPU ratio | peak RSS | memory ratio | RSS before timing |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in runs:
+        ref_name = pairs.get(name)
+        tr, cr, mr = (
+            f"{ratio(name, ref_name, key):.2f}× ref" if ref_name in runs else "1.00×"
+            for key in ("run_s", "cpu_s", "peak_mb")
+        )
+        print(
+            f"| {REFERENCE_LABELS[name]} | {med(name, 'run_s'):.2f} s | {tr} | {med(name, 'cpu_s'):.2f} s | {cr} | "
+            f"{med(name, 'peak_mb') / 1024:.2f} GB | {mr} | {med(name, 'baseline_mb') / 1024:.2f} GB |"
+        )
+    if {"omni6", "omni6x1", "omni"} <= set(runs):
+        print()
+        print(
+            f"six cutoffs in one call / six single calls: {ratio('omni6', 'omni6x1', 'run_s'):.2f}× time, "
+            f"{ratio('omni6', 'omni6x1', 'cpu_s'):.2f}× CPU time; "
+            f"peak RSS of the one call / one single snapshot: {ratio('omni6', 'omni', 'peak_mb'):.2f}×"
+        )
+    if {"ref", "omni"} <= set(runs):
+        last = len(runs["ref"]) - 1
+        print(
+            "agreement: "
+            + _reference_agree(out_dir / f"ref-{size}-{last}.parquet", out_dir / f"omni-{size}-{last}.parquet")
+        )
+
+
+def reference_main(reference: str, sizes: list[str], reps: int, perf_data: str | None, impls: list[str]) -> None:
+    """Run the reference comparison and print a Markdown table per size.
+
+    Per size and rep, every implementation in ``impls`` runs once, each in a fresh process, in that
+    order. Times are the timed part (read + compute + write Parquet; the reference's own timer,
+    and the same span for omnicrm), wall clock and CPU (user + system over all threads, which
+    other load moves much less than wall time); peak RSS is the worker's ``VmHWM``. Ratios are taken within a
+    rep, then their median over reps is reported; the 1-minute load average before each rep is
+    printed, since the machine may be shared.
+    """
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="omnicrm-perf-")
+    folder = Path(perf_data) if perf_data else Path(tmp_ctx.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(tmp_ctx.name) / "out"
+    out_dir.mkdir()
+    print(
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, duckdb {__import__('duckdb').__version__}, "
+        f"pandas {pd.__version__}; {reps} reps, implementations alternating within each rep",
+        flush=True,
+    )
+    try:
+        for size in sizes:
+            _reference_store(reference, folder, size)
+            runs: dict[str, list[dict]] = {n: [] for n in impls}
+            loads = []
+            for rep in range(reps):
+                up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+                loads.append(os.getloadavg()[0])
+                print(f"[{size} rep {rep + 1}/{reps}] {up}", flush=True)
+                for name in impls:
+                    suffix = "" if name in ("ref_loop6", "omni6x1") else ".parquet"
+                    out = out_dir / f"{name}-{size}-{rep}{suffix}"
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--ref-worker",
+                        name,
+                        "--reference",
+                        reference,
+                        "--perf-data",
+                        str(folder),
+                        "--size",
+                        size,
+                        "--out",
+                        str(out),
+                    ]
+                    line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+                    rec = json.loads(line[-1])
+                    runs[name].append(rec)
+                    print(
+                        f"  {name:<11} {rec['run_s']:7.2f} s  cpu {rec['cpu_s']:7.2f} s  peak {rec['peak_mb']:6.0f} MB",
+                        flush=True,
+                    )
+                    if rep < reps - 1 and name in ("ref_loop6", "omni6x1"):
+                        shutil.rmtree(out, ignore_errors=True)
+
+            _reference_table(size, runs, loads, out_dir)
+            print(flush=True)
+    finally:
+        tmp_ctx.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -342,7 +601,20 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--reference", help="perf-reference folder: run the reference comparison instead")
+    parser.add_argument("--sizes", nargs="+", default=["1m", "10m"], help="reference data sizes (1m, 10m)")
+    parser.add_argument("--reps", type=int, default=3, help="reference mode: reps (fresh processes, alternating)")
+    parser.add_argument("--perf-data", help="reference mode: folder for its Parquet events (kept; default: temporary)")
+    parser.add_argument("--impls", nargs="+", default=REFERENCE_IMPLS, choices=REFERENCE_IMPLS)
+    parser.add_argument("--ref-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ref_worker:
+        _reference_worker(args.ref_worker, args.reference, args.perf_data, args.size, args.out)
+        return
+    if args.reference:
+        reference_main(args.reference, args.sizes, args.reps, args.perf_data, args.impls)
+        return
     if args.worker == "generate":
         _generate(args.db, args.events, args.customers, args.seed)
         return

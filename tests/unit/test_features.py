@@ -22,10 +22,13 @@ from omnicrm.features import (
     RFM_SEGMENTS,
     FeatureConfig,
     build_features,
+    feature_batches,
     feature_dtypes,
     feature_sql,
     sources,
+    write_features,
 )
+from omnicrm.features import snapshot as snapshot_module
 from omnicrm.features.snapshot import GROUP_BUILDERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -356,6 +359,81 @@ def test_purchase_line_without_order_id_is_its_own_order():
     assert frame.loc[0, "orders_total"] == 3 and frame.loc[0, "spend_total"] == 6.0
 
 
+def test_same_day_orders_count_one_purchase_day():
+    # two orders on one day: one purchase day, and no gap of 0 days in the statistics
+    con = make_store(
+        [("X", datetime(2024, 1, 1))],
+        [
+            purchase("X", datetime(2024, 6, 1, 9), "web", "x1", "food", 1.0),
+            purchase("X", datetime(2024, 6, 1, 18), "store", "x2", "food", 2.0),
+            purchase("X", datetime(2024, 6, 11), "web", "x3", "food", 3.0),
+            purchase("X", datetime(2024, 6, 15), "web", "x4", "food", 3.0),
+            purchase("X", datetime(2024, 6, 15, 1), "web", "x5", "food", 3.0),
+        ],
+    )
+    row = build_features(con, [T], FeatureConfig(groups=["gaps"])).iloc[0]
+    assert row["purchase_days"] == 3
+    assert row["gap_mean_days"] == 7.0 and row["gap_last_days"] == 4.0
+    assert row["gap_std_days"] == pytest.approx(math.sqrt(18.0))
+
+
+def test_event_types_are_read_only_over_their_longest_window():
+    # Y's only events are a visit and an e-mail 200 days back: outside every window that reads them
+    # (visits 30/90 days, e-mails 90), inside the year that returns are read over
+    con = make_store(
+        [("Y", datetime(2023, 1, 1)), ("Z", datetime(2023, 1, 1))],
+        [
+            event("Y", ago(200), "visit", "web"),
+            event("Y", ago(200), "email_sent"),
+            event("Z", ago(200), "return", "store", 7.0),
+        ],
+    )
+    cfg = FeatureConfig(groups=["engagement", "returns"])
+    sql = feature_sql(T, cfg)
+    assert "(event_type IN ('return') AND ts >= TIMESTAMP '2023-07-02 00:00:00')" not in sql  # the longest: outer range
+    assert "AND ts >= TIMESTAMP '2024-04-02 00:00:00')" in sql and "ts >= TIMESTAMP '2023-07-02 00:00:00'" in sql
+    frame = build_features(con, [T], cfg).set_index("customer_id")
+    assert frame.loc["Y", ["email_sent_90d", "visits_30d", "visits_90d", "return_amount_365d"]].tolist() == [0, 0, 0, 0]
+    assert frame.loc["Y", ["email_open_rate_90d", "returns_share_365d"]].isna().all()
+    assert frame.loc["Z", "return_amount_365d"] == 7.0 and frame.loc["Z", "visits_90d"] == 0
+
+
+def _without_order_ids() -> duckdb.DuckDBPyConnection:
+    lines = [e[:4] + (None,) + e[5:] if e[3] == "purchase" else e for e in EVENTS]
+    return make_store(CUSTOMERS, lines, SURVEYS, TREATMENTS)
+
+
+def test_store_without_order_ids_skips_the_grouping_with_the_same_result():
+    con = _without_order_ids()
+    assert not snapshot_module.has_order_ids(con, T)
+    assert snapshot_module.has_order_ids(make_store(CUSTOMERS, EVENTS), T)
+    # only purchase lines before the cutoff count: a later order id does not change the SQL's form
+    later = make_store(CUSTOMERS, [purchase("A", T, "web", "o9", "food", 1.0), event("A", ago(1), "visit", "web")])
+    assert not snapshot_module.has_order_ids(later, T) and snapshot_module.has_order_ids(later, T + timedelta(1))
+    cfg = FeatureConfig(categories={"shares": ["food", "toys"]})
+    plain = feature_sql(T, cfg, order_ids=False)
+    assert "GROUP BY customer_id, COALESCE(order_id, event_id)" in feature_sql(T, cfg)
+    assert "order_id" not in plain
+    grouped = con.sql(feature_sql(T, cfg)).df().astype(feature_dtypes(cfg))
+    frame = build_features(con, [T], cfg)  # probes the store and runs the plain form
+    pd.testing.assert_frame_equal(frame, grouped, check_exact=True)
+    # A's two lines of o1 are now two orders
+    assert frame.set_index("customer_id").loc["A", "orders_total"] == 4
+
+
+def test_written_features_read_back_as_the_frame(tmp_path):
+    for con in (make_store(CUSTOMERS, EVENTS, SURVEYS, TREATMENTS), _without_order_ids(), make_store()):
+        cfg = FeatureConfig(categories={"shares": ["food"]})
+        cutoffs = [T, datetime(2024, 1, 1), datetime(2023, 6, 1, 12)]
+        frame = build_features(con, cutoffs, cfg)
+        path = tmp_path / "f.parquet"
+        assert write_features(con, cutoffs, cfg, path) == len(frame)
+        pd.testing.assert_frame_equal(pd.read_parquet(path), frame, check_exact=True)
+        batches = list(feature_batches(con, cutoffs, cfg, batch_rows=2))
+        assert all(b.schema == snapshot_module.feature_schema(cfg) for b in batches)
+        assert sum(b.num_rows for b in batches) == len(frame)
+
+
 def test_many_cutoffs_ordered_deduplicated_and_normalised():
     con = make_store(CUSTOMERS, EVENTS, SURVEYS, TREATMENTS)
     cfg = FeatureConfig(groups=["rfm", "lifecycle"])
@@ -457,8 +535,8 @@ def _configs() -> list[FeatureConfig]:
 
 @pytest.mark.parametrize("config", _configs(), ids=lambda c: "+".join(c.groups)[:40])
 def test_generated_sql_transpiles_to_spark(config):
-    for cutoff in (T, datetime(2024, 2, 29, 13, 5, 7, 123456)):
-        sql = feature_sql(cutoff, config)
+    for cutoff, order_ids in ((T, True), (datetime(2024, 2, 29, 13, 5, 7, 123456), True), (T, False)):
+        sql = feature_sql(cutoff, config, order_ids=order_ids)
         (spark,) = sqlglot.transpile(sql, read="duckdb", write="spark", unsupported_level=ErrorLevel.RAISE)
         assert "SELECT" in spark
 
@@ -470,10 +548,12 @@ def test_every_group_runs_alone(config):
     assert len(frame) == 6 and list(frame.columns) == list(feature_dtypes(config))
 
 
-def test_feature_sql_reads_only_before_cutoff():
-    sql = feature_sql(T, FeatureConfig())
+@pytest.mark.parametrize("order_ids", [True, False])
+def test_feature_sql_reads_only_before_cutoff(order_ids):
+    sql = feature_sql(T, FeatureConfig(), order_ids=order_ids)
     # every scan of a store table carries the strict cutoff predicate
     lit = "ts < TIMESTAMP '2024-07-01 00:00:00'"
-    assert sql.count(lit) == 5  # orders, categories, other events, surveys, treatments
+    # orders (and, without order ids, the purchase days), categories, other events, surveys, treatments
+    assert sql.count(lit) == (5 if order_ids else 6)
     assert "first_seen < TIMESTAMP '2024-07-01 00:00:00'" in sql
     assert "ts <=" not in sql and "first_seen <=" not in sql

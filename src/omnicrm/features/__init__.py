@@ -16,7 +16,14 @@ dates and the time-split config type), :mod:`~omnicrm.features.sql` (SQL buildin
 
 from omnicrm.features.config import FEATURE_GROUPS, FeatureConfig
 from omnicrm.features.lifecycle import LIFECYCLE_STAGES, RFM_SEGMENTS
-from omnicrm.features.snapshot import build_features, feature_dtypes, feature_sql
+from omnicrm.features.snapshot import (
+    build_features,
+    feature_batches,
+    feature_dtypes,
+    feature_schema,
+    feature_sql,
+    write_features,
+)
 
 __all__ = [
     "FEATURE_GROUPS",
@@ -24,6 +31,9 @@ __all__ = [
     "RFM_SEGMENTS",
     "FeatureConfig",
     "build_features",
+    "feature_batches",
     "feature_dtypes",
+    "feature_schema",
     "feature_sql",
+    "write_features",
 ]

@@ -173,7 +173,7 @@ def channels(cutoff: Cutoff, config: FeatureConfig) -> GroupSql:
     since = cutoff.ago(d)
     g = GroupSql()
     # the order's channel is only computed when this group asks for it
-    g.need("orders", Agg("channel", "min(channel)"))
+    g.need("orders", Agg("channel", "min(channel)", line_expr="channel"))
     online = ", ".join(literal(c) for c in ONLINE_CHANNELS)
     g.need(
         "pa",

@@ -73,12 +73,17 @@ class Agg:
     event_types, days
         For the event source only: which event types the aggregate reads and how far back
         (``None`` = all history), so the scan can skip everything else.
+    line_expr
+        For the orders source only: the aggregate's value for an order of one line, written over
+        that line's columns (``channel`` for ``min(channel)``). Lines without an ``order_id`` are
+        orders of their own and skip the grouping, so each orders aggregate needs one.
     """
 
     alias: str
     expr: str
     event_types: tuple[str, ...] = ()
     days: int | None = None
+    line_expr: str | None = None
 
 
 @dataclass(frozen=True)
