@@ -17,6 +17,7 @@ a formula (an id starting with ``=``) gets a leading ``'``.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -107,6 +108,12 @@ def _load_models(cfg: TaskConfig, targets: list, ref: str, reasons: bool) -> _Mo
     return _Models({i.name: i.version for i in infos.values()}, models)
 
 
+def _interrupt(con: duckdb.DuckDBPyConnection) -> None:
+    """Stop the store's running query (the registry failed); a store closed already is left alone."""
+    with suppress(duckdb.Error):
+        con.interrupt()
+
+
 def predict(
     config_path: str | Path,
     as_of: date,
@@ -135,7 +142,7 @@ def predict(
     try:
         check_date(as_of, data_range(con), "--as-of")
         loading = registry.submit(_load_models, cfg, targets, ref, reasons)
-        loading.add_done_callback(lambda f: con.interrupt() if f.exception() is not None else None)
+        loading.add_done_callback(lambda f: _interrupt(con) if f.exception() is not None else None)
         progress(f"features at {as_of}", 0.1)
         try:
             frame = frames.build_frame(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omnicrm import tracking
 from omnicrm.pipeline.task_frames import load_frames
 from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import TaskConfig, load_task_config
@@ -50,6 +51,9 @@ def train(
         With ``run_id`` and ``version`` set when registered.
     """
     cfg = config if isinstance(config, TaskConfig) else load_task_config(config)
+    # mlflow and the logging modules (3-4 s of imports) load on the core the frames' DuckDB thread
+    # and the LightGBM fit leave idle
+    preloading = tracking.preload("omnicrm.pipeline.task_tracking", "matplotlib.pyplot") if register else None
     frames = frames or load_frames(cfg, progress)
     results = []
     targets = [t for t in cfg.task.targets_of(frames.train) if only is None or t.name == only]
@@ -58,6 +62,8 @@ def train(
         result = train_target(cfg, target, frames, override)
         if register:
             progress(f"{cfg.name}: logging {target.name} to MLflow", 0.3 + 0.6 * (i + 0.8) / len(targets))
+            if preloading is not None:
+                preloading.join()
             from omnicrm.pipeline.task_tracking import log_target
 
             log_target(cfg, target, result, frames, target.rows(frames.evaluation), run_tags or {})
