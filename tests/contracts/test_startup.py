@@ -25,7 +25,8 @@ HEAVY = ("mlflow", "shap", "lightgbm", "sklearn", "matplotlib", "optuna")
 
 def _imported_after(code: str) -> list[str]:
     """Which of :data:`HEAVY` a fresh interpreter has imported after running ``code``."""
-    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    top = "{m.split('.')[0] for m in sys.modules}"
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted({top} & set({HEAVY!r}))))"
     env = os.environ | {"PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
