@@ -72,11 +72,11 @@ def preload(*modules: str) -> threading.Thread:
 
     For a command that will log to MLflow after seconds of work that leaves a core idle (a DuckDB
     query or a LightGBM fit on one thread, both outside the GIL): the imports happen meanwhile
-    instead of after. Nothing but imports runs there (Python makes a thread wait for a module
-    another thread is importing), and the caller joins the thread before it logs. An import that
-    fails there is left for the caller's own import to report. ``modules`` must import without a
-    warning: warning filters are process-wide, so the thread cannot silence one (shap's is why
-    training does not preload it).
+    instead of after. Nothing but imports and mlflow's one-time scan of the installed distributions
+    runs there (Python makes a thread wait for a module another thread is importing), and the
+    caller joins the thread before it logs. An import that fails there is left for the caller's own
+    import to report. ``modules`` must import without a warning: warning filters are process-wide,
+    so the thread cannot silence one (shap's is why training does not preload it).
     """
 
     def run() -> None:
@@ -85,6 +85,13 @@ def preload(*modules: str) -> threading.Thread:
                 importlib.import_module(name)
             except Exception:  # noqa: BLE001, S112 - the caller's own import raises it where it is handled
                 continue
+        # mlflow maps modules to installed distributions once per process (every log_model and
+        # load_model checks the pinned requirements against them): 1-2.7 s of reading metadata.
+        # A private function of mlflow's, so it is skipped when it is not there.
+        with suppress(Exception):
+            from mlflow.utils import requirements_utils
+
+            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
 
     thread = threading.Thread(target=run, name="omnicrm-preload", daemon=True)
     thread.start()

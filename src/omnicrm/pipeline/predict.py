@@ -129,7 +129,7 @@ def predict(
     DuckDB thread. A missing version or a baseline asked for reasons interrupts the query at once,
     so such a run still ends with its error before the features are done.
     """
-    from omnicrm.pipeline.task_frames import feature_source
+    from omnicrm.pipeline.task_frames import CacheWrites, feature_source
     from omnicrm.store import check_date, data_range, open_store
     from omnicrm.tasks import frames
 
@@ -139,6 +139,9 @@ def predict(
     targets = task.targets_of()  # a scoring frame has no labels: every target but an optional one
     con = open_store(cfg.dataset.store, deterministic=True)
     registry = ThreadPoolExecutor(1, thread_name_prefix="omnicrm-registry")
+    # the snapshot's cache file (read by a later run at the same date: another task's predict, the
+    # report) is written while the models load and score (1 s at 261k customers)
+    cache_writes = CacheWrites()
     try:
         check_date(as_of, data_range(con), "--as-of")
         loading = registry.submit(_load_models, cfg, targets, ref, reasons)
@@ -146,15 +149,20 @@ def predict(
         progress(f"features at {as_of}", 0.1)
         try:
             frame = frames.build_frame(
-                con, cfg, [as_of], with_labels=False, what="scoring", features=feature_source(cfg.dataset)
+                con, cfg, [as_of], with_labels=False, what="scoring", features=feature_source(cfg.dataset, cache_writes)
             )
             keys = source_keys(con, frame["customer_id"])
         except BaseException:
-            if loading.done() and loading.exception() is not None:
-                raise loading.exception() from None  # the registry's error, not the interrupt it caused
-            raise
-        progress("loading models", 0.3)
+            if not (loading.done() and loading.exception() is not None):
+                raise
+            # the interrupt the registry's error caused: that error is raised below, outside this
+            # handler, so it does not carry the interrupt as its context (which reads as Ctrl-C)
+        if not loading.done():
+            progress("loading models", 0.3)
         loaded = loading.result()
+    except BaseException:
+        cache_writes.finish(check=False)  # a cache file is written whole or not at all, either way
+        raise
     finally:
         registry.shutdown(wait=False, cancel_futures=True)
         con.close()
@@ -166,5 +174,6 @@ def predict(
     result["model_versions"] = ",".join(f"{k}:{v}" for k, v in loaded.versions.items())
     result = result.merge(keys, on="customer_id", how="left")
     out = write_frame(result, out)
+    cache_writes.finish()
     progress("scores written", 1.0)
     return PredictResult(out, len(result), loaded.versions, list(result.columns))
