@@ -136,7 +136,7 @@ def bare(config: str, folder: str, out: str) -> None:
         "PIVOT (SELECT customer_id, source || '_key' AS source, "
         "string_agg(source_record_id, '|' ORDER BY source_record_id) AS k FROM identity_links "
         "GROUP BY ALL) ON source USING first(k) GROUP BY customer_id"
-    ).arrow()
+    ).to_arrow_table()
     scores = model.predict_frame(frame)
     table = pa.table(
         {
@@ -148,7 +148,7 @@ def bare(config: str, folder: str, out: str) -> None:
     )
     con.register("scored", table)
     con.register("keys", keys)
-    table = con.sql("SELECT * FROM scored LEFT JOIN keys USING (customer_id) ORDER BY customer_id").arrow()
+    table = con.sql("SELECT * FROM scored LEFT JOIN keys USING (customer_id) ORDER BY customer_id").to_arrow_table()
     pq.write_table(table, out)
 
 
