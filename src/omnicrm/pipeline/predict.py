@@ -152,9 +152,9 @@ def predict(
                 con, cfg, [as_of], with_labels=False, what="scoring", features=feature_source(cfg.dataset, cache_writes)
             )
             keys = source_keys(con, frame["customer_id"])
-        except BaseException:
+        except duckdb.InterruptException:
             if not (loading.done() and loading.exception() is not None):
-                raise
+                raise  # Ctrl-C
             # the interrupt the registry's error caused: that error is raised below, outside this
             # handler, so it does not carry the interrupt as its context (which reads as Ctrl-C)
         if not loading.done():
