@@ -7,7 +7,8 @@ Models come from the registry (``champion`` by default, or ``--model candidate``
 number); a version may be a registered baseline (``model_family=baseline:<name>``, shipped by
 ``promote`` when it beats LightGBM), scored through the same ``predict_frame``. Top reasons
 (``--reasons``) are exact per-customer contributions, computed only when asked for because they cost
-about 400x a prediction; a baseline has none, which is said before any feature is built. ``as_of``
+about 400x a prediction; a baseline has none, which is said as soon as the registry answers (it is
+read on a second thread while the features are built, and its error interrupts them). ``as_of``
 must lie after the store's first event and at most a month past its last
 (:func:`omnicrm.store.check_date`). The output is written to a temporary file and moved into place,
 so a failed run leaves the previous file intact; in a ``.csv``, text that a spreadsheet would run as
