@@ -51,10 +51,11 @@ def train(
         With ``run_id`` and ``version`` set when registered.
     """
     cfg = config if isinstance(config, TaskConfig) else load_task_config(config)
-    # mlflow and the logging modules (3-4 s of imports) load on the core the frames' DuckDB thread
-    # and the LightGBM fit leave idle
-    preloading = tracking.preload("omnicrm.pipeline.task_tracking", "matplotlib.pyplot") if register else None
     frames = frames or load_frames(cfg, progress)
+    # mlflow and the logging modules (3-4 s of imports) load while LightGBM fits outside the GIL;
+    # started after the frames, whose pandas work needs the GIL (preloading during them made the
+    # warm-cache frames 2-3 s slower in benchmarks/train.py)
+    preloading = tracking.preload("omnicrm.pipeline.task_tracking", "matplotlib.pyplot") if register else None
     results = []
     targets = [t for t in cfg.task.targets_of(frames.train) if only is None or t.name == only]
     for i, target in enumerate(targets):
