@@ -19,7 +19,6 @@ import duckdb
 import pandas as pd
 
 from omnicrm.features import build_features, feature_sql
-from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
 from omnicrm.tasks.config import DatasetConfig, TaskConfig
@@ -85,45 +84,12 @@ def feature_source(ds: DatasetConfig, writer: CacheWrites | None = None) -> Feat
     return cached
 
 
-class _Prefetching:
-    """A :data:`FeatureSource` that builds the next cutoff's snapshot on a second thread meanwhile.
-
-    Feature queries run on one DuckDB thread (bit-identical sums), so a training frame of 13 cutoffs
-    built one after the other left the second core idle (9.2 s with a cold cache). Asked for a
-    cutoff it has not started, this starts the one after it (in ``order``) on a worker with its own
-    cursor and builds the asked one itself; asked for that next one, it awaits the worker. So
-    snapshots are built in pairs, two at most in flight, and each is still computed by one thread:
-    every snapshot is the same to the last bit.
-    """
-
-    def __init__(self, source: FeatureSource, order: list[datetime], pool: ThreadPoolExecutor) -> None:
-        self.source, self.order, self.pool = source, order, pool
-        self.pending: dict[datetime, Future[pd.DataFrame]] = {}
-
-    def _on_cursor(self, con: duckdb.DuckDBPyConnection, cutoff: datetime) -> pd.DataFrame:
-        cur = con.cursor()
-        try:
-            cur.execute("SET TimeZone = 'UTC'")  # a session setting (open_store's); threads is global
-            return self.source(cur, cutoff)
-        finally:
-            cur.close()
-
-    def __call__(self, con: duckdb.DuckDBPyConnection, cutoff: datetime) -> pd.DataFrame:
-        future = self.pending.pop(cutoff, None)
-        if future is not None:
-            return future.result()
-        # in pairs: the worker builds the next cutoff while this thread builds the one asked for
-        i = self.order.index(cutoff) if cutoff in self.order else len(self.order)
-        if i + 1 < len(self.order):
-            upcoming = self.order[i + 1]
-            self.pending[upcoming] = self.pool.submit(self._on_cursor, con, upcoming)
-        return self.source(con, cutoff)
-
-
 def load_frames(cfg: TaskConfig, progress: Progress = silent) -> Frames:
-    """The training, validation and evaluation frames of ``cfg`` from its store (one DuckDB thread per query).
+    """The training, validation and evaluation frames of ``cfg`` from its store (one DuckDB thread).
 
-    Two snapshots are built at a time (:class:`_Prefetching`).
+    The snapshots are built one after the other: two at a time (a worker cursor beside the main
+    one) made the cold-cache frames slower on 2 cores in ``benchmarks/train.py`` (10.9-17.3 s
+    against 7.4-10.9 s).
 
     Parameters
     ----------
@@ -137,11 +103,8 @@ def load_frames(cfg: TaskConfig, progress: Progress = silent) -> Frames:
     from omnicrm.store import open_store
 
     start = time.perf_counter()
-    order = [normalize_cutoff(d) for d in sorted(set(cfg.train_cutoffs()))]
-    order += [normalize_cutoff(cfg.cutoffs.validation), normalize_cutoff(cfg.cutoffs.evaluation)]
+    features = feature_source(cfg.dataset)
     con = open_store(cfg.dataset.store, deterministic=True)
-    pool = ThreadPoolExecutor(1, thread_name_prefix="omnicrm-features")
-    features = _Prefetching(feature_source(cfg.dataset), order, pool)
     try:
         progress(f"{cfg.name}: training frame", 0.05)
         tr = build_frame(con, cfg, cfg.train_cutoffs(), what="training", features=features)
@@ -150,6 +113,5 @@ def load_frames(cfg: TaskConfig, progress: Progress = silent) -> Frames:
         ev = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation", features=features)
         fp = store_fingerprint(con)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # a failed frame leaves no query running on a closed store
         con.close()
     return Frames(tr, va, ev, fp, time.perf_counter() - start)

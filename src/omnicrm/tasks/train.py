@@ -11,7 +11,6 @@ wiring's (:mod:`omnicrm.pipeline.train`).
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -232,17 +231,12 @@ def train_target(
         With row counts in ``info`` and ``fit_seconds`` / ``frames_seconds`` in ``seconds``.
     """
     tr, va, ev = (target.rows(f) for f in (frames.train, frames.validation, frames.evaluation))
-    # The baselines need only the training rows and the model's feature list (fixed before the fit),
-    # so they are fitted on a second thread while LightGBM fits on one core (it releases the GIL;
-    # the logistic baseline took 2.6-4.8 s after the fit before). The two fits share no state and
-    # LightGBM keeps its one thread, so neither result changes (checked: same metrics and scores).
-    features = model_columns(tr, cfg.task.label_columns)
-    with ThreadPoolExecutor(1, thread_name_prefix="omnicrm-baselines") as pool:
-        baselines = pool.submit(cfg.task.fit_baselines, target, baseline_names(cfg), features, tr)
-        start = time.perf_counter()
-        model, info = fit_target(cfg, target, tr, va, override)
-        fit_seconds = time.perf_counter() - start
-        fitted = baselines.result()
+    start = time.perf_counter()
+    model, info = fit_target(cfg, target, tr, va, override)
+    fit_seconds = time.perf_counter() - start
+    # the baselines stay after the fit, on this thread: fitted on a second thread beside LightGBM
+    # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
+    fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
     model.meta = {"evaluation_cutoff": str(cfg.cutoffs.evaluation), "config": cfg.name}
     result = evaluate_target(cfg, target, model, tr, va, ev, baselines=fitted)
     result.info = info | {"train_rows": len(tr), "validation_rows": len(va), "evaluation_rows": len(ev)}
