@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import http.client
+import importlib
 import json
 import math
 import os
@@ -32,18 +33,76 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import pandas as pd
 import yaml
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
 
 from omnicrm.errors import ConfigError
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from mlflow.tracking import MlflowClient
+
 _PARAM_MAX = 6000  # mlflow's limit on a param value
+
+
+def _mlflow() -> ModuleType:
+    """mlflow, imported at first use: 2 s of start-up that ``--help``, the data steps and the
+    scoring path up to the registry do not pay (a command that needs it can start the import early
+    on another thread, :func:`preload`)."""
+    import mlflow
+
+    return mlflow
+
+
+#: what a run that logs and registers a model imports from mlflow (2-4 s, the SQL stores 1.7 s of it)
+_RUN_MODULES = (
+    "mlflow",
+    "mlflow.pyfunc",
+    "mlflow.models",
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+)
+
+
+def preload(*modules: str) -> threading.Thread:
+    """Import mlflow's run and registry modules, then ``modules``, on a daemon thread; returns it.
+
+    For a command that will log to MLflow after seconds of work that leaves a core idle (a DuckDB
+    query or a LightGBM fit on one thread, both outside the GIL): the imports happen meanwhile
+    instead of after. Nothing but imports and mlflow's one-time scan of the installed distributions
+    runs there (Python makes a thread wait for a module another thread is importing), and the
+    caller joins the thread before it logs. An import that fails there is left for the caller's own
+    import to report. ``modules`` must import without a warning: warning filters are process-wide,
+    so the thread cannot silence one (shap's is why training does not preload it).
+    """
+
+    def run() -> None:
+        for name in (*_RUN_MODULES, *modules):
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - the caller's own import raises it where it is handled
+                continue
+        # mlflow maps modules to installed distributions once per process (every log_model and
+        # load_model checks the pinned requirements against them): 1-2.7 s of reading metadata.
+        # A private function of mlflow's, so it is skipped when it is not there.
+        with suppress(Exception):
+            from mlflow.utils import requirements_utils
+
+            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
+
+    thread = threading.Thread(target=run, name="omnicrm-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _client() -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient()
+
 
 # mlflow's notices (its INFO logs, the CloudPickle warning, SQLAlchemy's and pandas' deprecations)
 # are switched off by omnicrm.quiet.apply(), which the command line and the tests call: importing
@@ -79,8 +138,8 @@ def configure() -> str:
     if _is_local():
         check_local_store()
         (mlruns_dir() / "artifacts").mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _mlflow().set_tracking_uri(uri)
+    _mlflow().set_registry_uri(uri)
     return uri
 
 
@@ -185,7 +244,7 @@ def _database_error_in(exc: BaseException | None) -> bool:
 
 
 def _experiment_id(name: str) -> str:
-    client = MlflowClient()
+    client = _client()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -210,13 +269,13 @@ def start_run(
     all_tags = {**context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     with _store_errors():
         exp_id = _experiment_id(experiment)
-        run = mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags)
+        run = _mlflow().start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags)
     with run:
         yield RunInfo(run.info.run_id, exp_id, experiment, run_name)
 
 
 def active_run_id() -> str | None:
-    run = mlflow.active_run()
+    run = _mlflow().active_run()
     return run.info.run_id if run else None
 
 
@@ -265,12 +324,12 @@ def log_params(params: Mapping[str, Any]) -> None:
     flat = {k: ("" if v is None else str(v))[:_PARAM_MAX] for k, v in flatten(params).items()}
     items = list(flat.items())
     for i in range(0, len(items), 100):  # mlflow accepts at most 100 params per batch
-        mlflow.log_params(dict(items[i : i + 100]))
+        _mlflow().log_params(dict(items[i : i + 100]))
 
 
 def log_config(config: Mapping[str, Any], name: str = "config.yaml") -> None:
     """The resolved config as a YAML artifact and as flattened params."""
-    mlflow.log_text(yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False), name)
+    _mlflow().log_text(yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False), name)
     log_params(config)
 
 
@@ -285,58 +344,85 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
         if math.isfinite(f):
             clean[k] = f
     if clean:
-        mlflow.log_metrics(clean, step=step)
+        _mlflow().log_metrics(clean, step=step)
 
 
 def set_tags(tags: Mapping[str, Any]) -> None:
-    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+    _mlflow().set_tags({k: str(v) for k, v in tags.items()})
 
 
 def log_figure(fig: Any, path: str) -> None:
     """A matplotlib figure as a PNG artifact; the figure is closed afterwards."""
     import matplotlib.pyplot as plt
 
-    mlflow.log_figure(fig, path)
+    _mlflow().log_figure(fig, path)
     plt.close(fig)
 
 
 def log_dict(obj: Any, path: str) -> None:
-    mlflow.log_dict(json.loads(json.dumps(obj, default=str)), path)
+    _mlflow().log_dict(json.loads(json.dumps(obj, default=str)), path)
 
 
 def log_text(text: str, path: str) -> None:
-    mlflow.log_text(text, path)
+    _mlflow().log_text(text, path)
 
 
 def log_table(frame: pd.DataFrame, path: str) -> None:
     """A small table as a CSV artifact (readable in the UI's artifact view)."""
-    mlflow.log_text(frame.to_csv(index=False), path)
+    _mlflow().log_text(frame.to_csv(index=False), path)
 
 
 def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
-    mlflow.log_artifact(str(local_path), artifact_path)
+    _mlflow().log_artifact(str(local_path), artifact_path)
 
 
-class _FramePredictor(mlflow.pyfunc.PythonModel):
-    """pyfunc adapter: delegates to the wrapped object's ``predict_frame(DataFrame) -> DataFrame``."""
+def _adapters() -> tuple[type, type]:
+    """The two pyfunc adapter classes, built on first use (they subclass mlflow's ``PythonModel``).
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
-        return self.model.predict_frame(pd.DataFrame(model_input))
-
-
-class _FrameParamsPredictor(_FramePredictor):
-    """pyfunc adapter for ``predict_frame(DataFrame, **params)``: MLflow's inference params are passed on.
-
-    A model logged with ``params`` (e.g. a recommender's ``as_of`` and ``k``) declares them in its
-    signature with their defaults; ``pyfunc_model.predict(frame, params={...})`` reaches
-    ``predict_frame`` as keyword arguments.
+    Registered models pickle them by reference as ``omnicrm.tracking._FramePredictor`` and
+    ``omnicrm.tracking._FrameParamsPredictor``; the module's ``__getattr__`` builds them when
+    unpickling asks for those names, so models logged before mlflow became a lazy import load as
+    they did.
     """
+    cached = globals().get("_ADAPTERS")
+    if cached is not None:
+        return cached
+    import mlflow.pyfunc
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
-        return self.model.predict_frame(pd.DataFrame(model_input), **(params or {}))
+    class _FramePredictor(mlflow.pyfunc.PythonModel):
+        """pyfunc adapter: delegates to the wrapped object's ``predict_frame(DataFrame) -> DataFrame``."""
+
+        def __init__(self, model: Any) -> None:
+            self.model = model
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
+            return self.model.predict_frame(pd.DataFrame(model_input))
+
+    class _FrameParamsPredictor(_FramePredictor):
+        """pyfunc adapter for ``predict_frame(DataFrame, **params)``: MLflow's inference params are passed on.
+
+        A model logged with ``params`` (e.g. a recommender's ``as_of`` and ``k``) declares them in its
+        signature with their defaults; ``pyfunc_model.predict(frame, params={...})`` reaches
+        ``predict_frame`` as keyword arguments.
+        """
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:  # noqa: ARG002
+            return self.model.predict_frame(pd.DataFrame(model_input), **(params or {}))
+
+    for cls in (_FramePredictor, _FrameParamsPredictor):
+        # pickled by reference under these names (see the docstring)
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    globals()["_ADAPTERS"] = (_FramePredictor, _FrameParamsPredictor)
+    return _FramePredictor, _FrameParamsPredictor
+
+
+def __getattr__(name: str) -> Any:
+    # the adapter classes, for pickle (module-level __getattr__, PEP 562)
+    if name == "_FramePredictor":
+        return _adapters()[0]
+    if name == "_FrameParamsPredictor":
+        return _adapters()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -387,6 +473,9 @@ def log_model(
     arguments and declared in the signature; ``extra_requirements`` are packages pinned beside the
     common ones.
     """
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
     # The schema is inferred from a larger sample than the example, so a column that happens to
     # be empty in the first rows still gets its type; every input column is then declared
     # optional, since any feature may be missing for some customer at scoring time.
@@ -398,10 +487,11 @@ def log_model(
         inferred = infer_signature(sample, model.predict_frame(sample), params=dict(params) if params else None)
     inputs = Schema([ColSpec(c.type, c.name, required=False) for c in inferred.inputs.inputs])
     signature = ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
-    adapter = _FrameParamsPredictor(model) if params else _FramePredictor(model)
+    frame_predictor, frame_params_predictor = _adapters()
+    adapter = frame_params_predictor(model) if params else frame_predictor(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
-        info = mlflow.pyfunc.log_model(
+        info = _mlflow().pyfunc.log_model(
             name=name,
             python_model=adapter,
             signature=signature,
@@ -412,7 +502,7 @@ def log_model(
     version = None
     if registered_name:
         version = str(info.registered_model_version)
-        client = MlflowClient()
+        client = _client()
         for alias in aliases:
             client.set_registered_model_alias(registered_name, alias, version)
         for k, v in (tags or {}).items():
@@ -423,6 +513,9 @@ def log_model(
 def load_pyfunc(uri: str) -> Any:
     """An MLflow pyfunc model (``models:/name@alias``, ``models:/name/3``, ``runs:/…``)."""
     configure()
+    import mlflow.pyfunc
+
+    _adapters()  # unpickling looks the adapter class up by name
     with _store_errors():
         return mlflow.pyfunc.load_model(uri)
 
@@ -450,11 +543,11 @@ class VersionInfo:
 def get_version(name: str, ref: str) -> VersionInfo:
     """A registered version by alias or number; a clear error when it does not exist."""
     configure()
-    client = MlflowClient()
+    client = _client()
     try:
         with _store_errors():
             mv = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
-    except mlflow.exceptions.MlflowException as exc:
+    except _mlflow().exceptions.MlflowException as exc:
         raise MissingVersion(f"model registry: no version '{ref}' of registered model '{name}'") from exc
     return VersionInfo(name, str(mv.version), mv.run_id, tuple(mv.aliases or ()), dict(mv.tags or {}))
 
@@ -462,14 +555,14 @@ def get_version(name: str, ref: str) -> VersionInfo:
 def set_alias(name: str, alias: str, version: str) -> None:
     configure()
     with _store_errors():
-        MlflowClient().set_registered_model_alias(name, alias, version)
+        _client().set_registered_model_alias(name, alias, version)
 
 
 def describe(name: str, description: str, version: str | None = None, append: bool = False) -> None:
     """Set (or, with ``append``, extend) the markdown description of a registered model or one of its versions."""
     configure()
     with _store_errors():
-        client = MlflowClient()
+        client = _client()
         if version is None:
             old = client.get_registered_model(name).description or "" if append else ""
             client.update_registered_model(name, description=f"{old}\n\n{description}".strip())
@@ -480,20 +573,20 @@ def describe(name: str, description: str, version: str | None = None, append: bo
 
 def set_run_description(text: str) -> None:
     """The active run's markdown description (the MLflow UI's "Description" box: tag ``mlflow.note.content``)."""
-    mlflow.set_tag("mlflow.note.content", text)
+    _mlflow().set_tag("mlflow.note.content", text)
 
 
 def run_metrics(run_id: str) -> dict[str, float]:
     configure()
     with _store_errors():
-        return dict(MlflowClient().get_run(run_id).data.metrics)
+        return dict(_client().get_run(run_id).data.metrics)
 
 
 def list_registered_models() -> list[dict[str, Any]]:
     """Name, latest version and aliases of every registered model (for summaries and the docs)."""
     configure()
     with _store_errors():
-        models = MlflowClient().search_registered_models()
+        models = _client().search_registered_models()
     return [{"name": rm.name, "aliases": dict(rm.aliases or {})} for rm in models]
 
 
@@ -501,6 +594,8 @@ def load_run_text(run_id: str, path: str) -> str:
     """A text artifact of a run (e.g. the resolved ``config.yaml`` a training run logged)."""
     configure()
     with _store_errors():
+        import mlflow.artifacts
+
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
 
 
@@ -518,7 +613,7 @@ def latest_run(experiment: str, tags: Mapping[str, Any]) -> RunSummary | None:
     import datetime as dt
 
     configure()
-    client = MlflowClient()
+    client = _client()
     with _store_errors():
         exp = client.get_experiment_by_name(experiment)
         if exp is None:

@@ -9,6 +9,7 @@ store) byte for byte as they were.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
@@ -193,7 +194,8 @@ def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warni
 
         raise InputError("stopped after the date check")
 
-    monkeypatch.setattr("omnicrm.pipeline.predict._version", lambda name, ref: None)  # a champion stand-in
+    # a registry stand-in with a champion: the models are loaded beside the features, never reached here
+    monkeypatch.setattr("omnicrm.pipeline.predict._load_models", lambda *args: None)
     monkeypatch.setattr("omnicrm.tasks.frames.build_frame", stop)
     res = run("predict", "churn.yaml", "--as-of", "2023-07-15", "--out", "out/s.csv")
     assert res.exit_code == 2
@@ -202,21 +204,33 @@ def test_predict_as_of_far_after_the_data_is_an_error_and_a_little_after_a_warni
     assert not (world / "out/s.csv").exists()
 
 
-def test_predict_without_a_champion_fails_before_any_feature_is_built(
+def test_predict_without_a_champion_stops_the_feature_query_and_says_so(
     world: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The registry is read while the features are built: its error interrupts the query at once.
+
+    The feature build is replaced by DuckDB queries for 90 s; the run must end with the registry's
+    error (exit 2, not the interrupt's 130) before that, and write nothing.
+    """
     write_churn_config(world)
 
-    def refuse(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
-        raise AssertionError("features were built before the registry was asked")
+    def endless(con, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        # one query after another for 90 s (a regression fails here rather than hanging the suite)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            con.sql("SELECT count(*) FROM range(200000000) t(x) WHERE x % 7 = 3").fetchall()
+        raise AssertionError("the feature query was not interrupted")
 
-    monkeypatch.setattr("omnicrm.tasks.frames.build_frame", refuse)
+    monkeypatch.setattr("omnicrm.tasks.frames.build_frame", endless)
+    started = time.monotonic()
     res = run("predict", "churn.yaml", "--as-of", "2023-07-01", "--out", "out/s.csv")
-    assert res.exit_code == 2
-    assert one_line(res.output) == (
+    assert res.exit_code == 2, res.output
+    # the features had started (their step line), the error ends the output
+    assert res.output.strip().splitlines()[-1] == (
         "error: predict: registered model 'omnicrm-churn' has no version 'champion' "
         "(promote one with `omnicrm promote`, or pass --model candidate)"
     )
+    assert time.monotonic() - started < 90
     assert not (world / "out/s.csv").exists()
 
 

@@ -160,6 +160,7 @@ class _Chunking:
 def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress: Progress) -> _Chunking:  # noqa: ANN001
     """Temporary tables: customers numbered into chunks, the feature snapshot, populations and inputs."""
     from omnicrm.features import feature_sql
+    from omnicrm.features.snapshot import has_order_ids
 
     chunk = setup.config.chunk_size
     with clock.step("features") as st:
@@ -172,8 +173,10 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
             f"consent_push, (row_number() OVER (ORDER BY customer_id) - 1) // {int(chunk)} AS chunk FROM customers "
             "ORDER BY customer_id"
         )
+        # the form of the feature SQL build_features (training, predict) uses on this store
+        sql = feature_sql(as_of, setup.features, order_ids=has_order_ids(con, as_of))
         con.execute(
-            f"CREATE TEMP TABLE score_features AS SELECT c.chunk, f.* FROM ({feature_sql(as_of, setup.features)}) f "
+            f"CREATE TEMP TABLE score_features AS SELECT c.chunk, f.* FROM ({sql}) f "
             "JOIN score_customers c USING (customer_id) ORDER BY c.chunk, f.customer_id"
         )
         n = con.execute("SELECT count(*), coalesce(max(chunk) + 1, 0) FROM score_customers").fetchall()[0]

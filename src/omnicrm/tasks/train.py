@@ -164,15 +164,31 @@ def _nan_low(v: float) -> float:
     return -np.inf if v is None or np.isnan(v) else v
 
 
+def baseline_names(cfg: TaskConfig) -> list[str]:
+    """The baselines a config compares its model with: its own list, else the task's defaults."""
+    return list(cfg.baselines or cfg.task.baselines)
+
+
 def evaluate_target(
-    cfg: TaskConfig, target: Target, model: TaskModel, tr: pd.DataFrame, va: pd.DataFrame, ev: pd.DataFrame
+    cfg: TaskConfig,
+    target: Target,
+    model: TaskModel,
+    tr: pd.DataFrame,
+    va: pd.DataFrame,
+    ev: pd.DataFrame,
+    baselines: dict[str, Baseline] | None = None,
 ) -> TargetResult:
-    """Model and baselines on the evaluation cutoff (and the model on validation, for reference)."""
+    """Model and baselines on the evaluation cutoff (and the model on validation, for reference).
+
+    ``baselines`` fitted already (on ``tr`` with the model's features, :meth:`Task.fit_baselines`)
+    are used as they are; otherwise they are fitted here.
+    """
     task = cfg.task
     y_ev = ev[target.label].to_numpy()
     scores = {"model": model.predict_score(ev)}
-    names = cfg.baselines or list(task.baselines)
-    fitted = task.fit_baselines(target, names, model.encoding.features, tr)
+    if baselines is None:
+        baselines = task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
+    fitted = baselines
     for name, b in fitted.items():
         scores[f"baseline_{name}"] = b.predict(ev, target.problem)
     base = {k.removeprefix("baseline_"): task.metrics(target, y_ev, v) for k, v in scores.items() if k != "model"}
@@ -218,8 +234,11 @@ def train_target(
     start = time.perf_counter()
     model, info = fit_target(cfg, target, tr, va, override)
     fit_seconds = time.perf_counter() - start
+    # the baselines stay after the fit, on this thread: fitted on a second thread beside LightGBM
+    # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
+    fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
     model.meta = {"evaluation_cutoff": str(cfg.cutoffs.evaluation), "config": cfg.name}
-    result = evaluate_target(cfg, target, model, tr, va, ev)
+    result = evaluate_target(cfg, target, model, tr, va, ev, baselines=fitted)
     result.info = info | {"train_rows": len(tr), "validation_rows": len(va), "evaluation_rows": len(ev)}
     result.seconds = {"fit_seconds": fit_seconds, "frames_seconds": frames.seconds}
     return result
