@@ -10,10 +10,16 @@ from omnicrm.pipeline.promote import PromoteResult, PromotionRefused, settle
 
 @pytest.fixture
 def aliases(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    """The alias moves ``settle`` asks the registry for, recorded instead of made."""
+    """The alias moves ``settle`` asks the registry for, recorded instead of made (descriptions too)."""
     moved: list[tuple[str, str, str]] = []
     monkeypatch.setattr(promote_module.tracking, "set_alias", lambda *args: moved.append(args))
+    monkeypatch.setattr(promote_module.tracking, "describe", lambda *a, **k: DESCRIBED.append((a, k)))
+    DESCRIBED.clear()
     return moved
+
+
+#: the version descriptions ``settle`` wrote in the current test
+DESCRIBED: list[tuple[tuple, dict]] = []
 
 
 def _result(candidate: float, baseline: float | None, champion: float | None) -> PromoteResult:
@@ -38,6 +44,10 @@ def test_first_promotion_ships_the_baseline_when_it_beats_the_candidate(aliases:
     assert r.promoted and r.champion_after == "4" and aliases == [("omnicrm-churn", "champion", "4")]
     assert r.note == "no champion yet: baseline recency beats the candidate"
     assert r.figures() == "roc_auc on 2024-03-01: candidate v3 0.6400, baseline v4 (recency) 0.7500"
+    # the shipped version says why, in the registry
+    [((name, text), kw)] = DESCRIBED
+    assert name == "omnicrm-churn" and kw == {"version": "4", "append": True}
+    assert text.endswith(": no champion yet: baseline recency beats the candidate.")
 
 
 def test_a_tie_with_the_baseline_ships_the_candidate(aliases: list) -> None:
