@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import http.client
-import importlib
 import json
 import math
 import os
@@ -50,52 +49,10 @@ _PARAM_MAX = 6000  # mlflow's limit on a param value
 
 def _mlflow() -> ModuleType:
     """mlflow, imported at first use: 2 s of start-up that ``--help``, the data steps and the
-    scoring path up to the registry do not pay (a command that needs it can start the import early
-    on another thread, :func:`preload`)."""
+    scoring path up to the registry do not pay."""
     import mlflow
 
     return mlflow
-
-
-#: what a run that logs and registers a model imports from mlflow (2-4 s, the SQL stores 1.7 s of it)
-_RUN_MODULES = (
-    "mlflow",
-    "mlflow.pyfunc",
-    "mlflow.models",
-    "mlflow.store.tracking.sqlalchemy_store",
-    "mlflow.store.model_registry.sqlalchemy_store",
-)
-
-
-def preload(*modules: str) -> threading.Thread:
-    """Import mlflow's run and registry modules, then ``modules``, on a daemon thread; returns it.
-
-    For a command that will log to MLflow after seconds of work that leaves a core idle (a DuckDB
-    query or a LightGBM fit on one thread, both outside the GIL): the imports happen meanwhile
-    instead of after. Nothing but imports and mlflow's one-time scan of the installed distributions
-    runs there (Python makes a thread wait for a module another thread is importing), and the
-    caller joins the thread before it logs. An import that fails there is left for the caller's own
-    import to report. ``modules`` must import without a warning: warning filters are process-wide,
-    so the thread cannot silence one (shap's is why training does not preload it).
-    """
-
-    def run() -> None:
-        for name in (*_RUN_MODULES, *modules):
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001, S112 - the caller's own import raises it where it is handled
-                continue
-        # mlflow maps modules to installed distributions once per process (every log_model and
-        # load_model checks the pinned requirements against them): 1-2.7 s of reading metadata.
-        # A private function of mlflow's, so it is skipped when it is not there.
-        with suppress(Exception):
-            from mlflow.utils import requirements_utils
-
-            getattr(requirements_utils, "_init_modules_to_packages_map", lambda: None)()
-
-    thread = threading.Thread(target=run, name="omnicrm-preload", daemon=True)
-    thread.start()
-    return thread
 
 
 def _client() -> MlflowClient:

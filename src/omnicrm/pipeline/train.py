@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omnicrm import tracking
 from omnicrm.pipeline.task_frames import load_frames
 from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import TaskConfig, load_task_config
@@ -52,10 +51,9 @@ def train(
     """
     cfg = config if isinstance(config, TaskConfig) else load_task_config(config)
     frames = frames or load_frames(cfg, progress)
-    # mlflow and the logging modules (3-4 s of imports) load while LightGBM fits outside the GIL;
-    # started after the frames, whose pandas work needs the GIL (preloading during them made the
-    # warm-cache frames 2-3 s slower in benchmarks/train.py)
-    preloading = tracking.preload("omnicrm.pipeline.task_tracking", "matplotlib.pyplot") if register else None
+    # mlflow is imported when the first run is logged, on this thread: importing it on a second
+    # thread during the fit saved 1-3 s but raced the fit's own imports of mlflow's modules (a
+    # "partially initialized module" ImportError from mlflow's circular imports, seen in CI)
     results = []
     targets = [t for t in cfg.task.targets_of(frames.train) if only is None or t.name == only]
     for i, target in enumerate(targets):
@@ -63,8 +61,6 @@ def train(
         result = train_target(cfg, target, frames, override)
         if register:
             progress(f"{cfg.name}: logging {target.name} to MLflow", 0.3 + 0.6 * (i + 0.8) / len(targets))
-            if preloading is not None:
-                preloading.join()
             from omnicrm.pipeline.task_tracking import log_target
 
             log_target(cfg, target, result, frames, target.rows(frames.evaluation), run_tags or {})
