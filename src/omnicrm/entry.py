@@ -9,7 +9,6 @@ the same one line.
 
 from __future__ import annotations
 
-import signal
 import sys
 
 _STOPPED = "interrupted: omnicrm stopped before any work; nothing was written\n"
@@ -18,6 +17,10 @@ _STOPPED = "interrupted: omnicrm stopped before any work; nothing was written\n"
 def main() -> None:
     """Run the command line; exit 130 with one line when interrupted, at start-up included."""
     try:
+        # inside the try: under load a Ctrl-C 0.1 s after start landed in this import (enum's
+        # metaclass, imported by signal) and printed a traceback
+        import signal
+
         from omnicrm import cli
     except KeyboardInterrupt:
         sys.stderr.write(_STOPPED)
