@@ -156,9 +156,12 @@ def test_registry_round_trip_predicts_what_the_in_process_model_predicted(task_d
     [result] = train(cfg, frames=frames)
     loaded = tracking.load_pyfunc("models:/omnicrm-churn@candidate")
     ev = frames.evaluation
-    got = loaded.predict(ev[result.model.encoding.features])
-    expected = result.model.predict_frame(ev)
+    # the registered version is the refit (model.refit on by default), not the evaluated model
+    assert result.refit is not None and result.deployed is result.refit.model
+    got = loaded.predict(ev[result.deployed.encoding.features])
+    expected = result.deployed.predict_frame(ev)
     np.testing.assert_allclose(got["p_churn"].to_numpy(), expected["p_churn"].to_numpy(), rtol=0, atol=1e-12)
+    assert not np.allclose(expected["p_churn"], result.model.predict_frame(ev)["p_churn"])
 
 
 def test_interrupted_study_resumes_where_it_stopped(task_dir: Path) -> None:
@@ -213,8 +216,12 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
     other = "logistic" if best == "recency" else "recency"
     assert (cand.version, base.version) == ("1", "2") and base.run_id == cand.run_id
     assert base.tags["model_family"] == f"baseline:{best}" and cand.tags["model_family"] == "lightgbm"
-    logged = tracking.run_metrics(cand.run_id)
-    assert 0 < logged["baseline_register_seconds"] < 30
+    assert 0 < tracking.run_metrics(cand.run_id)["baseline_register_seconds"] < 30
+    # both versions are refits, registered from a child run of the evaluation run whose figures judge them
+    evaluation = cand.tags["evaluated_as_run"]
+    assert cand.tags["refit"] == "true" and base.tags["evaluated_as_run"] == evaluation != cand.run_id
+    assert cand.tags["labels_end"] == "2024-04-30" and cand.tags["fitted_cutoffs"].endswith(",2024-01-01,2024-03-01")
+    logged = tracking.run_metrics(evaluation)
     # every baseline and every metric is printed, not only the best one
     for text in ("baseline_recency", "baseline_logistic", "roc_auc *", "pr_auc", "brier"):
         assert text in run.output, text
@@ -230,19 +237,27 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    mrun = client.get_run(cand.run_id)
+    refit_run = client.get_run(cand.run_id)
+    assert " · lightgbm refit · refit 2023-07-01…2024-03-01 ×6 · " in refit_run.info.run_name
+    assert refit_run.data.tags["mlflow.parentRunId"] == evaluation
+    mrun = client.get_run(evaluation)
+    assert mrun.data.tags["refit_run_id"] == cand.run_id
     assert mrun.info.run_name.startswith("churn · ") and " · lightgbm · train " in mrun.info.run_name
     assert mrun.info.run_name.endswith(" · eval 2024-03-01")
     note = mrun.data.tags["mlflow.note.content"]
     assert "| **model** |" in note and "| baseline `recency` |" in note and "| baseline `logistic` |" in note
     assert f"does **not** beat its best baseline ({best})" in note and f"{model:.4f}" in note
     assert "predicts `p_churn`" in client.get_registered_model(name).description
-    assert "lightgbm" in client.get_model_version(name, "1").description
+    refit_note = client.get_model_version(name, "1").description
+    assert refit_note.startswith("lightgbm refit on cutoffs 2023-07-01…2024-03-01 ×6")
+    assert f"evaluated as run `{evaluation}`" in refit_note
     shipped = client.get_model_version(name, "2").description
     assert shipped.startswith(f"baseline `{best}`") and "Promoted to champion on " in shipped
     assert f"baseline {best} beats the candidate" in shipped
 
-    # a candidate and its baseline both worse than the champion: refused, the champion stays
+    # a candidate and its baseline both worse than the champion: refused, the champion stays. The
+    # champion (a refit) has seen this evaluation cutoff's labels, so it counts with the figure its
+    # evaluation run measured there, not with a score on data it was fitted on
     worse = load_task_config(tmp_path / "weak.yaml")
     worse.baselines = [other]
     [r] = train(worse, frames=load_frames(worse))
@@ -261,6 +276,7 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
         and forced.note == ("forced: candidate is worse than its baseline and champion")
     )
     assert forced.candidate_value < forced.baseline_value < forced.champion_value
+    assert forced.champion_value == pytest.approx(best_value, abs=1e-12)
 
 
 def test_a_baseline_champion_scores_through_predict(task_dir: Path, tmp_path: Path) -> None:
@@ -281,7 +297,7 @@ def test_a_baseline_champion_scores_through_predict(task_dir: Path, tmp_path: Pa
     assert set(scores["customer_id"]) == load_frames_population(cfg, "2024-05-01")
     assert scores["model_versions"].eq(f"omnicrm-churn:{r.baseline_version}").all()
     # the registered baseline predicts what the fitted baseline predicts
-    fitted = r.baselines[r.best_baseline[0]]
+    fitted = r.refit.baselines[r.best_baseline[0]]  # the registered baseline is refitted beside the model
     ev = frames.evaluation
     loaded = tracking.load_model(f"models:/omnicrm-churn/{r.baseline_version}")
     np.testing.assert_array_equal(loaded.predict_score(ev), fitted.predict(ev, "binary"))
