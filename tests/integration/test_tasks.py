@@ -339,6 +339,33 @@ def load_frames_population(cfg, day: str) -> set[str]:  # noqa: ANN001
         con.close()
 
 
+def test_holdout_validation_trains_a_90_day_horizon_on_nine_months(task_dir: Path, tmp_path: Path) -> None:
+    """Issue 11: a nine-month log (the small world's first nine months) trains and refits a 90-day churn model."""
+    raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    raw["dataset"] = str(task_dir / "dataset.yaml")
+    raw["model"] = str(task_dir / "model.yaml")
+    del raw["search"]
+    raw["task"] = {"kind": "churn", "horizon_days": 90}
+    # labels of every cutoff end by 2023-10-01: nine months after the world starts (2023-01)
+    train_cutoffs = {"dates": ["2023-03-01", "2023-04-01"]}
+    raw["cutoffs"] = {"train": train_cutoffs, "validation": "holdout", "evaluation": "2023-07-01"}
+    path = tmp_path / "nine_months.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_task_config(path)
+    assert cfg.labels_end(refit=True) <= pd.Timestamp("2023-10-01").date()
+    frames = load_frames(cfg)
+    # early stopping and calibration on held-out customers of the training cutoffs, none on both sides
+    assert set(frames.validation["cutoff"]) == set(frames.train["cutoff"])
+    assert not set(frames.train["customer_id"]) & set(frames.validation["customer_id"])
+    assert 0.1 < frames.validation["customer_id"].nunique() / frames.train["customer_id"].nunique() < 0.4
+    [r] = train(cfg, frames=frames, register=False)
+    assert r.model_metrics["roc_auc"] > 0.6 and r.info["best_iteration"] >= 1
+    # the refit stacks every labelled row: training, held-out and evaluation
+    assert r.refit.info["refit_rows"] == len(frames.train) + len(frames.validation) + len(frames.evaluation)
+    assert r.refit.model.meta["fitted_cutoffs"] == ["2023-03-01", "2023-04-01", "2023-07-01"]
+    assert r.refit.model.calibrator is r.model.calibrator
+
+
 def test_time_split_guard_rejects_a_leaky_config(task_dir: Path, tmp_path: Path) -> None:
     raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
     raw["dataset"] = str(task_dir / "dataset.yaml")
