@@ -279,6 +279,41 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
     assert forced.champion_value == pytest.approx(best_value, abs=1e-12)
 
 
+def test_promote_scores_a_champion_only_on_labels_it_has_not_seen(task_dir: Path, tmp_path: Path) -> None:
+    """A champion that never saw the candidate's evaluation labels is scored there; a refit that saw them and was
+    judged on another cutoff cannot be compared: refused unless forced (issue 11)."""
+    raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    raw["dataset"] = str(task_dir / "dataset.yaml")
+    del raw["search"]
+    raw["model"] = {"from": str(task_dir / "model.yaml"), "refit": False}
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(raw))
+    [plain] = train(tmp_path / "plain.yaml")
+    assert plain.refit is None and plain.version == "1"
+    first = promote("churn")
+    # the evaluated model itself is registered: it saw labels up to the validation window's end
+    champion = tracking.get_version("omnicrm-churn", "champion")
+    assert champion.tags["labels_end"] == "2024-03-01" and "refit" not in champion.tags
+    shipped = plain.model_metrics["roc_auc"] if first.champion_after == "1" else plain.best_baseline[1]
+
+    [refit] = train(task_dir / "churn.yaml")  # the same cutoffs, refitted: the champion is scored on them
+    second = promote("churn")
+    assert second.champion_value == pytest.approx(shipped, abs=1e-12)
+    assert second.candidate_value == pytest.approx(refit.model_metrics["roc_auc"], abs=1e-12)
+    assert second.promoted, second.note  # the same configuration: as good as the champion
+
+    # evaluated 15 days later: the champion (a refit) has seen labels up to 2024-04-30 and was judged on 2024-03-01
+    raw["model"] = str(task_dir / "model.yaml")
+    raw["cutoffs"] = CUTOFFS | {"evaluation": "2024-03-15"}
+    (tmp_path / "later.yaml").write_text(yaml.safe_dump(raw))
+    [later] = train(tmp_path / "later.yaml")
+    before = tracking.get_version("omnicrm-churn", "champion").version
+    with pytest.raises(PromotionRefused, match=r"cannot compare candidate v5 .* labels up to 2024-04-30"):
+        promote("churn")
+    assert tracking.get_version("omnicrm-churn", "champion").version == before
+    forced = promote("churn", force=True)
+    assert forced.champion_after == later.version == "5" and forced.note.startswith("forced: not compared")
+
+
 def test_a_baseline_champion_scores_through_predict(task_dir: Path, tmp_path: Path) -> None:
     """A baseline shipped as champion scores every customer through ``omnicrm predict``; reasons say why not."""
     from typer.testing import CliRunner
