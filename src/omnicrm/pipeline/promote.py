@@ -140,12 +140,19 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
         basis, why_not = champion_basis(champ.tags, cut, metric)
         if basis == "recorded":
             values[champ.version] = recorded_value(champ, metric)
+            if values[champ.version] is None:
+                run = champ.tags.get("evaluated_as_run") or champ.run_id
+                why_not = f"the champion has seen those labels and its evaluation run {run} logged no {metric}"
+                basis = "none"
     to_score = [v for v in (cand, base) if v is not None and values.get(v.version) is None]
     if basis == "score":
         to_score.append(champ)
+    changed = False
     if to_score:
-        metric, scored = _score(name, cfg, cand, to_score, progress)
+        metric, scored, fingerprint = _score(name, cfg, cand, to_score, progress)
         values |= scored
+        # the candidate's figure is from its evaluation run: say so when the store has changed since
+        changed = cand.tags.get("data_fingerprint", fingerprint) != fingerprint and cand.version not in scored
     result = PromoteResult(
         name,
         cand.version,
@@ -165,6 +172,8 @@ def promote(task: str, force: bool = False, progress: Progress = silent) -> Prom
     where = f"the evaluation cutoff {cut}"
     if basis == "recorded":
         where += " (figures of the versions' evaluation runs)"
+    if changed:
+        where += " (the store changed since the candidate's evaluation run, whose figures are used for it)"
     return settle(result, where, force)
 
 
@@ -223,16 +232,27 @@ def champion_basis(tags: dict[str, str], evaluation_cutoff: str, metric: str) ->
 
 def _score(
     name: str, cfg: TaskConfig, cand: tracking.VersionInfo, versions: list[tracking.VersionInfo], progress: Progress
-) -> tuple[str, dict[str, float]]:
-    """``versions`` scored on the candidate's evaluation frame, rebuilt from its config: (primary metric, values)."""
+) -> tuple[str, dict[str, float], str]:
+    """``versions`` scored on the candidate's evaluation frame, rebuilt from its config.
+
+    Returns
+    -------
+    metric : str
+        The primary metric.
+    values : dict
+        Version -> metric.
+    fingerprint : str
+        The store's data fingerprint now.
+    """
     from omnicrm.pipeline.task_frames import feature_source
     from omnicrm.store import open_store
-    from omnicrm.tasks.frames import build_frame
+    from omnicrm.tasks.frames import build_frame, store_fingerprint
 
     progress(f"promote {name}: evaluation frame at {cfg.cutoffs.evaluation}", 0.2)
     con = open_store(cfg.dataset.store, deterministic=True)
     try:
         frame = build_frame(con, cfg, [cfg.cutoffs.evaluation], what="evaluation", features=feature_source(cfg.dataset))
+        fingerprint = store_fingerprint(con)
     finally:
         con.close()
     models = {v.version: tracking.load_model(tracking.model_uri(name, v.version)) for v in [cand, *versions]}
@@ -242,9 +262,8 @@ def _score(
     y = rows[target.label].to_numpy()
     metric = cfg.task.primary_metric(target)
     progress(f"promote {name}: scoring versions {', '.join(v.version for v in versions)}", 0.7)
-    return metric, {
-        v.version: cfg.task.metrics(target, y, models[v.version].predict_score(rows))[metric] for v in versions
-    }
+    values = {v.version: cfg.task.metrics(target, y, models[v.version].predict_score(rows))[metric] for v in versions}
+    return metric, values, fingerprint
 
 
 def _not_comparable(result: PromoteResult, why_not: str, force: bool) -> PromoteResult:
