@@ -219,13 +219,23 @@ def check_task(cfg: TaskConfig, store: Path) -> None:
         for name, score in result.scores.items():
             assert len(score) == len(ev) and np.isfinite(score).all(), f"{task.kind}/{target.name}: {name}"
         assert list(result.model.predict_frame(ev).columns) == task.output_columns(target)
-        # every baseline, registered as a model, predicts the same columns and what it scored in training
+        # the refit (the registered model, on by default) predicts the same columns from the same inputs
+        assert result.refit is not None and result.deployed is result.refit.model
+        assert result.deployed.encoding.features == features
+        assert list(result.deployed.predict_frame(ev).columns) == task.output_columns(target)
+        # every baseline, registered as a model (refitted beside the model), predicts the same columns and
+        # what the refitted baseline predicts; the evaluated baselines scored what training reported
         for name in result.baselines:
             baseline = result.baseline_model(name)
             assert list(baseline.predict_frame(ev).columns) == task.output_columns(target), name
-            np.testing.assert_array_equal(baseline.predict_score(ev), result.scores[f"baseline_{name}"])
+            np.testing.assert_array_equal(
+                baseline.predict_score(ev), result.refit.baselines[name].predict(ev, target.problem)
+            )
+            np.testing.assert_array_equal(
+                result.baselines[name].predict(ev, target.problem), result.scores[f"baseline_{name}"]
+            )
             assert baseline.predict_frame(scoring).notna().all().all(), f"{task.kind}/{target.name}: {name}"
-        models[target] = result.model
+        models[target] = result.deployed  # what `omnicrm predict` scores with
     _check_labels_read_only_their_window(cfg, store, frames.evaluation)
     _check_scoring(task, scoring, {t: m for t, m in models.items() if t in task.targets_of(scoring)})
 

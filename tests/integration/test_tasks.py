@@ -157,9 +157,12 @@ def test_registry_round_trip_predicts_what_the_in_process_model_predicted(task_d
     [result] = train(cfg, frames=frames)
     loaded = tracking.load_pyfunc("models:/omnicrm-churn@candidate")
     ev = frames.evaluation
-    got = loaded.predict(ev[result.model.encoding.features])
-    expected = result.model.predict_frame(ev)
+    # the registered version is the refit (model.refit on by default), not the evaluated model
+    assert result.refit is not None and result.deployed is result.refit.model
+    got = loaded.predict(ev[result.deployed.encoding.features])
+    expected = result.deployed.predict_frame(ev)
     np.testing.assert_allclose(got["p_churn"].to_numpy(), expected["p_churn"].to_numpy(), rtol=0, atol=1e-12)
+    assert not np.allclose(expected["p_churn"], result.model.predict_frame(ev)["p_churn"])
 
 
 def test_interrupted_study_resumes_where_it_stopped(task_dir: Path) -> None:
@@ -214,8 +217,12 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
     other = "logistic" if best == "recency" else "recency"
     assert (cand.version, base.version) == ("1", "2") and base.run_id == cand.run_id
     assert base.tags["model_family"] == f"baseline:{best}" and cand.tags["model_family"] == "lightgbm"
-    logged = tracking.run_metrics(cand.run_id)
-    assert 0 < logged["baseline_register_seconds"] < 30
+    assert 0 < tracking.run_metrics(cand.run_id)["baseline_register_seconds"] < 30
+    # both versions are refits, registered from a child run of the evaluation run whose figures judge them
+    evaluation = cand.tags["evaluated_as_run"]
+    assert cand.tags["refit"] == "true" and base.tags["evaluated_as_run"] == evaluation != cand.run_id
+    assert cand.tags["labels_end"] == "2024-04-30" and cand.tags["fitted_cutoffs"].endswith(",2024-01-01,2024-03-01")
+    logged = tracking.run_metrics(evaluation)
     # every baseline and every metric is printed, not only the best one
     for text in ("baseline_recency", "baseline_logistic", "roc_auc *", "pr_auc", "brier"):
         assert text in run.output, text
@@ -231,19 +238,27 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    mrun = client.get_run(cand.run_id)
+    refit_run = client.get_run(cand.run_id)
+    assert " · lightgbm refit · refit 2023-07-01…2024-03-01 ×6 · " in refit_run.info.run_name
+    assert refit_run.data.tags["mlflow.parentRunId"] == evaluation
+    mrun = client.get_run(evaluation)
+    assert mrun.data.tags["refit_run_id"] == cand.run_id
     assert mrun.info.run_name.startswith("churn · ") and " · lightgbm · train " in mrun.info.run_name
     assert mrun.info.run_name.endswith(" · eval 2024-03-01")
     note = mrun.data.tags["mlflow.note.content"]
     assert "| **model** |" in note and "| baseline `recency` |" in note and "| baseline `logistic` |" in note
     assert f"does **not** beat its best baseline ({best})" in note and f"{model:.4f}" in note
     assert "predicts `p_churn`" in client.get_registered_model(name).description
-    assert "lightgbm" in client.get_model_version(name, "1").description
+    refit_note = client.get_model_version(name, "1").description
+    assert refit_note.startswith("lightgbm refit on cutoffs 2023-07-01…2024-03-01 ×6")
+    assert f"evaluated as run `{evaluation}`" in refit_note
     shipped = client.get_model_version(name, "2").description
     assert shipped.startswith(f"baseline `{best}`") and "Promoted to champion on " in shipped
     assert f"baseline {best} beats the candidate" in shipped
 
-    # a candidate and its baseline both worse than the champion: refused, the champion stays
+    # a candidate and its baseline both worse than the champion: refused, the champion stays. The
+    # champion (a refit) has seen this evaluation cutoff's labels, so it counts with the figure its
+    # evaluation run measured there, not with a score on data it was fitted on
     worse = load_task_config(tmp_path / "weak.yaml")
     worse.baselines = [other]
     [r] = train(worse, frames=load_frames(worse))
@@ -262,6 +277,42 @@ def test_promote_ships_the_baseline_over_a_worse_model_and_refuses_a_worse_candi
         and forced.note == ("forced: candidate is worse than its baseline and champion")
     )
     assert forced.candidate_value < forced.baseline_value < forced.champion_value
+    assert forced.champion_value == pytest.approx(best_value, abs=1e-12)
+
+
+def test_promote_scores_a_champion_only_on_labels_it_has_not_seen(task_dir: Path, tmp_path: Path) -> None:
+    """A champion that never saw the candidate's evaluation labels is scored there; a refit that saw them and was
+    judged on another cutoff cannot be compared: refused unless forced (issue 11)."""
+    raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    raw["dataset"] = str(task_dir / "dataset.yaml")
+    del raw["search"]
+    raw["model"] = {"from": str(task_dir / "model.yaml"), "refit": False}
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(raw))
+    [plain] = train(tmp_path / "plain.yaml")
+    assert plain.refit is None and plain.version == "1"
+    first = promote("churn")
+    # the evaluated model itself is registered: it saw labels up to the validation window's end
+    champion = tracking.get_version("omnicrm-churn", "champion")
+    assert champion.tags["labels_end"] == "2024-03-01" and "refit" not in champion.tags
+    shipped = plain.model_metrics["roc_auc"] if first.champion_after == "1" else plain.best_baseline[1]
+
+    [refit] = train(task_dir / "churn.yaml")  # the same cutoffs, refitted: the champion is scored on them
+    second = promote("churn")
+    assert second.champion_value == pytest.approx(shipped, abs=1e-12)
+    assert second.candidate_value == pytest.approx(refit.model_metrics["roc_auc"], abs=1e-12)
+    assert second.promoted, second.note  # the same configuration: as good as the champion
+
+    # evaluated 15 days later: the champion (a refit) has seen labels up to 2024-04-30 and was judged on 2024-03-01
+    raw["model"] = str(task_dir / "model.yaml")
+    raw["cutoffs"] = CUTOFFS | {"evaluation": "2024-03-15"}
+    (tmp_path / "later.yaml").write_text(yaml.safe_dump(raw))
+    [later] = train(tmp_path / "later.yaml")
+    before = tracking.get_version("omnicrm-churn", "champion").version
+    with pytest.raises(PromotionRefused, match=r"cannot compare candidate v5 .* labels up to 2024-04-30"):
+        promote("churn")
+    assert tracking.get_version("omnicrm-churn", "champion").version == before
+    forced = promote("churn", force=True)
+    assert forced.champion_after == later.version == "5" and forced.note.startswith("forced: not compared")
 
 
 def test_a_baseline_champion_scores_through_predict(task_dir: Path, tmp_path: Path) -> None:
@@ -282,7 +333,7 @@ def test_a_baseline_champion_scores_through_predict(task_dir: Path, tmp_path: Pa
     assert set(scores["customer_id"]) == load_frames_population(cfg, "2024-05-01")
     assert scores["model_versions"].eq(f"omnicrm-churn:{r.baseline_version}").all()
     # the registered baseline predicts what the fitted baseline predicts
-    fitted = r.baselines[r.best_baseline[0]]
+    fitted = r.refit.baselines[r.best_baseline[0]]  # the registered baseline is refitted beside the model
     ev = frames.evaluation
     loaded = tracking.load_model(f"models:/omnicrm-churn/{r.baseline_version}")
     np.testing.assert_array_equal(loaded.predict_score(ev), fitted.predict(ev, "binary"))
@@ -322,6 +373,33 @@ def load_frames_population(cfg, day: str) -> set[str]:  # noqa: ANN001
         return set(con.sql(population_sql(pd.Timestamp(day).to_pydatetime(), cfg.task.population)).df()["customer_id"])
     finally:
         con.close()
+
+
+def test_holdout_validation_trains_a_90_day_horizon_on_nine_months(task_dir: Path, tmp_path: Path) -> None:
+    """Issue 11: a nine-month log (the small world's first nine months) trains and refits a 90-day churn model."""
+    raw = yaml.safe_load((task_dir / "churn.yaml").read_text())
+    raw["dataset"] = str(task_dir / "dataset.yaml")
+    raw["model"] = str(task_dir / "model.yaml")
+    del raw["search"]
+    raw["task"] = {"kind": "churn", "horizon_days": 90}
+    # labels of every cutoff end by 2023-10-01: nine months after the world starts (2023-01)
+    train_cutoffs = {"dates": ["2023-03-01", "2023-04-01"]}
+    raw["cutoffs"] = {"train": train_cutoffs, "validation": "holdout", "evaluation": "2023-07-01"}
+    path = tmp_path / "nine_months.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_task_config(path)
+    assert cfg.labels_end(refit=True) <= pd.Timestamp("2023-10-01").date()
+    frames = load_frames(cfg)
+    # early stopping and calibration on held-out customers of the training cutoffs, none on both sides
+    assert set(frames.validation["cutoff"]) == set(frames.train["cutoff"])
+    assert not set(frames.train["customer_id"]) & set(frames.validation["customer_id"])
+    assert 0.1 < frames.validation["customer_id"].nunique() / frames.train["customer_id"].nunique() < 0.4
+    [r] = train(cfg, frames=frames, register=False)
+    assert r.model_metrics["roc_auc"] > 0.6 and r.info["best_iteration"] >= 1
+    # the refit stacks every labelled row: training, held-out and evaluation
+    assert r.refit.info["refit_rows"] == len(frames.train) + len(frames.validation) + len(frames.evaluation)
+    assert r.refit.model.meta["fitted_cutoffs"] == ["2023-03-01", "2023-04-01", "2023-07-01"]
+    assert r.refit.model.calibrator is r.model.calibrator
 
 
 def test_time_split_guard_rejects_a_leaky_config(task_dir: Path, tmp_path: Path) -> None:

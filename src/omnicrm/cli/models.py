@@ -22,7 +22,11 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """Train a task's model(s) with baselines, evaluate on the later cutoff, register model and best baseline."""
+    """Train a task's model(s) with baselines, evaluate on the later cutoff, refit on every labelled cutoff, register.
+
+    The registered model and best baseline are refitted on training, validation and evaluation cutoffs
+    (``model.refit: false`` registers the evaluated ones); the figures printed are the evaluation's.
+    """
     from omnicrm.pipeline.train import train
     from omnicrm.tasks.train import summary_table
 
@@ -30,8 +34,22 @@ def train(
         results = train(config, progress=progress)
     print_task_table(summary_table(results), f"{config}: evaluation cutoff")
     print_task_metrics(results)
+    _print_refits(results)
     if promote:
         _promote_all([r.registered_name for r in results])
+
+
+def _print_refits(results: list) -> None:
+    """One line per registered refit: what was registered, and which run's figures judge it."""
+    for r in results:
+        if r.refit is not None and r.version:
+            info = r.refit.info
+            console.print(
+                f"{r.registered_name} v{r.version} (baseline v{r.baseline_version}): refit on {info['refit_cutoffs']} "
+                f"cutoffs ({info['refit_rows']:,} rows, {info['refit_trees']} trees); the figures above are its "
+                f"evaluation run {r.run_id}'s",
+                highlight=False,
+            )
 
 
 def _promote_all(names: list[str]) -> None:
@@ -72,6 +90,7 @@ def tune(
             f"best validation value {t.best_value:.4f} with {t.best_params}"
         )
     print_task_table(summary_table(results), f"{config}: tuned models on the evaluation cutoff")
+    _print_refits(results)
 
 
 @app.command()
@@ -90,8 +109,10 @@ def promote(
 ) -> None:
     """Move the champion alias to the better of candidate and its baseline, if not worse than the champion.
 
-    Candidate, baseline and champion are scored on the candidate's evaluation cutoff; the line
-    printed names the version promoted, why, and all three figures.
+    All three are compared on the candidate's evaluation cutoff: candidate and baseline by the figures
+    their evaluation run measured there (the registered versions are refits that have seen its
+    labels), the champion scored there if it has not seen them, else by its own evaluation figures
+    on the same cutoff; the line printed names the version promoted, why, and all three figures.
     """
     from omnicrm.pipeline.promote import promote
 

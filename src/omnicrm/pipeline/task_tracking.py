@@ -6,7 +6,9 @@ every baseline and the verdict), and the registered model and each version are d
 carry task, target, dataset, cutoffs, model family and data fingerprint, so the MLflow UI's
 comparison view lines runs up. Metrics are named ``model.<m>``, ``baseline.<name>.<m>`` and
 ``val.model.<m>``, side by side; durations are metrics too (``fit_seconds``, ``frames_seconds``),
-params hold only what defines the run.
+params hold only what defines the run. With a refit (the default), the registered versions come
+from a child run of the evaluation run (``run_kind=refit``), linked both ways by tags
+(``evaluation_run_id`` / ``refit_run_id``) and by the versions' ``evaluated_as_run`` tag.
 """
 
 from __future__ import annotations
@@ -54,6 +56,12 @@ def log_target(
     ``model_family=baseline:<name>`` (the model's is ``model_family=<family>``); registering it costs
     one more pyfunc log, recorded as the run's metric ``baseline_register_seconds``.
 
+    With a refit (``r.refit``), the evaluation run logs metrics, plots and SHAP of the evaluated
+    model and registers nothing; a child run (``run_kind=refit``, named ``… lightgbm refit · refit
+    <cutoffs> …``) logs the refit and registers it and its refitted best baseline, tagged
+    ``evaluated_as_run=<evaluation run>``, ``refit=true``, ``fitted_cutoffs`` and ``labels_end``
+    (what ``omnicrm promote`` needs to stay honest); ``r.refit_run_id`` is that child run.
+
     Parameters
     ----------
     cfg : TaskConfig
@@ -71,8 +79,8 @@ def log_target(
     y = ev[target.label].to_numpy()
     tuned = "tuned_by" in extra_tags
     title = describe.run_name(cfg, r.target, tuned)
-    with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags) as run:
-        tracking.set_run_description(describe.run_description(cfg, r, tuned))
+    with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags | {"run_kind": "evaluation"}) as run:
+        r.run_id = run.run_id
         tracking.log_config(cfg.model_dump(mode="json"))
         tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info)}})
         # durations vary run to run: as params they would make identical configs look different
@@ -99,41 +107,68 @@ def log_target(
         tracking.log_figure(shap_fig, "plots/shap_summary.png")
         tracking.log_table(importance(r.model, rows, contrib), "tables/importance.csv")
         tracking.log_table(metrics_table(r), "tables/metrics.csv")
-        inputs = ev[r.model.encoding.features]
-        sample = inputs.sample(min(len(ev), 2000), random_state=0)
-        common = {
-            "evaluation_cutoff": str(cfg.cutoffs.evaluation),
-            "primary_metric": r.primary,
-            "data_fingerprint": frames.fingerprint,
-            "config": cfg.name,
-        }
-        ref = tracking.log_model(
-            r.model,
-            inputs.head(5),
-            signature_sample=sample,
-            registered_name=r.registered_name,
-            tags=common | {r.primary: f"{r.model_metrics[r.primary]:.6f}", "model_family": cfg.model.family},
-        )
-        r.run_id, r.version = run.run_id, ref.version
-        # the best baseline becomes a version of the same registered model (alias ``baseline``), from
-        # the same run, so ``promote`` can ship it when the model does not beat it
-        start = time.perf_counter()
-        base = tracking.log_model(
-            r.baseline_model(best),
-            inputs.head(5),
-            name="baseline",
-            signature_sample=sample,
-            registered_name=r.registered_name,
-            aliases=("baseline",),
-            tags=common
-            | {r.primary: f"{value:.6f}", "model_family": f"baseline:{best}", "candidate_version": ref.version},
-        )
-        r.baseline_version = base.version
-        tracking.log_metrics({"baseline_register_seconds": time.perf_counter() - start})
-        tracking.set_tags({"baseline_version": base.version})
-        tracking.describe(r.registered_name, describe.model_description(cfg, target))
-        tracking.describe(r.registered_name, describe.version_description(cfg, r), version=ref.version)
-        tracking.describe(r.registered_name, describe.version_description(cfg, r, best), version=base.version)
+        if r.refit is None:
+            _register(cfg, target, r, frames, ev)
+        else:
+            refit_tags = tags | {"run_kind": "refit", "evaluation_run_id": r.run_id}
+            name = describe.run_name(cfg, r.target, tuned, refit=True)
+            with tracking.start_run(f"omnicrm-{cfg.task.kind}", name, tags=refit_tags, nested=True) as child:
+                r.refit_run_id = child.run_id
+                tracking.set_run_description(describe.version_description(cfg, r))
+                tracking.log_config(cfg.model_dump(mode="json"))
+                tracking.log_params({"refit": _info(r.refit.info)})
+                tracking.log_metrics({"refit_seconds": r.refit.seconds})
+                _register(cfg, target, r, frames, ev)
+            tracking.set_tags({"refit_run_id": r.refit_run_id})
+        tracking.set_tags({"candidate_version": r.version, "baseline_version": r.baseline_version})
+        # last: the description names the refit's run, known only now
+        tracking.set_run_description(describe.run_description(cfg, r, tuned))
+
+
+def _register(cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, ev: pd.DataFrame) -> None:
+    """Register ``r.deployed`` (alias ``candidate``) and its best baseline (alias ``baseline``) from the active run."""
+    best, value = r.best_baseline
+    model = r.deployed
+    inputs = ev[model.encoding.features]
+    sample = inputs.sample(min(len(ev), 2000), random_state=0)
+    common = {
+        "evaluation_cutoff": str(cfg.cutoffs.evaluation),
+        "primary_metric": r.primary,
+        "data_fingerprint": frames.fingerprint,
+        "config": cfg.name,
+        # the last label the version saw: promote scores a champion only on a cutoff whose labels it has not seen
+        "labels_end": str(model.meta.get("labels_end", "")),
+        # the run whose figures judge the version (the refit has none of its own)
+        "evaluated_as_run": str(r.run_id),
+    }
+    if r.refit is not None:
+        common |= {"refit": "true", "fitted_cutoffs": ",".join(model.meta["fitted_cutoffs"])}
+    ref = tracking.log_model(
+        model,
+        inputs.head(5),
+        signature_sample=sample,
+        registered_name=r.registered_name,
+        tags=common | {r.primary: f"{r.model_metrics[r.primary]:.6f}", "model_family": cfg.model.family},
+    )
+    r.version = ref.version
+    # the best baseline becomes a version of the same registered model (alias ``baseline``), from
+    # the same run, so ``promote`` can ship it when the model does not beat it
+    start = time.perf_counter()
+    base = tracking.log_model(
+        r.baseline_model(best),
+        inputs.head(5),
+        name="baseline",
+        signature_sample=sample,
+        registered_name=r.registered_name,
+        aliases=("baseline",),
+        tags=common | {r.primary: f"{value:.6f}", "model_family": f"baseline:{best}", "candidate_version": ref.version},
+    )
+    r.baseline_version = base.version
+    tracking.log_metrics({"baseline_register_seconds": time.perf_counter() - start})
+    tracking.set_tags({"baseline_version": base.version})
+    tracking.describe(r.registered_name, describe.model_description(cfg, target))
+    tracking.describe(r.registered_name, describe.version_description(cfg, r), version=ref.version)
+    tracking.describe(r.registered_name, describe.version_description(cfg, r, best), version=base.version)
 
 
 def _info(info: dict) -> dict:

@@ -4,7 +4,9 @@ Wiring around the pure :func:`omnicrm.tasks.train.train_target`: load the config
 from the store (:func:`omnicrm.pipeline.task_frames.load_frames`), then per target fit and evaluate,
 and log one MLflow run with config, data fingerprint, git commit, cutoffs, metrics side by side,
 plots, SHAP summary and importance, registering the model as ``omnicrm-<task>[-<target>]`` with
-alias ``candidate`` (:func:`omnicrm.pipeline.task_tracking.log_target`).
+alias ``candidate`` (:func:`omnicrm.pipeline.task_tracking.log_target`). With ``model.refit`` (the
+default) the registered model is the refit on every labelled cutoff
+(:func:`omnicrm.tasks.train.refit_target`), logged in a child run of the evaluation run.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 * The objective (:func:`omnicrm.tasks.tune.fit_trial`) is the target's primary metric on the
   **validation** cutoff; the tuned model is then trained once more and evaluated on the evaluation
-  cutoff like any ``omnicrm train`` run, next to its baselines, and registered as ``candidate``.
+  cutoff like any ``omnicrm train`` run, next to its baselines, refitted on every labelled cutoff
+  (unless ``model.refit: false``) and registered as ``candidate``.
 * Storage is SQLite (``search.storage``) and the study name is derived from the config, so an
   interrupted study resumes: ``n_trials`` is the total wanted, and only the missing trials run.
 * Each trial is a nested MLflow run under a parent run that records the best trial.

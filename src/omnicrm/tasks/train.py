@@ -3,9 +3,32 @@
 Flow per target (:func:`train_target`): LightGBM with early stopping on the validation cutoff ->
 calibration kept only where it helps out of sample -> the task's extra model, if any -> baselines
 fitted on the same training frame -> every score evaluated on the *evaluation* cutoff (later than
-training and validation, label windows included: the config guard). What differs between tasks
-comes from the task (:mod:`omnicrm.tasks.base`); loading frames, logging and registering are the
-wiring's (:mod:`omnicrm.pipeline.train`).
+training and validation, label windows included: the config guard) -> the refit for deployment
+(:func:`refit_target`, unless ``model.refit: false``). What differs between tasks comes from the
+task (:mod:`omnicrm.tasks.base`); loading frames, logging and registering are the wiring's
+(:mod:`omnicrm.pipeline.train`).
+
+The refit is the model a business deploys: the evaluated configuration fitted once more on every
+labelled cutoff (training, validation and evaluation stacked), so it has learnt from the latest
+behaviour whose outcome is known. Its figures are the evaluation phase's (nothing later is
+labelled to judge it on); the rules that keep it coherent:
+
+* **trees**: no validation data is left for early stopping, so the tree count is carried over:
+  ``model.refit_trees: keep`` (default) uses the best iteration as it is; ``scale`` multiplies it
+  by the ratio of refit rows to training rows (the usual rule when the extra rows are new
+  independent samples; here they are mostly the same customers at later cutoffs, and on Online
+  Retail the scaled refit ranked worse than the kept one, ``benchmarks/refit.py``);
+* **calibration**: the calibrator chosen and fitted on validation is kept as it is (its method and
+  mapping): a calibrator refitted on the refit's own training rows would learn in-sample, over-
+  confident scores; same parameters and a similar tree count give raw scores on the same scale;
+* **the extra model** (next_purchase's timing model) is refitted on the same stacked rows with its
+  own best iteration carried over by the same rule (an extra model that records none is kept as
+  evaluated);
+* **baselines** are refitted on the same stacked rows, so the registered baseline is as recent as
+  the model it stands beside.
+
+``validation: holdout`` (short histories, :mod:`omnicrm.tasks.config`): :func:`holdout_split`
+splits the training cutoffs' rows by customer.
 """
 
 from __future__ import annotations
@@ -15,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -23,7 +47,14 @@ from omnicrm.tasks.base import Target
 from omnicrm.tasks.baselines import Baseline
 from omnicrm.tasks.config import TaskConfig
 from omnicrm.tasks.frames import model_columns
-from omnicrm.tasks.model import BaselineModel, Encoding, TaskModel, choose_calibration, fit_lgbm
+from omnicrm.tasks.model import (
+    DEFAULT_PARAMS,
+    BaselineModel,
+    Encoding,
+    TaskModel,
+    choose_calibration,
+    fit_lgbm,
+)
 
 
 @dataclass
@@ -33,7 +64,8 @@ class Frames:
     Attributes
     ----------
     train, validation, evaluation : DataFrame
-        Stacked training cutoffs; the validation cutoff; the evaluation cutoff.
+        Stacked training cutoffs; the validation cutoff (with ``validation: holdout``: the held-out
+        customers' rows of the training cutoffs, which are then not in ``train``); the evaluation cutoff.
     fingerprint : str
         The store's data fingerprint.
     seconds : float
@@ -45,6 +77,33 @@ class Frames:
     evaluation: pd.DataFrame
     fingerprint: str
     seconds: float
+
+
+def holdout_split(frame: pd.DataFrame, share: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split rows by customer: about ``share`` of the customers (all their cutoffs) held out.
+
+    The customer's side is a hash of its id and ``seed``, so it is the same at every cutoff (no
+    customer is on both sides: a customer's rows at neighbouring cutoffs are near copies, and
+    validating on them would reward memorising the customer) and the same from run to run.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Stacked training rows with ``customer_id``.
+    share : float
+        Share of customers held out, in (0, 1).
+    seed : int
+        Salt of the hash (the model's seed).
+
+    Returns
+    -------
+    train, held : DataFrame
+        The rows of the kept customers and of the held-out ones, index reset.
+    """
+    ids = frame["customer_id"].astype(str) + f"|{seed}"
+    bucket = pd.util.hash_pandas_object(ids, index=False).to_numpy() % 10_000
+    held = bucket < round(share * 10_000)
+    return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
 
 
 def lgbm_params(cfg: TaskConfig, target: Target, override: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -128,9 +187,20 @@ class TargetResult:
     baselines: dict[str, Baseline] = field(repr=False, default_factory=dict)
     #: the registered version of the best baseline (alias ``baseline``), when registered
     baseline_version: str | None = None
+    #: the refit for deployment (:func:`refit_target`): what is registered; ``None`` without refit
+    refit: Refit | None = None
+    #: the run that logged the refit and registered it (``run_id`` is the evaluation run)
+    refit_run_id: str | None = None
+
+    @property
+    def deployed(self) -> TaskModel:
+        """The model registered as the version: the refit, else the evaluated model."""
+        return self.refit.model if self.refit is not None else self.model
 
     def baseline_model(self, name: str | None = None) -> BaselineModel:
-        """Baseline ``name`` (default: the best) as a registrable model scored like :attr:`model`.
+        """Baseline ``name`` (default: the best) as a registrable model scored like :attr:`deployed`.
+
+        With a refit, the baseline refitted on the same rows, beside the refit's encoding and extra model.
 
         Parameters
         ----------
@@ -142,11 +212,10 @@ class TargetResult:
         BaselineModel
         """
         name = name or self.best_baseline[0]
-        m = self.model
-        meta = self.model.meta | {"model_family": f"baseline:{name}"}
-        return BaselineModel(
-            m.task, m.target, m.problem, m.score_column, self.baselines[name], m.encoding, m.extra, meta
-        )
+        m = self.deployed
+        fitted = self.refit.baselines if self.refit is not None else self.baselines
+        meta = m.meta | {"model_family": f"baseline:{name}"}
+        return BaselineModel(m.task, m.target, m.problem, m.score_column, fitted[name], m.encoding, m.extra, meta)
 
     @property
     def best_baseline(self) -> tuple[str, float]:
@@ -158,6 +227,28 @@ class TargetResult:
     def beats_baseline(self) -> bool:
         """Whether the model's primary metric is above the best baseline's."""
         return self.model_metrics[self.primary] > self.best_baseline[1]
+
+
+@dataclass
+class Refit:
+    """The evaluated configuration refitted on every labelled cutoff (:func:`refit_target`).
+
+    Attributes
+    ----------
+    model : TaskModel
+        The refit (``meta``: ``refit``, ``fitted_cutoffs``, ``labels_end``).
+    baselines : dict
+        The baselines refitted on the same rows, by name.
+    info : dict
+        ``refit_rows``, ``refit_cutoffs``, ``refit_trees`` and the rule that gave them.
+    seconds : float
+        How long the refit took.
+    """
+
+    model: TaskModel
+    baselines: dict[str, Baseline] = field(repr=False)
+    info: dict[str, Any]
+    seconds: float = 0.0
 
 
 def _nan_low(v: float) -> float:
@@ -237,11 +328,81 @@ def train_target(
     # the baselines stay after the fit, on this thread: fitted on a second thread beside LightGBM
     # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
     fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
-    model.meta = {"evaluation_cutoff": str(cfg.cutoffs.evaluation), "config": cfg.name}
+    model.meta = {
+        "evaluation_cutoff": str(cfg.cutoffs.evaluation),
+        "config": cfg.name,
+        "labels_end": str(cfg.labels_end(refit=False)),
+    }
     result = evaluate_target(cfg, target, model, tr, va, ev, baselines=fitted)
     result.info = info | {"train_rows": len(tr), "validation_rows": len(va), "evaluation_rows": len(ev)}
     result.seconds = {"fit_seconds": fit_seconds, "frames_seconds": frames.seconds}
+    if cfg.model.refit:
+        result.refit = refit_target(cfg, target, result, frames, override)
+        result.seconds["refit_seconds"] = result.refit.seconds
     return result
+
+
+def refit_trees(rule: str, best_iteration: int, train_rows: int, refit_rows: int) -> int:
+    """The refit's tree count: the best iteration, scaled by the row ratio (``scale``) or kept (``keep``)."""
+    if rule == "keep" or train_rows <= 0:
+        return max(int(best_iteration), 1)
+    return max(round(best_iteration * refit_rows / train_rows), 1)
+
+
+def refit_target(
+    cfg: TaskConfig, target: Target, result: TargetResult, frames: Frames, override: dict[str, Any] | None = None
+) -> Refit:
+    """The evaluated model's configuration refitted on every labelled cutoff; rules in the module docstring.
+
+    Parameters
+    ----------
+    cfg : TaskConfig
+    target : Target
+    result : TargetResult
+        The evaluated target (its model's features, best iteration, calibrator, baselines).
+    frames : Frames
+        Training, validation and evaluation frames: stacked, they are the refit's rows.
+    override : dict, optional
+        The LightGBM params the evaluated model was fitted with over the config's.
+
+    Returns
+    -------
+    Refit
+    """
+    start = time.perf_counter()
+    rows = pd.concat([target.rows(f) for f in (frames.train, frames.validation, frames.evaluation)], ignore_index=True)
+    evaluated = result.model
+    enc = Encoding.learn(rows, evaluated.encoding.features)
+    X, y = enc.transform(rows), rows[target.label].to_numpy()
+    rule, train_rows = cfg.model.refit_trees, result.info["train_rows"]
+    trees = refit_trees(rule, result.info["best_iteration"], train_rows, len(rows))
+    params = lgbm_params(cfg, target, override) | {"n_estimators": trees}
+    est_cls = lgb.LGBMClassifier if target.problem == "binary" else lgb.LGBMRegressor
+    est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y)
+    model = TaskModel(evaluated.task, target.name, target.problem, evaluated.score_column, enc, est)
+    model.calibrator = evaluated.calibrator  # kept: see the module docstring
+    info: dict[str, Any] = {
+        "refit_rows": len(rows),
+        "refit_cutoffs": len(cfg.refit_cutoffs()),
+        "refit_trees": trees,
+        "refit_trees_rule": rule,
+    }
+    model.extra = evaluated.extra  # an extra model without a recorded best iteration is kept as evaluated
+    if evaluated.extra is not None and "timing_best_iteration" in result.info:
+        extra_trees = refit_trees(rule, result.info["timing_best_iteration"], train_rows, len(rows))
+        # no validation rows are left: early stopping watches the training rows themselves, whose loss
+        # keeps falling, so the extra model runs to the carried-over tree count
+        model.extra, _ = cfg.task.fit_extra(
+            target, enc, rows, rows, params | {"n_estimators": extra_trees}, cfg.model.early_stopping_rounds
+        )
+        info["refit_timing_trees"] = extra_trees
+    model.meta = evaluated.meta | {
+        "refit": True,
+        "fitted_cutoffs": [str(d) for d in cfg.refit_cutoffs()],
+        "labels_end": str(cfg.labels_end(refit=True)),
+    }
+    baselines = cfg.task.fit_baselines(target, list(result.baselines), enc.features, rows)
+    return Refit(model, baselines, info, time.perf_counter() - start)
 
 
 def summary_table(results: list[TargetResult]) -> pd.DataFrame:

@@ -1,0 +1,115 @@
+"""The refit for deployment and short-history validation (issue 11): the pure rules.
+
+The tree count the refit carries over, the customer hold-out of ``validation: holdout``, the
+time-split guard with it, the labels a version saw, and how ``promote`` compares a champion that
+may have seen the candidate's evaluation labels.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from omnicrm.pipeline.promote import champion_basis
+from omnicrm.tasks.config import TaskConfig
+from omnicrm.tasks.describe import run_name
+from omnicrm.tasks.registry import TASKS
+from omnicrm.tasks.train import holdout_split, refit_trees
+
+
+def _config(cutoffs: dict[str, Any], **model: Any) -> TaskConfig:
+    return TaskConfig[TASKS["churn"]].model_validate(
+        {
+            "name": "churn",
+            "dataset": {"name": "shop", "store": "x.duckdb"},
+            "task": {"kind": "churn", "horizon_days": 90},
+            "cutoffs": cutoffs,
+            "model": model,
+        }
+    )
+
+
+#: nine months of log (2023-01-01 .. 2023-10-01): no room for three disjoint 90-day label windows
+NINE_MONTHS = {"train": {"dates": ["2023-03-01", "2023-04-01"]}, "evaluation": "2023-07-01"}
+
+
+def test_refit_trees_keep_the_best_iteration_or_scale_it_by_the_rows() -> None:
+    assert refit_trees("keep", 120, 3000, 6000) == 120
+    assert refit_trees("scale", 120, 3000, 6000) == 240
+    assert refit_trees("scale", 0, 3000, 6000) == 1  # never zero trees
+
+
+def test_holdout_keeps_each_customer_on_one_side_at_every_cutoff() -> None:
+    ids = [f"c{i}" for i in range(2000)]
+    frame = pd.DataFrame({"customer_id": ids * 3, "cutoff": [1] * 2000 + [2] * 2000 + [3] * 2000})
+    train, held = holdout_split(frame, 0.2, seed=42)
+    assert len(train) + len(held) == len(frame)
+    assert not set(train["customer_id"]) & set(held["customer_id"])
+    assert held.groupby("customer_id").size().eq(3).all(), "a held-out customer is held out at every cutoff"
+    assert 0.17 < held["customer_id"].nunique() / 2000 < 0.23
+    again, _ = holdout_split(frame, 0.2, seed=42)
+    pd.testing.assert_frame_equal(train, again)  # the same split from run to run
+
+
+def test_holdout_validation_lets_nine_months_train_a_90_day_horizon() -> None:
+    with pytest.raises(ValidationError, match="time split"):
+        _config(NINE_MONTHS | {"validation": "2023-05-01"})  # no validation cutoff fits
+    cfg = _config(NINE_MONTHS | {"validation": "holdout"})
+    assert cfg.cutoffs.holdout and cfg.cutoffs.validation_dates() == []
+    assert cfg.refit_cutoffs() == [date(2023, 3, 1), date(2023, 4, 1), date(2023, 7, 1)]
+    # the evaluated model saw labels up to 2023-06-30; the refit up to the evaluation window's end
+    assert cfg.labels_end(refit=False) == date(2023, 6, 30) <= cfg.cutoffs.evaluation
+    assert cfg.labels_end(refit=True) == date(2023, 9, 29)
+    # evaluation stays later than training, label windows included
+    with pytest.raises(ValidationError, match=r"last training cutoff 2023-04-01 .* after the evaluation cutoff"):
+        _config(NINE_MONTHS | {"validation": "holdout", "evaluation": "2023-06-01"})
+    with pytest.raises(ValidationError, match="holdout_share"):
+        _config(NINE_MONTHS | {"validation": "holdout", "holdout_share": 1.0})
+
+
+def test_refit_is_on_by_default_and_off_by_config() -> None:
+    cfg = _config(NINE_MONTHS | {"validation": "holdout"})
+    assert cfg.model.refit and cfg.model.refit_trees == "keep"
+    assert not _config(NINE_MONTHS | {"validation": "holdout"}, refit=False).model.refit
+    with pytest.raises(ValidationError, match="refit_trees"):
+        _config(NINE_MONTHS | {"validation": "holdout"}, refit_trees="double")
+
+
+def test_a_refit_run_is_named_as_one() -> None:
+    cfg = _config(NINE_MONTHS | {"validation": "holdout"})
+    assert run_name(cfg, "churn") == "churn · shop · lightgbm · train 2023-03-01…2023-04-01 ×2 · eval 2023-07-01"
+    assert (
+        run_name(cfg, "churn", tuned=True, refit=True)
+        == "churn · shop · lightgbm tuned refit · refit 2023-03-01…2023-07-01 ×3 · eval 2023-07-01"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tags", "basis"),
+    [
+        # fitted before the cutoff's label window: scored on the candidate's evaluation frame
+        ({"labels_end": "2024-01-01", "refit": "true", "evaluation_cutoff": "2023-11-01"}, "score"),
+        ({"labels_end": "2024-03-01", "evaluation_cutoff": "2024-01-01"}, "score"),
+        # registered before refits existed (no labels_end, not a refit): scored, as before
+        ({"evaluation_cutoff": "2024-01-01"}, "score"),
+        # a refit on the same cutoffs (a retrain): its evaluation run judged it on the same cutoff
+        ({"labels_end": "2024-04-30", "refit": "true", "evaluation_cutoff": "2024-03-01"}, "recorded"),
+        # it has seen the cutoff's labels and was judged elsewhere: no honest comparison
+        ({"labels_end": "2024-04-30", "refit": "true", "evaluation_cutoff": "2024-02-01"}, "none"),
+        # judged on the same cutoff but by another metric: not comparable either
+        (
+            {"labels_end": "2024-04-30", "refit": "true", "evaluation_cutoff": "2024-03-01", "primary_metric": "x"},
+            "none",
+        ),
+    ],
+)
+def test_the_champion_is_compared_without_labels_it_has_seen(tags: dict[str, str], basis: str) -> None:
+    got, why = champion_basis(tags, "2024-03-01", "roc_auc")
+    assert got == basis
+    assert bool(why) == (basis == "none")
+    if basis == "none":
+        assert "past the candidate's evaluation cutoff 2024-03-01" in why
