@@ -237,6 +237,7 @@ def train_target(
     # the baselines stay after the fit, on this thread: fitted on a second thread beside LightGBM
     # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
     fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
+    model.baselines = fitted  # registered with the model: `predict --baselines` scores every one
     model.meta = {"evaluation_cutoff": str(cfg.cutoffs.evaluation), "config": cfg.name}
     result = evaluate_target(cfg, target, model, tr, va, ev, baselines=fitted)
     result.info = info | {"train_rows": len(tr), "validation_rows": len(va), "evaluation_rows": len(ev)}
