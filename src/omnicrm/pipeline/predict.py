@@ -127,7 +127,11 @@ def key_column_names(meta: dict[str, str], sources: list[str], taken: set[str]) 
 
 
 def _store_meta(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    return dict(con.sql("SELECT key, value FROM store_meta").fetchall())
+    """The store's ``store_meta`` as a dict (empty for a hand-built store without one)."""
+    try:
+        return dict(con.sql("SELECT key, value FROM store_meta").fetchall())
+    except duckdb.CatalogException:
+        return {}
 
 
 def _check_horizon(cfg: TaskConfig, targets: list, horizon: int | None) -> None:

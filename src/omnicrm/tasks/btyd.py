@@ -255,26 +255,25 @@ def _unique_rows(*columns: ArrayLike) -> tuple[list[Array], Array]:
 def _pnbd_log_tail(params: ArrayLike, x: Array, u: Array) -> Array:
     """``log(s * integral_u^inf (alpha+tau)^-(r+x) (beta+tau)^-(s+1) dtau)`` per customer, at ``u``.
 
-    The closed form is ``s/(r+s+x) * 2F1(r+s+x, b; r+s+x+1; z) / (m+u)^(r+s+x)`` with ``m = max(alpha,
-    beta)``, ``z = |alpha-beta| / (m+u)`` and ``b = s+1`` (alpha >= beta) or ``r+x`` (alpha < beta)
-    (Fader & Hardie 2005, "A note on deriving the Pareto/NBD model and related expressions"). That
-    2F1 grows like ``(1-z)^-s`` (or ``^-(r+x)``) as ``z -> 1`` and overflows for heavy buyers;
-    Euler's transformation ``2F1(A, B; A+1; z) = (1-z)^(1-B) 2F1(1, A+1-B; A+1; z)`` leaves a 2F1
-    that is bounded on ``[0, 1]`` (by ``(r+s+x)/s`` or ``(r+s+x)/(r+x)``), and the power folds into
-    the powers: ``(alpha+u)^-(r+x) (beta+u)^-s 2F1(1, r+x; r+s+x+1; z)`` for alpha >= beta, and
-    ``(alpha+u)^(1-r-x) (beta+u)^-(s+1) 2F1(1, s+1; r+s+x+1; z)`` for alpha < beta.
+    Fader & Hardie (2005, "A note on deriving the Pareto/NBD model and related expressions") write
+    it as ``s/(r+s+x) * 2F1(r+s+x, b; r+s+x+1; z) / (max(alpha, beta)+u)^(r+s+x)`` with
+    ``z = |alpha-beta| / (max(alpha, beta)+u)`` in ``[0, 1)``. As ``z -> 1`` (one rate scale far
+    above the other, as when a fit drifts to "nobody dies", ``s -> 0`` with ``beta`` large) scipy's
+    2F1 needs ever more terms (70 ms instead of 0.3 ms for 1,400 customers) and overflows for heavy
+    buyers. Substituting ``y = (m+u)/(m+tau)``, ``m = min(alpha, beta)``, gives instead
+
+    ``(m+u)^-(r+s+x) / (r+s+x) * 2F1(b, r+s+x; r+s+x+1; -k)``, ``k = |alpha-beta| / (m+u) >= 0``,
+
+    with ``b = s+1`` when ``alpha < beta`` and ``b = r+x`` otherwise: a 2F1 on the negative axis that
+    decreases from 1 (at ``alpha = beta``) without overflow, and that scipy evaluates in constant time.
+    Both forms agree to 1e-13 (tests compare against ``lifetimes``, which uses the first).
     """
     r, alpha, s, beta = (float(v) for v in params)
     rsx = r + s + x
-    if alpha >= beta:
-        z = (alpha - beta) / (alpha + u)
-        hyp = hyp2f1(1.0, r + x, rsx + 1.0, z)
-        power = -(r + x) * np.log(alpha + u) - s * np.log(beta + u)
-    else:
-        z = (beta - alpha) / (beta + u)
-        hyp = hyp2f1(1.0, s + 1.0, rsx + 1.0, z)
-        power = (1.0 - r - x) * np.log(alpha + u) - (s + 1.0) * np.log(beta + u)
-    return np.log(s) - np.log(rsx) + power + np.log(hyp)
+    low = min(alpha, beta)
+    first = s + 1.0 if alpha < beta else r + x
+    k = abs(alpha - beta) / (low + u)
+    return np.log(s) - np.log(rsx) - rsx * np.log(low + u) + np.log(hyp2f1(first, rsx, rsx + 1.0, -k))
 
 
 def _pnbd_log_parts(params: ArrayLike, x: Array, t_x: Array, T: Array) -> tuple[Array, Array]:
