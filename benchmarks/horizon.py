@@ -9,7 +9,8 @@ only judge the model). With 90-day windows no such split exists: three disjoint 
 ending by 2011-06-01 leave the training cutoffs no history (the log starts 2010-12-01), which is
 why the shipped example evaluates at 2011-09-01.
 
-Then, at 2011-06-01, ``predict --model candidate --horizon H --btyd --baselines`` for H = 120 days
+Then, at 2011-06-01, ``predict --model candidate --horizon H --btyd --baselines`` for H = 60 days
+(the label window itself: how well the totals are calibrated before any extrapolation), 120 days
 (twice the label window) and 180 days (three times), and each score's total over the population is
 compared with the customers' actual spend in ``[2011-06-01, 2011-06-01 + H)`` (the CLV label's own
 definition, :func:`omnicrm.tasks.labels.with_purchase_outcomes`). Also the normalised Gini of each
@@ -39,7 +40,7 @@ STORE = ROOT / "data/store/online_retail.duckdb"
 WORK = ROOT / "data/bench/horizon"
 AS_OF = date(2011, 6, 1)
 WINDOW = 60
-HORIZONS = (120, 180)
+HORIZONS = (60, 120, 180)
 
 
 def _configs() -> Path:
