@@ -159,6 +159,7 @@ class _Models:
 
     versions: dict[str, str]  # registered name -> version
     models: dict[Any, Any]  # Target -> model
+    skipped: list[str] = field(default_factory=list)  # optional targets without that version
 
 
 def _version(name: str, ref: str) -> tracking.VersionInfo:
@@ -173,9 +174,19 @@ def _version(name: str, ref: str) -> tracking.VersionInfo:
 
 
 def _load_models(cfg: TaskConfig, targets: list, ref: str, reasons: bool) -> _Models:
-    """Look every target's version up (once per run), check ``--reasons`` against it, load the models."""
-    infos = {}
+    """Look every target's version up (once per run), check ``--reasons`` against it, load the models.
+
+    An optional target (clv's margin) is scored when its registered model has the version asked
+    for, and left out when it has none: it is trained only where the data allow (a note says so when
+    it was trained but lacks that version).
+    """
+    infos, skipped = {}, []
     for target in targets:
+        name = cfg.registered_name(target)
+        if target.optional and tracking.find_version(name, ref) is None:
+            if ref != "candidate" and tracking.find_version(name, "candidate") is not None:  # trained, not this ref
+                skipped.append(f"{name} has no version '{ref}': {target.score_column} not scored")
+            continue
         info = _version(cfg.registered_name(target), ref)
         family = info.tags.get("model_family", "") if reasons else ""
         if family.startswith("baseline:"):
@@ -187,7 +198,7 @@ def _load_models(cfg: TaskConfig, targets: list, ref: str, reasons: bool) -> _Mo
         infos[target] = info
     # every version is checked before the first (slower) load
     models = {t: tracking.load_model(tracking.model_uri(i.name, i.version)) for t, i in infos.items()}
-    return _Models({i.name: i.version for i in infos.values()}, models)
+    return _Models({i.name: i.version for i in infos.values()}, models, skipped)
 
 
 def _interrupt(con: duckdb.DuckDBPyConnection) -> None:
@@ -233,7 +244,8 @@ def predict(
     cfg = load_task_config(config_path)
     task = cfg.task
     ref = model or "champion"
-    targets = task.targets_of()  # a scoring frame has no labels: every target but an optional one
+    # an optional target (margin) is scored where it was trained: when its registered model has the version
+    targets = task.declared_targets()
     _check_horizon(cfg, targets, horizon)
     con = open_store(cfg.dataset.store, deterministic=True)
     registry = ThreadPoolExecutor(1, thread_name_prefix="omnicrm-registry")
@@ -270,7 +282,7 @@ def predict(
     result.insert(1, "as_of", pd.Timestamp(normalize_cutoff(as_of)))
     progress("scoring " + ", ".join(f"{name} v{version}" for name, version in loaded.versions.items()), 0.5)
     scores = score_frame(task, frame, loaded.models, reasons=reasons)
-    parts, notes = [result, scores.set_axis(result.index)], []
+    parts, notes = [result, scores.set_axis(result.index)], list(loaded.skipped)
     ratio = None
     if horizon is not None:
         assert classic is not None and task.horizon_scaling is not None
