@@ -364,6 +364,96 @@ def test_predict_scores_every_customer_with_source_keys_and_reasons(task_dir: Pa
     )
 
 
+def test_predict_horizon_classic_models_baselines_and_inputs_outside_training(task_dir: Path, tmp_path: Path) -> None:
+    """``--horizon``: each CLV score times BG/NBD's per-customer ratio of expected purchases (fitted at
+    as-of on the purchases before it); ``--btyd``: the classic models over the horizon; ``--baselines``:
+    every baseline fitted with the model; the label-window columns as without the flags."""
+    from omnicrm.features.cutoffs import normalize_cutoff
+    from omnicrm.pipeline.predict import predict
+    from omnicrm.store import open_store
+    from omnicrm.tasks.btyd import BtydModel, rfm_summary
+
+    as_of = pd.Timestamp("2024-05-01").date()
+    results = train(task_dir / "clv.yaml")
+    plain = predict(task_dir / "clv.yaml", as_of, tmp_path / "plain.parquet", model="candidate")
+    r = predict(
+        task_dir / "clv.yaml", as_of, tmp_path / "h.parquet", model="candidate", horizon=150, btyd=True, baselines=True
+    )
+    scores, before = pd.read_parquet(r.out), pd.read_parquet(plain.out)
+    # the flags add columns and change none: the business's keys first, then customer_id
+    pd.testing.assert_frame_equal(scores[before.columns], before)
+    keys = [c for c in before.columns if c.endswith("_key")]
+    assert keys and list(before.columns[: len(keys) + 2]) == [*keys, "customer_id", "as_of"]
+    assert not any(c.endswith("d") and c[-4:-1].isdigit() for c in before.columns), "no horizon column without it"
+
+    cfg = load_task_config(task_dir / "clv.yaml")
+    con = open_store(cfg.dataset.store, deterministic=True)  # sums of amounts to the last bit, as predict reads them
+    try:
+        summary = rfm_summary(con, normalize_cutoff(as_of))
+    finally:
+        con.close()
+    classic = BtydModel(pareto=True).fit(summary)
+    over_h = classic.predict(summary, 150).set_index("customer_id").reindex(scores["customer_id"])
+    over_window = classic.predict(summary, 60).set_index("customer_id").reindex(scores["customer_id"])
+    ratio = (over_h["btyd_expected_purchases"] / over_window["btyd_expected_purchases"]).to_numpy()
+    assert (ratio > 1).all() and (ratio <= 150 / 60 + 1e-12).all()
+    # margin, an optional target, is scored too: it was trained (the small world's products carry a margin)
+    assert r.models == {res.registered_name: res.version for res in results} and len(r.models) == 2
+    for target in ("spend", "margin"):
+        np.testing.assert_allclose(scores[f"pred_{target}_150d"], scores[f"pred_{target}"] * ratio, rtol=1e-9)
+    classic_columns = {"btyd_clv_150d": "btyd_clv", "btyd_p_alive": "btyd_p_alive", "pnbd_clv_150d": "pnbd_clv"}
+    for name, column in classic_columns.items():
+        np.testing.assert_allclose(scores[name], over_h[column], rtol=1e-9)
+    # every baseline fitted with the model (kept on the registered model), over the window and the horizon
+    frame = _scoring_frame(cfg, as_of)
+    spend = results[0]
+    assert len(frame) == r.rows and spend.target == "spend" and set(spend.baselines) == {"run_rate", "btyd", "linear"}
+    assert spend.model.baselines is spend.baselines
+    for name, baseline in spend.baselines.items():
+        column, want = f"pred_spend_baseline_{name}", baseline.predict(frame, "regression")
+        np.testing.assert_allclose(scores[column], want, rtol=1e-12)
+        np.testing.assert_allclose(scores[f"{column}_150d"], want * ratio, rtol=1e-9)
+    # inputs outside the range the model saw: counted per feature against the boosters' own ranges
+    from omnicrm.score.drift import out_of_range, training_ranges
+
+    spend_model = tracking.load_model("models:/omnicrm-clv@candidate")
+    want = {f: n for f, n in out_of_range(frame, training_ranges(spend_model)).items() if n}
+    # scored seven months after the last training cutoff: tenure-like features run past their range
+    assert want and r.out_of_range["omnicrm-clv"] == want
+    assert list(r.out_of_range["omnicrm-clv"].values()) == sorted(want.values(), reverse=True)
+
+
+def _scoring_frame(cfg, as_of) -> pd.DataFrame:  # noqa: ANN001
+    """The frame ``predict`` scores: features and inputs at ``as_of``, population rows in order."""
+    from omnicrm.store import open_store
+    from omnicrm.tasks import frames
+
+    con = open_store(cfg.dataset.store, deterministic=True)
+    try:
+        return frames.build_frame(con, cfg, [as_of], with_labels=False, what="scoring")
+    finally:
+        con.close()
+
+
+def test_predict_horizon_for_purchase_probabilities_and_where_it_does_not_apply(task_dir: Path, tmp_path: Path) -> None:
+    from omnicrm.pipeline.predict import predict
+
+    as_of = pd.Timestamp("2024-05-01").date()
+    # refused before any work: churn says nothing about other horizons; the timing model has a 60-day column
+    with pytest.raises(InputError, match="task 'churn' scores are not carried to another horizon"):
+        predict(task_dir / "churn.yaml", as_of, tmp_path / "c.parquet", model="candidate", horizon=120)
+    with pytest.raises(InputError, match="already predicts a column 'p_purchase_60d'"):
+        predict(task_dir / "next_purchase.yaml", as_of, tmp_path / "n.parquet", model="candidate", horizon=60)
+    assert not (tmp_path / "c.parquet").exists() and not (tmp_path / "n.parquet").exists()
+    train(task_dir / "next_purchase.yaml")
+    r = predict(task_dir / "next_purchase.yaml", as_of, tmp_path / "n.parquet", model="candidate", horizon=90)
+    scores = pd.read_parquet(r.out)
+    p, p90 = scores["p_purchase"], scores["p_purchase_90d"]
+    # three 30-day windows: 1 - (1 - p)^ratio with BG/NBD's ratio in (1, 3]
+    assert p90.between(0, 1).all() and (p90 >= p).all() and (p90 <= 1 - (1 - p) ** 3 + 1e-12).all()
+    assert (p90 > p).mean() > 0.99
+
+
 def load_frames_population(cfg, day: str) -> set[str]:  # noqa: ANN001
     from omnicrm.store import open_store
     from omnicrm.tasks.labels import population_sql

@@ -115,3 +115,5 @@ def test_a_model_pickled_before_the_task_contract_still_predicts_its_columns() -
         pd.testing.assert_frame_equal(got, new.predict_frame(X.head(5)))
     assert (old.problem, old.score_column, old.extra.edges) == ("binary", "p_purchase", edges)
     assert not hasattr(old, "kind") and not hasattr(old, "timing")
+    # the fitted baselines were not kept then: `predict --baselines` finds none, and says so
+    assert old.baselines == {} and new.baselines == {}

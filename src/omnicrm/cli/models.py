@@ -130,6 +130,26 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
     model: Annotated[str | None, typer.Option("--model", help="Alias or version (default: champion).")] = None,
     reasons: Annotated[bool, typer.Option("--reasons", help="Add each customer's top 3 reasons.")] = False,
+    horizon: Annotated[
+        int | None,
+        typer.Option(
+            "--horizon",
+            min=1,
+            help="Forecast horizon in days (clv, next_purchase): adds each score carried to it, "
+            "e.g. pred_spend_180d (docs/tasks.md, Forecast horizon).",
+        ),
+    ] = None,
+    btyd: Annotated[
+        bool,
+        typer.Option(
+            "--btyd",
+            help="Add BG/NBD and Pareto/NBD expected purchases and P(alive), Gamma-Gamma spend per "
+            "transaction and CLV over the horizon, fitted at --as-of.",
+        ),
+    ] = False,
+    baselines: Annotated[
+        bool, typer.Option("--baselines", help="Add every baseline's score (<score>_baseline_<name>).")
+    ] = False,
 ) -> None:
     """Score every customer of the task's population at a date with a registered model."""
     from omnicrm.store.outputs import CSV, PARQUET, check_output_path
@@ -138,6 +158,24 @@ def predict(
     from omnicrm.pipeline.predict import predict
 
     with reporting() as progress:
-        r = predict(config, as_of.date(), out, model=model, reasons=reasons, progress=progress)
+        r = predict(
+            config,
+            as_of.date(),
+            out,
+            model=model,
+            reasons=reasons,
+            progress=progress,
+            horizon=horizon,
+            btyd=btyd,
+            baselines=baselines,
+        )
     models = ", ".join(f"{k} v{v}" for k, v in r.models.items())
     console.print(f"scores: {r.rows:,} customers x {len(r.columns)} columns ({models}) -> {r.out}")
+    for name, counts in r.out_of_range.items():
+        top = ", ".join(f"{f} {n:,}" for f, n in list(counts.items())[:5])
+        more = f" (+{len(counts) - 5} more features)" if len(counts) > 5 else ""
+        console.print(
+            f"[yellow]inputs outside {name}'s training range[/] (rows of {r.rows:,}): {top}{more}", highlight=False
+        )
+    for note in r.notes:
+        console.print(f"[yellow]{note}[/]", highlight=False)

@@ -9,6 +9,7 @@ canonical rows of the store contract (:mod:`omnicrm.schema`) come out.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 
 import duckdb
@@ -175,6 +176,10 @@ def assemble_store(
         "sources": ",".join(m.source for m, _ in validated),
         # sources whose source_record_id is stored as hash_sql(key, 'key') (HMAC): see stored_key_sql
         "pseudonymised_key_sources": ",".join(pii_keys),
+        # each source's own customer-id column (JSON): `omnicrm predict` names its key columns after them
+        "customer_key_columns": json.dumps(
+            {m.source: m.customer_key.column for m, _ in validated if m.customer_key}, sort_keys=True
+        ),
         # one hash over inputs, mappings and linkage settings: equal fingerprints, equal stores
         "data_fingerprint": fingerprint,
         # keyed: a plain SHA-256 of a small file would let anyone test a guessed file (and the

@@ -47,6 +47,12 @@ and may override, where the base class's default does not fit
     ``multi_target`` (class attribute)
         Whether the task trains several registered models, so per-target outputs (reasons) carry
         the target's name.
+    ``horizon_scaling`` (class attribute)
+        How ``omnicrm predict --horizon`` carries a score over the label window to another horizon
+        (:func:`omnicrm.tasks.predict.extend_horizon`): ``"amount"`` (an expected amount: scaled by
+        the classic model's ratio of expected purchases), ``"probability"`` (of at least one purchase:
+        its cumulative hazard scaled by that ratio), or ``None`` (not extrapolated: ``--horizon`` is
+        refused).
 
 :meth:`Task.output_columns` is what a fitted target's model predicts: its score column, then the
 extra model's columns. The fitting, evaluation and logging around this contract are shared
@@ -180,6 +186,8 @@ class Task(StrictModel):
     multi_target: ClassVar[bool] = False
     #: label-side columns :meth:`add_labels` adds besides the targets' ``y_*`` labels (never model inputs)
     label_columns: ClassVar[tuple[str, ...]] = ()
+    #: how a score over the label window is carried to ``predict --horizon`` (see the module docstring)
+    horizon_scaling: ClassVar[Literal["amount", "probability"] | None] = None
 
     @field_validator("kind")
     @classmethod

@@ -7,6 +7,15 @@ Two probability models on an RFM summary (one row per customer):
   rate ``lambda ~ Gamma(r, alpha)``; after every purchase they drop out with probability
   ``p ~ Beta(a, b)``. Inputs per customer: ``x`` = number of *repeat* transactions, ``t_x`` = time of
   the last one since the first, ``T`` = time from the first transaction to the cutoff.
+* **Pareto/NBD** (Schmittlein, Morrison & Colombo 1987, "Counting your customers: who are they and
+  what will they do next?", Management Science 33(1); expressions from Fader & Hardie 2005, "A note
+  on deriving the Pareto/NBD model and related expressions"). Purchases as in BG/NBD, but the
+  customer dies after an exponential lifetime, ``mu ~ Gamma(s, beta)``, at any time rather than only
+  right after a purchase; on long cohorts it often ranks buyers better. Implemented here (numpy/scipy,
+  vectorised; checked against the published CDNOW fit r 0.5533, alpha 10.5776, s 0.6061, beta 11.6686
+  and against ``lifetimes``' ParetoNBDFitter). pymc-marketing (0.19, the maintained library with a
+  ParetoNBDModel) downloads but pulls in pymc, pytensor (C compilation), arviz, preliz, xarray and
+  seaborn and fits by MCMC or MAP through pytensor: too heavy for a baseline fitted at every cutoff.
 * **Gamma-Gamma** spend model (Fader, Hardie & Lee 2005, "RFM and CLV: using iso-value curves for
   customer base analysis", JMR 42(4)), fitted on repeat customers: the mean value ``zbar`` of a
   customer's ``x`` repeat transactions, with a Gamma(p, nu) value per transaction and
@@ -49,8 +58,10 @@ MONETARY = "monetary"
 CUSTOMER_ID = "customer_id"
 SUMMARY_COLUMNS = (FREQUENCY, RECENCY, AGE, MONETARY)
 OUTPUT_COLUMNS = ("btyd_expected_purchases", "btyd_p_alive", "btyd_expected_spend", "btyd_clv")
+PARETO_COLUMNS = ("pnbd_expected_purchases", "pnbd_p_alive", "pnbd_clv")
 
 BGNBD_PARAMS = ("r", "alpha", "a", "b")
+PARETO_NBD_PARAMS = ("r", "alpha", "s", "beta")
 GAMMA_GAMMA_PARAMS = ("p", "q", "gamma")
 
 #: log-parameters are kept in [-_LOG_BOUND, _LOG_BOUND] so a wandering line search never overflows.
@@ -255,6 +266,117 @@ def _unique_rows(*columns: ArrayLike) -> tuple[list[Array], Array]:
     return [rows[:, i] for i in range(rows.shape[1])], counts / counts.sum()
 
 
+# --- Pareto/NBD --------------------------------------------------------------------------------
+def _pnbd_log_tail(params: ArrayLike, x: Array, u: Array) -> Array:
+    """``log(s * integral_u^inf (alpha+tau)^-(r+x) (beta+tau)^-(s+1) dtau)`` per customer, at ``u``.
+
+    Fader & Hardie (2005, "A note on deriving the Pareto/NBD model and related expressions") write
+    it as ``s/(r+s+x) * 2F1(r+s+x, b; r+s+x+1; z) / (max(alpha, beta)+u)^(r+s+x)`` with
+    ``z = |alpha-beta| / (max(alpha, beta)+u)`` in ``[0, 1)``. As ``z -> 1`` (one rate scale far
+    above the other, as when a fit drifts to "nobody dies", ``s -> 0`` with ``beta`` large) scipy's
+    2F1 needs ever more terms (70 ms instead of 0.3 ms for 1,400 customers) and overflows for heavy
+    buyers. Substituting ``y = (m+u)/(m+tau)``, ``m = min(alpha, beta)``, gives instead
+
+    ``(m+u)^-(r+s+x) / (r+s+x) * 2F1(b, r+s+x; r+s+x+1; -k)``, ``k = |alpha-beta| / (m+u) >= 0``,
+
+    with ``b = s+1`` when ``alpha < beta`` and ``b = r+x`` otherwise: a 2F1 on the negative axis that
+    decreases from 1 (at ``alpha = beta``) without overflow, and that scipy evaluates in constant time.
+    Both forms agree to 1e-13 (tests compare against ``lifetimes``, which uses the first).
+    """
+    r, alpha, s, beta = (float(v) for v in params)
+    rsx = r + s + x
+    low = min(alpha, beta)
+    first = s + 1.0 if alpha < beta else r + x
+    k = abs(alpha - beta) / (low + u)
+    return np.log(s) - np.log(rsx) - rsx * np.log(low + u) + np.log(hyp2f1(first, rsx, rsx + 1.0, -k))
+
+
+def _pnbd_log_parts(params: ArrayLike, x: Array, t_x: Array, T: Array) -> tuple[Array, Array]:
+    """The two terms of the Pareto/NBD likelihood bracket, in logs: alive at ``T``, and died in ``(t_x, T]``.
+
+    Alive: ``(alpha+T)^-(r+x) (beta+T)^-s``. Died after the last purchase: ``s * integral_{t_x}^T``
+    of the density above, the difference of two tails (:func:`_pnbd_log_tail`), taken in logs.
+    """
+    r, alpha, s, beta = (float(v) for v in params)
+    log_alive = -(r + x) * np.log(alpha + T) - s * np.log(beta + T)
+    at_tx, at_T = _pnbd_log_tail(params, x, t_x), _pnbd_log_tail(params, x, T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # tail(t_x) >= tail(T); equal (t_x = T) means no room to die in: log 0 = -inf
+        log_died = at_tx + np.log1p(-np.exp(np.minimum(at_T - at_tx, 0.0)))
+    return log_alive, np.where(t_x < T, log_died, -np.inf)
+
+
+def pareto_nbd_log_likelihood(params: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:
+    """Log-likelihood of each customer under Pareto/NBD (Schmittlein, Morrison & Colombo 1987).
+
+    While alive a customer buys as a Poisson process with rate ``lambda ~ Gamma(r, alpha)`` and dies
+    after an exponential lifetime with rate ``mu ~ Gamma(s, beta)`` (any time, not only after a
+    purchase as in BG/NBD). ``L = Gamma(r+x) alpha^r beta^s / Gamma(r) * [(alpha+T)^-(r+x) (beta+T)^-s
+    + s integral_{t_x}^T (alpha+tau)^-(r+x) (beta+tau)^-(s+1) dtau]`` (Fader & Hardie 2005, eq. 22),
+    evaluated in logs (:func:`_pnbd_log_parts`).
+    """
+    r, alpha, s, beta = (float(v) for v in params)
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha) + s * np.log(beta)
+    return common + np.logaddexp(*_pnbd_log_parts(params, x, t_x, T))
+
+
+def pareto_nbd_p_alive(params: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> Array:
+    """P(alive at T | x, t_x, T): the "alive" term's share of the likelihood bracket (FH 2005, eq. 18)."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    log_alive, log_died = _pnbd_log_parts(params, x, t_x, T)
+    return np.exp(log_alive - np.logaddexp(log_alive, log_died))
+
+
+def pareto_nbd_expected_purchases(
+    params: ArrayLike, t: float | ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
+) -> Array:
+    """Expected purchases in ``(T, T + t]`` given ``(x, t_x, T)`` (FH 2005, eq. 41).
+
+    ``P(alive) * (r+x)(beta+T) / ((alpha+T)(s-1)) * [1 - ((beta+T)/(beta+T+t))^(s-1)]``; the
+    bracket over ``s - 1`` is written as ``-expm1((s-1) L) / (s-1)`` with ``L = log((beta+T)/(beta+T+t))``,
+    whose limit at ``s = 1`` is ``-L`` (used within 1e-8 of it).
+    """
+    r, alpha, s, beta = (float(v) for v in params)
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    t_arr = np.broadcast_to(np.asarray(t, dtype=float), np.broadcast_shapes(np.shape(t), x.shape))
+    if np.any(t_arr < 0):
+        raise InputError(f"the prediction horizon must be >= 0, got {np.min(t_arr)}")
+    log_ratio = np.log(beta + T) - np.log(beta + T + t_arr)
+    k = s - 1.0
+    growth = -log_ratio if abs(k) < 1e-8 else -np.expm1(k * log_ratio) / k
+    return pareto_nbd_p_alive(params, x, t_x, T) * (r + x) * (beta + T) / (alpha + T) * growth
+
+
+def fit_pareto_nbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> tuple[dict[str, float], float]:
+    """Maximum-likelihood (r, alpha, s, beta) and the total log-likelihood at the optimum.
+
+    As :func:`fit_bgnbd` (weighted distinct rows, log-parameters, L-BFGS-B from scale-aware starts),
+    with a finite-difference gradient: the likelihood's derivatives through the 2F1 have no cheap
+    closed form. ``alpha`` starts at ``mean(T) / mean(x)`` (the observed purchase rate) and ``beta``
+    at ``mean(T)`` (lifetimes of the order of the observed span).
+    """
+    n = len(np.asarray(x))
+    (x, t_x, T), weight = _unique_rows(x, t_x, T)
+    t_scale = max(float(np.average(T, weights=weight)), 1e-6)
+    alpha0 = t_scale / max(float(np.average(x, weights=weight)), 0.1)
+
+    def value(theta: Array) -> float:
+        with np.errstate(all="ignore"):
+            v = -weight @ pareto_nbd_log_likelihood(np.exp(theta), x, t_x, T)
+        return float(v) if np.isfinite(v) else 1e300
+
+    def objective(theta: Array) -> tuple[float, Array]:
+        # central differences: the optimum is flat, one-sided steps stop L-BFGS-B early
+        f0, h = value(theta), 1e-6
+        grad = np.array([(value(theta + h * e) - value(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
+        return f0, grad
+
+    starts = [(1.0, alpha0, 1.0, t_scale), (0.5, 0.5 * alpha0, 0.5, 0.5 * t_scale), (2.0, 2 * alpha0, 2.0, 2 * t_scale)]
+    best = _minimise_best(objective, starts)
+    return dict(zip(PARETO_NBD_PARAMS, np.exp(best.x).tolist(), strict=True)), -best.fun * n
+
+
 # --- Gamma-Gamma -------------------------------------------------------------------------------
 def gamma_gamma_log_likelihood(params: ArrayLike, x: ArrayLike, zbar: ArrayLike) -> Array:
     """Log-likelihood of each repeat customer's mean transaction value (FHL 2005, iso-value, eq. 3).
@@ -370,6 +492,9 @@ class BtydModel:
         Length of the summary's time unit in days: 7.0 (weeks, as in the paper; the default) or 1.0
         (days). ``recency`` and ``T`` of the summary must be in this unit (as produced by
         :func:`rfm_summary` with the same ``unit_days``); horizons are given in days.
+    pareto
+        Also fit Pareto/NBD, and predict its expected purchases, P(alive) and CLV (``pnbd_*``
+        columns; its spend per transaction is Gamma-Gamma's, as for BG/NBD).
 
     Attributes (after :meth:`fit`)
     ------------------------------
@@ -377,16 +502,22 @@ class BtydModel:
         Fitted parameters; :attr:`params` merges them into one dict.
     bgnbd_log_likelihood_, gamma_gamma_log_likelihood_
         Total log-likelihood at the optimum.
+    pareto_nbd_params_, pareto_nbd_log_likelihood_
+        With ``pareto``: (r, alpha, s, beta) and the log-likelihood (kept apart from :attr:`params`,
+        whose ``r`` and ``alpha`` are BG/NBD's).
     """
 
     unit_days: float = 7.0
+    pareto: bool = False
 
     def fit(self, summary: pd.DataFrame) -> BtydModel:
-        """Fit BG/NBD on every customer and Gamma-Gamma on repeat customers with positive value."""
+        """Fit BG/NBD (and Pareto/NBD) on every customer and Gamma-Gamma on repeat customers with positive value."""
         if not (isinstance(self.unit_days, int | float) and self.unit_days > 0):
             raise InputError(f"unit_days must be a positive number of days, got {self.unit_days!r}")
         x, t_x, T, m = _validated(summary)
         self.bgnbd_params_, self.bgnbd_log_likelihood_ = fit_bgnbd(x, t_x, T)
+        if self.pareto:
+            self.pareto_nbd_params_, self.pareto_nbd_log_likelihood_ = fit_pareto_nbd(x, t_x, T)
         repeat = (x > 0) & (m > 0)
         if repeat.sum() < 2:
             raise InputError(
@@ -414,7 +545,8 @@ class BtydModel:
 
         Returns a frame with the summary's index (and its ``customer_id`` column, when present) and
         the columns ``btyd_expected_purchases``, ``btyd_p_alive``, ``btyd_expected_spend`` (expected
-        value per transaction) and ``btyd_clv`` = expected purchases x expected spend, undiscounted.
+        value per transaction) and ``btyd_clv`` = expected purchases x expected spend, undiscounted;
+        with ``pareto``, then ``pnbd_expected_purchases``, ``pnbd_p_alive`` and ``pnbd_clv``.
         """
         params = self.params
         if not (np.isfinite(horizon_days) and horizon_days >= 0):
@@ -434,6 +566,12 @@ class BtydModel:
             },
             index=summary.index,
         )
+        if self.pareto:
+            pnbd = [self.pareto_nbd_params_[k] for k in PARETO_NBD_PARAMS]
+            t = horizon_days / self.unit_days
+            out["pnbd_expected_purchases"] = pareto_nbd_expected_purchases(pnbd, t, x, t_x, T)
+            out["pnbd_p_alive"] = pareto_nbd_p_alive(pnbd, x, t_x, T)
+            out["pnbd_clv"] = out["pnbd_expected_purchases"] * spend
         if CUSTOMER_ID in summary.columns:
             out.insert(0, CUSTOMER_ID, summary[CUSTOMER_ID])
         return out

@@ -49,6 +49,7 @@ class Clv(Task):
     name: ClassVar[str] = "clv"
     baselines: ClassVar[tuple[str, ...]] = ("run_rate", "btyd", "linear")
     multi_target: ClassVar[bool] = True
+    horizon_scaling: ClassVar[Literal["amount", "probability"] | None] = "amount"
 
     clv_objective: Literal["tweedie", "regression", "two_part"] = "tweedie"
     tweedie_variance_power: float = Field(1.3, gt=1.0, lt=2.0)

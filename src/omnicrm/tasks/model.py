@@ -229,6 +229,9 @@ class TaskModel:
         (next_purchase: the :class:`HazardModel` behind ``expected_days``).
     meta : dict
         Evaluation cutoff and config name, for the registry.
+    baselines : dict of str to Baseline
+        Every baseline fitted on the model's training frame, by name, so ``omnicrm predict
+        --baselines`` can export each one's score; empty for a model registered before they were kept.
     """
 
     task: str
@@ -240,10 +243,12 @@ class TaskModel:
     calibrator: Calibrator | None = None
     extra: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a model registered before the task contract (it had ``kind``, ``timing``, no column)."""
         state = dict(state)
+        state.setdefault("baselines", {})  # registered before the fitted baselines were kept
         if "kind" in state:
             state["problem"] = state.pop("kind")
         if "timing" in state:

@@ -19,7 +19,7 @@ window (:meth:`NextPurchase.label_days`) is the longer of the two.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ class NextPurchase(Task):
     name: ClassVar[str] = "next_purchase"
     baselines: ClassVar[tuple[str, ...]] = ("recency", "logistic")
     label_columns: ClassVar[tuple[str, ...]] = ("event", "duration")
+    horizon_scaling: ClassVar[Literal["amount", "probability"] | None] = "probability"
 
     timing_max_days: int | None = Field(None, gt=0)
     timing_bins: list[int] = [7, 14, 21, 30, 45, 60, 90, 120]

@@ -328,6 +328,7 @@ def train_target(
     # the baselines stay after the fit, on this thread: fitted on a second thread beside LightGBM
     # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
     fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
+    model.baselines = fitted  # registered with the model: `predict --baselines` scores every one
     model.meta = {
         "evaluation_cutoff": str(cfg.cutoffs.evaluation),
         "config": cfg.name,
@@ -402,6 +403,7 @@ def refit_target(
         "labels_end": str(cfg.labels_end(refit=True)),
     }
     baselines = cfg.task.fit_baselines(target, list(result.baselines), enc.features, rows)
+    model.baselines = baselines  # the refitted baselines travel with the refit (`predict --baselines`)
     return Refit(model, baselines, info, time.perf_counter() - start)
 
 
