@@ -1,0 +1,146 @@
+"""Churn and CLV on the two shipped real logs: the model against every baseline, and what the gate ships.
+
+For Online Retail (2010-12 .. 2011-12, ``configs/examples/online_retail/``) and Online Retail II
+(2009-12 .. 2010-12, ``configs/examples/online_retail_ii/``): ingest the log when its store is
+missing, train churn and CLV with the shipped example configs (exactly as ``omnicrm train`` does,
+registering into a private tracking store), print the model and every baseline on the evaluation
+cutoff (the primary metric and the main secondary ones), then run ``omnicrm promote`` on each
+registered model and print which version it ships: the LightGBM candidate, or its best baseline
+when the candidate does not beat it (the gate, docs/tasks.md).
+
+Runs from the project root (the example configs' store paths are relative to it). The stores'
+customer ids are keyed hashes, and the key orders the training rows, so the figures depend on it
+in their last digits: the script uses ``$OMNICRM_SALT`` when set, else a fixed benchmark key (the
+logs hold no personal data). The tracking store is a scratch folder (``--mlruns`` to keep it).
+
+    python benchmarks/small_data.py                       # both logs, churn and clv, ~3 minutes
+    python benchmarks/small_data.py --dataset online_retail_ii --task churn
+    python benchmarks/small_data.py --markdown            # the tables as benchmarks/README.md shows them
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = {"online_retail": "configs/examples/online_retail", "online_retail_ii": "configs/examples/online_retail_ii"}
+TASKS = ("churn", "clv")
+#: the metrics shown per problem: the primary one first, then the main secondary ones
+METRICS = {
+    "binary": ["roc_auc", "pr_auc", "log_loss", "brier", "lift_at_10", "base_rate"],
+    "regression": ["normalised_gini", "top10_capture", "spearman", "total_ratio", "mae", "rmse"],
+}
+BENCHMARK_SALT = "omnicrm-small-data-benchmark"
+
+
+def _ingest_if_missing(folder: str) -> None:
+    import yaml
+
+    from omnicrm.pipeline.ingest import run_ingest
+
+    ingest = ROOT / folder / "ingest.yaml"
+    store = ROOT / yaml.safe_load(ingest.read_text())["store"]
+    if store.exists():
+        print(f"{folder}: store {store.relative_to(ROOT)} exists, not re-ingested")
+        return
+    start = time.perf_counter()
+    run_ingest(ingest)
+    print(f"{folder}: ingested into {store.relative_to(ROOT)} in {time.perf_counter() - start:.1f} s")
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.4f}" if abs(value) < 100 else f"{value:,.1f}"
+
+
+def _table(result, markdown: bool) -> list[str]:
+    """Model and every baseline as rows, the shown metrics as columns; the best baseline marked ``*``."""
+    metrics = [m for m in METRICS[result.problem] if m in result.model_metrics]
+    best = result.best_baseline[0]
+    rows = [("model (LightGBM)", result.model_metrics)]
+    rows += [(f"{name}{' *' if name == best else ''}", m) for name, m in result.baseline_metrics.items()]
+    if markdown:
+        out = ["| score | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+        out += ["| " + name + " | " + " | ".join(_fmt(m.get(k)) for k in metrics) + " |" for name, m in rows]
+        return out
+    out = [f"  {'score':<20}" + "".join(f"{k:>17}" for k in metrics)]
+    out += [f"  {name:<20}" + "".join(f"{_fmt(m.get(k)):>17}" for k in metrics) for name, m in rows]
+    return out
+
+
+def run(datasets: list[str], tasks: list[str], markdown: bool) -> list[dict]:
+    """Train every (dataset, task), print its table and the gate's choice; return one summary row each."""
+    from omnicrm.pipeline.promote import promote
+    from omnicrm.pipeline.train import train
+
+    summary = []
+    for ds in datasets:
+        _ingest_if_missing(DATASETS[ds])
+        for task in tasks:
+            config = ROOT / DATASETS[ds] / f"{task}.yaml"
+            start = time.perf_counter()
+            results = train(config)
+            seconds = time.perf_counter() - start
+            for r in results:
+                info = r.info
+                print(
+                    f"\n{ds} · {task} ({r.target}) — evaluation cutoff {r.model.meta['evaluation_cutoff']}; "
+                    f"train rows {info['train_rows']:,}, features {info['features']}, "
+                    f"best iteration {info['best_iteration']}, {seconds:.0f} s"
+                )
+                dropped = getattr(r.model.encoding, "dropped", None)
+                if dropped:
+                    print(f"  constant in training, dropped: {', '.join(dropped)}")
+                if "blend" in info:
+                    print(f"  blend chosen on validation: {info['blend']}")
+                print("\n".join(_table(r, markdown)))
+                p = promote(r.registered_name)
+                shipped = p.baseline_name if p.champion_after and p.champion_after == p.baseline else "LightGBM"
+                print(f"  promote {r.registered_name}: ships {shipped} (v{p.champion_after}); {p.note}")
+                best, value = r.best_baseline
+                summary.append(
+                    {
+                        "dataset": ds,
+                        "task": task,
+                        "metric": r.primary,
+                        "model": r.model_metrics[r.primary],
+                        "best_baseline": best,
+                        "baseline": value,
+                        "ships": shipped,
+                    }
+                )
+    print("\nsummary (primary metric on the evaluation cutoff)")
+    for s in summary:
+        print(
+            f"  {s['dataset']:<17}{s['task']:<6}{s['metric']:<16} model {s['model']:.4f}  "
+            f"best baseline {s['best_baseline']} {s['baseline']:.4f}  -> promote ships {s['ships']}"
+        )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=sorted(DATASETS), action="append", help="default: both")
+    parser.add_argument("--task", choices=TASKS, action="append", help="default: churn and clv")
+    parser.add_argument("--mlruns", help="tracking folder to keep (default: a scratch folder, removed)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables as markdown")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT / "src"))
+    os.environ.setdefault("OMNICRM_SALT", BENCHMARK_SALT)
+    with tempfile.TemporaryDirectory(prefix="omnicrm-small-data-") as scratch:
+        os.environ["OMNICRM_MLRUNS"] = args.mlruns or scratch
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        run(args.dataset or sorted(DATASETS), args.task or list(TASKS), args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
