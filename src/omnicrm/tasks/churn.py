@@ -4,8 +4,7 @@ Population: customers with a purchase in the ``active_days`` before ``T`` (the s
 Label ``y_churn`` = 1 when the customer makes no purchase in the horizon. One binary target,
 registered as ``omnicrm-churn``, scored as ``p_churn``; judged by ROC-AUC next to a recency
 baseline (days since the last purchase: the classic heuristic) and a logistic regression on all
-numeric features. With ``btyd_features: true`` the BG/NBD + Gamma-Gamma outputs at ``T`` (P(alive),
-expected purchases and spend) are offered to the model as inputs, as for CLV.
+numeric features.
 """
 
 from __future__ import annotations
@@ -24,18 +23,10 @@ if TYPE_CHECKING:
 
 
 class Churn(Task):
-    """No purchase in the horizon (see the module docstring).
-
-    Attributes
-    ----------
-    btyd_features : bool
-        Offer the BG/NBD + Gamma-Gamma outputs at ``T`` as model inputs (off by default).
-    """
+    """No purchase in the horizon (see the module docstring)."""
 
     name: ClassVar[str] = "churn"
     baselines: ClassVar[tuple[str, ...]] = ("recency", "logistic")
-
-    btyd_features: bool = False
 
     @classmethod
     def score_column_for(cls, target: str) -> str:  # noqa: ARG003 - one target
@@ -45,14 +36,6 @@ class Churn(Task):
     def declared_targets(self) -> list[Target]:
         """One binary target, ``churn`` (label ``y_churn``)."""
         return [Target("churn", "y_churn", "binary", self.score_column_for("churn"))]
-
-    def add_inputs(self, con: duckdb.DuckDBPyConnection, cutoff: datetime, frame: pd.DataFrame) -> pd.DataFrame:
-        """BG/NBD + Gamma-Gamma outputs fitted on history before ``cutoff``, when ``btyd_features`` is set."""
-        if not self.btyd_features:
-            return frame
-        from omnicrm.tasks.clv import with_btyd_inputs
-
-        return with_btyd_inputs(con, cutoff, frame, self.horizon_days)
 
     def add_labels(self, con: duckdb.DuckDBPyConnection, cutoff: datetime, frame: pd.DataFrame) -> pd.DataFrame:
         """``y_churn``: no purchase in ``[T, T+horizon)``."""

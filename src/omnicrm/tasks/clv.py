@@ -31,40 +31,6 @@ if TYPE_CHECKING:
 BTYD_COLUMNS = ["btyd_expected_purchases", "btyd_p_alive", "btyd_expected_spend", "btyd_clv"]
 
 
-def with_btyd_inputs(
-    con: duckdb.DuckDBPyConnection, cutoff: datetime, frame: pd.DataFrame, horizon_days: int
-) -> pd.DataFrame:
-    """``frame`` with the :data:`BTYD_COLUMNS` of BG/NBD + Gamma-Gamma fitted on history before ``cutoff`` only.
-
-    Expected purchases and spend over ``horizon_days``, P(alive) and their product (the CLV). The
-    classic model extrapolates with the customer's own history length, which the trees cannot:
-    on a short log the training cutoffs see weeks of history, the scoring cutoff months.
-
-    Parameters
-    ----------
-    con : duckdb.DuckDBPyConnection
-        The store.
-    cutoff : datetime
-        ``T``; the model reads only ``ts < T``.
-    frame : DataFrame
-        Population rows at ``T``.
-    horizon_days : int
-        The forecast window.
-
-    Returns
-    -------
-    DataFrame
-        ``frame`` with the four columns (missing for a customer without purchases before ``T``).
-    """
-    from omnicrm.tasks.btyd import BtydModel, rfm_summary
-
-    summary = rfm_summary(con, cutoff)
-    model = BtydModel().fit(summary)
-    pred = model.predict(summary, horizon_days)
-    pred = pred.reset_index() if "customer_id" not in pred.columns else pred
-    return frame.merge(pred[["customer_id", *BTYD_COLUMNS]], on="customer_id", how="left")
-
-
 class Clv(Task):
     """Spend and margin in the horizon (see the module docstring).
 
@@ -103,7 +69,15 @@ class Clv(Task):
 
     def add_inputs(self, con: duckdb.DuckDBPyConnection, cutoff: datetime, frame: pd.DataFrame) -> pd.DataFrame:
         """BG/NBD + Gamma-Gamma fitted on history before ``cutoff`` only, offered as candidate features."""
-        return with_btyd_inputs(con, cutoff, frame, self.horizon_days) if self.btyd_features else frame
+        if not self.btyd_features:
+            return frame
+        from omnicrm.tasks.btyd import BtydModel, rfm_summary
+
+        summary = rfm_summary(con, cutoff)
+        model = BtydModel().fit(summary)
+        pred = model.predict(summary, self.horizon_days)
+        pred = pred.reset_index() if "customer_id" not in pred.columns else pred
+        return frame.merge(pred[["customer_id", *BTYD_COLUMNS]], on="customer_id", how="left")
 
     def add_labels(self, con: duckdb.DuckDBPyConnection, cutoff: datetime, frame: pd.DataFrame) -> pd.DataFrame:
         """``y_spend`` (and ``y_margin`` when products carry a margin) in ``[T, T+horizon)``."""
