@@ -102,3 +102,23 @@ def test_the_example_trains_without_constant_features_next_to_every_baseline(
     floor = {"churn": 0.70, "clv": 0.74}[task]
     assert r.model_metrics[r.primary] > floor
     assert r.model_metrics[r.primary] > min(m[r.primary] for m in r.baseline_metrics.values())
+
+
+def test_train_names_the_constant_features_on_the_console_and_in_the_run(retail_ii: tuple[Path, pd.DataFrame]) -> None:
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from omnicrm import tracking
+    from omnicrm.cli import app
+
+    work, _ = retail_ii
+    run = CliRunner().invoke(app, ["train", str(_config(work, "churn"))], env={"COLUMNS": "400"})
+    assert run.exit_code == 0, run.output
+    output = " ".join(run.output.split())  # the note may wrap
+    assert "model: 25 features; 24 constant in training, left out: spend_prev_90d," in output
+    assert "lifecycle_stage" in output
+    cand = tracking.get_version("omnicrm-online_retail_ii-churn", "candidate")
+    params = MlflowClient().get_run(cand.run_id).data.params
+    assert params["frame.features"] == "25"
+    dropped = params["frame.features_dropped_constant"].split(",")
+    assert len(dropped) == 24 and "channel_share_web_365d" in dropped and "recency_days" not in dropped
