@@ -194,6 +194,8 @@ class Blend:
     On a small log a linear baseline extrapolates where the trees cannot (a customer silent for
     longer than any training customer was); mixing the two keeps the trees' interactions and the
     baseline's trend. The mix of two probabilities is a probability, of two amounts an amount.
+    The baseline reads its own columns of the scored frame (run rate: ``spend_365d``; BG/NBD:
+    ``btyd_clv``); they are model features unless constant in training.
 
     Attributes
     ----------
