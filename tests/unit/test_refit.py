@@ -113,3 +113,41 @@ def test_the_champion_is_compared_without_labels_it_has_seen(tags: dict[str, str
     assert bool(why) == (basis == "none")
     if basis == "none":
         assert "past the candidate's evaluation cutoff 2024-03-01" in why
+
+
+def _churn_frame(n: int, seed: int, recency_max: float) -> pd.DataFrame:
+    """Churn grows with recency, linearly beyond the range the training cutoffs show."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    recency = rng.uniform(0, recency_max, n)
+    z = rng.normal(size=n)
+    logit = 0.02 * (recency - 45) + np.where(z > 0.5, 1.0, -0.3)
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    ids = [f"c{seed}-{i}" for i in range(n)]
+    return pd.DataFrame({"customer_id": ids, "cutoff": seed, "recency_days": recency, "z": z, "y_churn": y})
+
+
+def test_model_blend_auto_is_chosen_on_validation_and_the_refit_keeps_it_with_the_refitted_baseline() -> None:
+    from omnicrm.tasks.train import Frames, train_target
+
+    cfg = _config(
+        {"train": {"dates": ["2023-01-01"]}, "validation": "2023-04-01", "evaluation": "2023-07-01"},
+        blend="auto",
+        params={"n_estimators": 200, "num_leaves": 7, "learning_rate": 0.05},
+        early_stopping_rounds=20,
+    )
+    frames = Frames(_churn_frame(3000, 0, 90), _churn_frame(3000, 1, 270), _churn_frame(3000, 2, 270), "fp", 0.0)
+    result = train_target(cfg, cfg.task.targets_of(frames.train)[0], frames)
+    blend = result.model.blend
+    # the trees saw recency up to 90 days only; the validation cutoff reaches 270, where a baseline extrapolates
+    assert blend is not None and 0 < blend.weight < 1
+    assert result.info["blend"] == f"{blend.name} {blend.weight:g}" and result.info["blend_validation_gain"] > 0
+    refit = result.refit.model
+    assert refit.blend is not None and refit.blend.weight == blend.weight and refit.blend.name == blend.name
+    assert refit.blend.baseline is result.refit.baselines[blend.name], "the refit mixes in the refitted baseline"
+    assert refit.baselines is result.refit.baselines
+    # the default leaves the model alone
+    default = _config(cfg.cutoffs.model_dump(), params=cfg.model.params, early_stopping_rounds=20)
+    plain = train_target(default, default.task.targets_of(frames.train)[0], frames)
+    assert plain.model.blend is None and plain.refit.model.blend is None and "blend" not in plain.info

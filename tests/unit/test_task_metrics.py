@@ -253,3 +253,18 @@ def test_roc_pr_figure_with_one_class_draws_no_curve():
     fig = roc_pr_figure(np.zeros(5), {"model": np.linspace(0, 1, 5)}, title="t")
     assert all(ax.get_legend() is None and not ax.lines for ax in fig.axes)
     fig.clf()
+
+
+def test_churn_pr_auc_is_the_churn_class_even_when_churners_are_the_majority() -> None:
+    """Issue 11: PR-AUC must be the churners' (label 1), not the other class's, whatever their share."""
+    from omnicrm.tasks.churn import Churn
+
+    task = Churn(kind="churn", horizon_days=90)
+    (target,) = task.declared_targets()
+    y = np.array([1, 1, 1, 0, 1, 0, 1, 1])  # churners are the majority
+    p = np.array([0.9, 0.8, 0.3, 0.4, 0.7, 0.2, 0.6, 0.1])
+    got = task.metrics(target, y, p)
+    assert target.label == "y_churn" and target.score_column == "p_churn"
+    assert got["pr_auc"] == pytest.approx(average_precision_score(y, p))
+    assert got["pr_auc"] != pytest.approx(average_precision_score(1 - y, 1 - p)), "not the stayers' PR-AUC"
+    assert got["base_rate"] == pytest.approx(0.75)

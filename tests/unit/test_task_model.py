@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from omnicrm.errors import InputError
-from omnicrm.tasks.model import Encoding, HazardModel, choose_calibration, fit_lgbm
+from omnicrm.tasks.baselines import Baseline
+from omnicrm.tasks.metrics import binary_metrics
+from omnicrm.tasks.model import Encoding, HazardModel, TaskModel, choose_blend, choose_calibration, fit_lgbm
 
 
 def _exponential(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
@@ -70,6 +72,71 @@ def test_encoding_fixes_categories_and_names_missing_columns() -> None:
     assert out["n"].dtype == "float64"
     with pytest.raises(InputError, match="missing feature column.*seg"):
         enc.transform(pd.DataFrame({"n": [1]}))
+
+
+def test_encoding_drops_features_constant_in_training_and_names_them() -> None:
+    """A plain transaction log leaves about 25 default features constant: they are left out and reported."""
+    import pickle
+
+    train = pd.DataFrame(
+        {
+            "n": [1.0, 2.0, 3.0],
+            "zero": [0.0, 0.0, 0.0],
+            "empty": [np.nan] * 3,
+            "seg": ["web"] * 3,
+            "some_missing": [1.0, np.nan, 1.0],  # missing or not may matter: kept
+        }
+    )
+    columns = list(train.columns)
+    enc = Encoding.learn(train, columns)
+    assert enc.features == ["n", "some_missing"]
+    assert enc.dropped == ("zero", "empty", "seg")
+    assert enc.categories == {}
+    # scoring frames need only the kept columns, in the training order
+    assert list(enc.transform(train[["some_missing", "n"]]).columns) == ["n", "some_missing"]
+    assert Encoding.learn(train, columns, drop_constant=False).features == columns
+    # an encoding pickled before ``dropped`` existed unpickles with nothing dropped
+    old = pickle.loads(pickle.dumps(enc))
+    del old.__dict__["dropped"]
+    assert pickle.loads(pickle.dumps(old)).dropped == ()
+
+
+def _churn_like(n: int, seed: int) -> pd.DataFrame:
+    """Churn grows with recency, and only linearly beyond the range the trees were trained on."""
+    rng = np.random.default_rng(seed)
+    recency = rng.uniform(0, 90 if seed == 0 else 270, n)
+    z = rng.normal(size=n)
+    logit = 0.02 * (recency - 45) + np.where(z > 0.5, 1.0, -0.3)
+    return pd.DataFrame({"recency_days": recency, "z": z, "y": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)})
+
+
+def test_a_blend_with_a_baseline_is_chosen_on_validation_and_scores_as_chosen() -> None:
+    tr, va = _churn_like(3000, 0), _churn_like(3000, 1)
+    features = ["recency_days", "z"]
+    enc = Encoding.learn(tr, features)
+    params = {"n_estimators": 200, "num_leaves": 7, "random_state": 0, "learning_rate": 0.05}
+    est = fit_lgbm("binary", enc.transform(tr), tr["y"].to_numpy(), enc.transform(va), va["y"].to_numpy(), params, 20)
+    model = TaskModel("churn", "churn", "binary", "p_churn", enc, est)
+    y_tr = tr["y"].to_numpy()
+    baselines = {name: Baseline(name, features).fit(tr, y_tr, "binary") for name in ("recency", "logistic")}
+
+    def auc(y: np.ndarray, s: np.ndarray) -> float:
+        return binary_metrics(y, s)["roc_auc"]
+
+    y_va, alone = va["y"].to_numpy(), model.predict_score(va)
+    blend, info = choose_blend(alone, baselines, va, y_va, "binary", auc)
+    # the trees see recency only up to 90 days; validation reaches 270, where the linear baseline extrapolates
+    assert blend is not None and 0 < blend.weight < 1
+    assert info["blend"] == f"{blend.name} {blend.weight:g}" and info["blend_validation_gain"] > 0.005
+    model.blend = blend
+    blended = model.predict_score(va)
+    assert auc(y_va, blended) == pytest.approx(auc(y_va, alone) + info["blend_validation_gain"])
+    expected = blend.weight * alone + (1 - blend.weight) * baselines[blend.name].predict(va, "binary")
+    np.testing.assert_allclose(blended, expected)
+    assert ((blended >= 0) & (blended <= 1)).all(), "a mix of probabilities is a probability"
+    # no blend where none beats the model alone (here a model scoring the outcome itself)
+    none, info = choose_blend(y_va.astype(float), baselines, va, y_va, "binary", auc)
+    assert none is None and info == {"blend": "none", "blend_validation_gain": 0.0}
 
 
 def test_a_model_pickled_before_the_task_contract_still_predicts_its_columns() -> None:

@@ -281,7 +281,21 @@ def print_task_metrics(results: list[Any]) -> None:
             if getattr(row, r.primary) == best:
                 name = f"[bold]{name}[/]"
             t.add_row(name, *cells)
+        t.caption = _model_note(r)
         show(t)
+
+
+def _model_note(r: Any) -> str:
+    """Under a task's table: the features used, those left out as constant in training, and a blend."""
+    enc = r.model.encoding
+    dropped = getattr(enc, "dropped", ())
+    note = f"model: {len(enc.features)} features"
+    if dropped:
+        note += f"; {len(dropped)} constant in training, left out: {', '.join(dropped)}"
+    blend = getattr(r.model, "blend", None)
+    if blend is not None:
+        note += f"; blended with baseline {blend.name} (model weight {blend.weight:g}, chosen on validation)"
+    return note
 
 
 def _metric_cell(metric: str, value: float) -> str:

@@ -82,7 +82,7 @@ def log_target(
     with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags | {"run_kind": "evaluation"}) as run:
         r.run_id = run.run_id
         tracking.log_config(cfg.model_dump(mode="json"))
-        tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info)}})
+        tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info | _encoding_info(r))}})
         # durations vary run to run: as params they would make identical configs look different
         tracking.log_metrics(r.seconds)
         tracking.log_metrics({"model": r.model_metrics, "val": {"model": r.validation_metrics}})
@@ -169,6 +169,12 @@ def _register(cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, 
     tracking.describe(r.registered_name, describe.model_description(cfg, target))
     tracking.describe(r.registered_name, describe.version_description(cfg, r), version=ref.version)
     tracking.describe(r.registered_name, describe.version_description(cfg, r, best), version=base.version)
+
+
+def _encoding_info(r: TargetResult) -> dict:
+    """The features the model uses and the candidates left out as constant in training (none: ``-``)."""
+    enc = r.model.encoding
+    return {"features": len(enc.features), "features_dropped_constant": ",".join(enc.dropped) or "-"}
 
 
 def _info(info: dict) -> dict:

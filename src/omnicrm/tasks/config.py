@@ -96,6 +96,9 @@ class ModelConfig(StrictModel):
     # rows / training rows (the rule for i.i.d. rows; stacked cutoffs repeat the same customers, so
     # it overshoots: on Online Retail it ranked worse, benchmarks/refit.py)
     refit_trees: Literal["keep", "scale"] = "keep"
+    # "auto": mix the model's score with the one baseline (and weight) that scores best on validation,
+    # if any beats the model alone there (omnicrm.tasks.model.choose_blend; small logs, docs/tasks.md)
+    blend: Literal["none", "auto"] = "none"
 
 
 class SearchParam(StrictModel):

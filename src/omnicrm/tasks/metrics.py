@@ -114,7 +114,9 @@ def _share_key(prefix: str, share: float) -> str:
 def binary_metrics(y_true: Any, p: Any, *, top_share: float = 0.10) -> dict[str, float]:
     """Discrimination, calibration and targeting metrics of probabilities ``p`` for 0/1 outcomes.
 
-    Keys: ``roc_auc``, ``pr_auc`` (average precision), ``log_loss`` (p clipped to [1e-15, 1-1e-15]),
+    Keys: ``roc_auc``, ``pr_auc`` (average precision of the positive class, label 1: for churn the
+    churners, whichever class is the larger; its chance level is ``base_rate``), ``log_loss`` (p
+    clipped to [1e-15, 1-1e-15]),
     ``brier``, ``lift_at_<pct>`` (precision in the top ``top_share`` of rows by p over the base rate;
     ties at the boundary count by expectation, and a fractional row count is interpolated, so this
     equals ``gain_table``'s lift at the same share), ``base_rate``, ``n``, ``positives``.

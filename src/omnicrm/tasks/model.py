@@ -19,6 +19,7 @@ and still contribute every bin they survived, so censoring is used, not dropped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,21 +44,73 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+def constant_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The ``columns`` holding one value in ``frame`` (missing counts as a value; all-missing is constant).
+
+    A tree cannot split on such a column and a linear baseline gives it no weight, so it carries
+    nothing the model could learn from; on a plain transaction log about 25 of the default features
+    are constant (no channels, campaigns, surveys or categories). A column with one value and some
+    missing ones is kept: whether it is missing may matter.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The training frame.
+    columns : list of str
+        Candidate feature columns of ``frame``.
+
+    Returns
+    -------
+    list of str
+        In the order of ``columns``.
+    """
+    return [c for c in columns if frame[c].nunique(dropna=False) <= 1]
+
+
 @dataclass
 class Encoding:
-    """Feature order and the categories of each str column, fixed at training time."""
+    """Feature order and the categories of each str column, fixed at training time.
+
+    Attributes
+    ----------
+    features : list of str
+        The model's inputs, in order.
+    categories : dict of str to list of str
+        The sorted training categories of each non-numeric input.
+    dropped : tuple of str
+        Candidate features left out because they were constant in the training frame
+        (:func:`constant_columns`); empty for an encoding learnt before they were dropped.
+    """
 
     features: list[str]
     categories: dict[str, list[str]]
+    # a tuple with a class-level default, so an encoding pickled before this attribute unpickles with ()
+    dropped: tuple[str, ...] = ()
 
     @classmethod
-    def learn(cls, frame: pd.DataFrame, features: list[str]) -> Encoding:
-        """The feature order as given and the sorted categories of every non-numeric column."""
+    def learn(cls, frame: pd.DataFrame, features: list[str], drop_constant: bool = True) -> Encoding:
+        """The feature order as given, without constant columns, and the sorted categories of every non-numeric one.
+
+        Parameters
+        ----------
+        frame : DataFrame
+            The training frame.
+        features : list of str
+            Candidate feature columns (:func:`omnicrm.tasks.frames.model_columns`).
+        drop_constant : bool
+            Leave out the columns constant in ``frame`` (recorded in :attr:`dropped`).
+
+        Returns
+        -------
+        Encoding
+        """
+        dropped = constant_columns(frame, features) if drop_constant else []
+        kept = [c for c in features if c not in set(dropped)]
         cats = {}
-        for c in features:
+        for c in kept:
             if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])):
                 cats[c] = sorted(frame[c].dropna().astype(str).unique().tolist())
-        return cls(list(features), cats)
+        return cls(kept, cats, tuple(dropped))
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's input: numeric columns as float, str columns as categoricals of the training categories."""
@@ -132,6 +185,91 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, mode: str, seed: int) -> tu
     if mode == "auto" and scores[best] >= raw:
         return None, info | {"calibration": "none"}
     return Calibrator(best).fit(p, y), info | {"calibration": best}
+
+
+@dataclass
+class Blend:
+    """The model's score mixed with a fitted baseline's: ``weight * model + (1 - weight) * baseline``.
+
+    On a small log a linear baseline extrapolates where the trees cannot (a customer silent for
+    longer than any training customer was); mixing the two keeps the trees' interactions and the
+    baseline's trend. The mix of two probabilities is a probability, of two amounts an amount.
+    The baseline reads its own columns of the scored frame (run rate: ``spend_365d``; BG/NBD:
+    ``btyd_clv``); they are model features unless constant in training.
+
+    Attributes
+    ----------
+    baseline : Baseline
+        Fitted on the model's training frame (:mod:`omnicrm.tasks.baselines`).
+    weight : float
+        The model's share, in ``(0, 1)``; chosen on the validation cutoff (:func:`choose_blend`).
+    """
+
+    baseline: Any
+    weight: float
+
+    @property
+    def name(self) -> str:
+        """The baseline's name."""
+        return self.baseline.name
+
+    def mix(self, score: np.ndarray, frame: pd.DataFrame, problem: str) -> np.ndarray:
+        """The blended score of the rows of ``frame`` whose model score is ``score``."""
+        base = np.asarray(self.baseline.predict(frame, problem), dtype=float)
+        return self.weight * np.asarray(score, dtype=float) + (1.0 - self.weight) * base
+
+
+def choose_blend(
+    model_score: np.ndarray,
+    baselines: dict[str, Any],
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    problem: str,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    steps: int = 10,
+) -> tuple[Blend | None, dict[str, Any]]:
+    """The blend of the model with one baseline that scores best on the validation frame, if any beats the model.
+
+    Every baseline and every weight ``k / steps`` (``k = 1 .. steps - 1``) are tried; the pair with the
+    highest ``metric`` wins, ties going to the larger model weight. ``None`` when no blend scores
+    strictly above the model alone (weight 1): the model is then used as it is.
+
+    Parameters
+    ----------
+    model_score : ndarray
+        The model's scores of the validation rows (calibrated probabilities or amounts).
+    baselines : dict of str to Baseline
+        Fitted baselines by name (each scores ``frame``).
+    frame : DataFrame
+        The validation rows.
+    y : ndarray
+        Their labels.
+    problem : {"binary", "regression"}
+    metric : callable
+        ``metric(y, score)``, higher is better (the target's primary metric).
+    steps : int
+        The weight grid's resolution.
+
+    Returns
+    -------
+    blend : Blend or None
+    info : dict
+        ``blend`` (``"<baseline> <weight>"`` or ``"none"``) and ``blend_validation_gain`` (the
+        metric's gain over the model alone on validation, 0 without a blend).
+    """
+    alone = metric(y, model_score)
+    best: tuple[float, float, str] | None = None
+    for name, baseline in baselines.items():
+        base = np.asarray(baseline.predict(frame, problem), dtype=float)
+        for k in range(steps - 1, 0, -1):  # larger model weights first: they win ties
+            w = k / steps
+            value = metric(y, w * model_score + (1 - w) * base)
+            if not np.isnan(value) and (best is None or value > best[0]):
+                best = (value, w, name)
+    if best is None or not best[0] > alone:
+        return None, {"blend": "none", "blend_validation_gain": 0.0}
+    value, w, name = best
+    return Blend(baselines[name], w), {"blend": f"{name} {w:g}", "blend_validation_gain": float(value - alone)}
 
 
 def fit_lgbm(
@@ -232,6 +370,9 @@ class TaskModel:
     baselines : dict of str to Baseline
         Every baseline fitted on the model's training frame, by name, so ``omnicrm predict
         --baselines`` can export each one's score; empty for a model registered before they were kept.
+    blend : Blend, optional
+        A baseline mixed into the score (:func:`choose_blend`, ``model.blend: auto``);
+        :meth:`contributions` explain the LightGBM part only.
     """
 
     task: str
@@ -244,6 +385,7 @@ class TaskModel:
     extra: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)
+    blend: Blend | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickle, also a model registered before the task contract (it had ``kind``, ``timing``, no column)."""
@@ -260,12 +402,14 @@ class TaskModel:
         self.__dict__.update(state)
 
     def predict_score(self, frame: pd.DataFrame) -> np.ndarray:
-        """The target's score per row: a (calibrated) probability, or a prediction clipped at 0."""
+        """The target's score per row: a (calibrated) probability, or a prediction clipped at 0; blended if set."""
         X = self.encoding.transform(frame)
         if self.problem == "binary":
             p = self.estimator.predict_proba(X)[:, 1]
-            return self.calibrator.transform(p) if self.calibrator is not None else p
-        return np.clip(self.estimator.predict(X), 0, None)
+            score = self.calibrator.transform(p) if self.calibrator is not None else p
+        else:
+            score = np.clip(self.estimator.predict(X), 0, None)
+        return score if self.blend is None else self.blend.mix(score, frame, self.problem)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Named score columns for each input row (the pyfunc output): the score, then the extra model's."""

@@ -50,8 +50,10 @@ from omnicrm.tasks.frames import model_columns
 from omnicrm.tasks.model import (
     DEFAULT_PARAMS,
     BaselineModel,
+    Blend,
     Encoding,
     TaskModel,
+    choose_blend,
     choose_calibration,
     fit_lgbm,
 )
@@ -329,6 +331,17 @@ def train_target(
     # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
     fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
     model.baselines = fitted  # registered with the model: `predict --baselines` scores every one
+    if cfg.model.blend == "auto":
+        primary = cfg.task.primary_metric(target)
+        model.blend, blend_info = choose_blend(
+            model.predict_score(va),
+            fitted,
+            va,
+            va[target.label].to_numpy(),
+            target.problem,
+            lambda y, s: cfg.task.metrics(target, y, s)[primary],
+        )
+        info |= blend_info
     model.meta = {
         "evaluation_cutoff": str(cfg.cutoffs.evaluation),
         "config": cfg.name,
@@ -404,6 +417,8 @@ def refit_target(
     }
     baselines = cfg.task.fit_baselines(target, list(result.baselines), enc.features, rows)
     model.baselines = baselines  # the refitted baselines travel with the refit (`predict --baselines`)
+    if evaluated.blend is not None:  # the weight chosen on validation, with the refitted baseline
+        model.blend = Blend(baselines[evaluated.blend.name], evaluated.blend.weight)
     return Refit(model, baselines, info, time.perf_counter() - start)
 
 
