@@ -117,8 +117,8 @@ def test_train_names_the_constant_features_on_the_console_and_in_the_run(retail_
     output = " ".join(run.output.split())  # the note may wrap
     assert "model: 25 features; 24 constant in training, left out: spend_prev_90d," in output
     assert "lifecycle_stage" in output
-    cand = tracking.get_version("omnicrm-online_retail_ii-churn", "candidate")
-    params = MlflowClient().get_run(cand.run_id).data.params
+    cand = tracking.get_version("omnicrm-online_retail_ii-churn", "candidate")  # the refit
+    params = MlflowClient().get_run(cand.tags["evaluated_as_run"]).data.params  # the run that evaluated it
     assert params["frame.features"] == "25"
     dropped = params["frame.features_dropped_constant"].split(",")
     assert len(dropped) == 24 and "channel_share_web_365d" in dropped and "recency_days" not in dropped

@@ -404,12 +404,14 @@ def test_predict_horizon_classic_models_baselines_and_inputs_outside_training(ta
     classic_columns = {"btyd_clv_150d": "btyd_clv", "btyd_p_alive": "btyd_p_alive", "pnbd_clv_150d": "pnbd_clv"}
     for name, column in classic_columns.items():
         np.testing.assert_allclose(scores[name], over_h[column], rtol=1e-9)
-    # every baseline fitted with the model (kept on the registered model), over the window and the horizon
+    # every baseline fitted with the model (kept on the registered model: the refit, with the baselines
+    # refitted on the same rows), over the window and the horizon
     frame = _scoring_frame(cfg, as_of)
     spend = results[0]
     assert len(frame) == r.rows and spend.target == "spend" and set(spend.baselines) == {"run_rate", "btyd", "linear"}
-    assert spend.model.baselines is spend.baselines
-    for name, baseline in spend.baselines.items():
+    assert spend.model.baselines is spend.baselines and spend.refit.model.baselines is spend.refit.baselines
+    assert set(spend.refit.baselines) == set(spend.baselines)
+    for name, baseline in spend.refit.baselines.items():
         column, want = f"pred_spend_baseline_{name}", baseline.predict(frame, "regression")
         np.testing.assert_allclose(scores[column], want, rtol=1e-12)
         np.testing.assert_allclose(scores[f"{column}_150d"], want * ratio, rtol=1e-9)

@@ -116,7 +116,7 @@ def log_target(
                 r.refit_run_id = child.run_id
                 tracking.set_run_description(describe.version_description(cfg, r))
                 tracking.log_config(cfg.model_dump(mode="json"))
-                tracking.log_params({"refit": _info(r.refit.info)})
+                tracking.log_params({"refit": _info(r.refit.info), "frame": _encoding_info(r, refit=True)})
                 tracking.log_metrics({"refit_seconds": r.refit.seconds})
                 _register(cfg, target, r, frames, ev)
             tracking.set_tags({"refit_run_id": r.refit_run_id})
@@ -171,9 +171,9 @@ def _register(cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, 
     tracking.describe(r.registered_name, describe.version_description(cfg, r, best), version=base.version)
 
 
-def _encoding_info(r: TargetResult) -> dict:
-    """The features the model uses and the candidates left out as constant in training (none: ``-``)."""
-    enc = r.model.encoding
+def _encoding_info(r: TargetResult, refit: bool = False) -> dict:
+    """The features the model (or its refit, which learns its own) uses and the candidates left out as constant."""
+    enc = (r.refit.model if refit else r.model).encoding
     return {"features": len(enc.features), "features_dropped_constant": ",".join(enc.dropped) or "-"}
 
 
