@@ -27,6 +27,7 @@ when missing (``omnicrm ingest configs/examples/online_retail/ingest.yaml``)::
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from datetime import date
@@ -139,6 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, help="model.seed (LightGBM's and the hold-out's; default: the config's)")
     args = parser.parse_args()
+    # the store's pseudonyms need a key (it orders the training rows, so the figures' last digits
+    # depend on it): $OMNICRM_SALT when set, else the key benchmarks/small_data.py uses for the same stores
+    os.environ.setdefault("OMNICRM_SALT", "omnicrm-small-data-benchmark")
     if not (ROOT / "data/store/online_retail.duckdb").is_file():
         subprocess.run(
             [sys.executable, "-m", "omnicrm.cli", "ingest", str(CONFIGS / "ingest.yaml")], cwd=ROOT, check=True

@@ -136,7 +136,11 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         elif err["type"] == "missing":
             msg = "required key is missing"
         else:
-            msg = f"{err['msg']}; got {err.get('input')!r}"
+            msg = err["msg"]
+            got = repr(err.get("input"))
+            # a whole section (a model-level check's input) would bury the message: only short values are echoed
+            if not isinstance(err.get("input"), dict | list) and len(got) <= 120:
+                msg += f"; got {got}"
         lines.append(f"{source}: key '{key}': {msg}")
     return "\n".join(lines)
 

@@ -412,3 +412,33 @@ def _clean(work: Work, pid: int) -> None:
     for p in _spill_folders(pid):
         shutil.rmtree(p, ignore_errors=True)
     shutil.rmtree(work.root / "logs", ignore_errors=True)
+
+
+def test_ctrl_c_while_the_models_load_ends_predict_at_once(work: Work) -> None:
+    """The registry is read on a second thread; a Ctrl-C while it is busy must not leave the process
+    waiting for it at exit. Here the load never ends (it stands for one stuck in an import): with a
+    thread the interpreter joins at exit, predict printed its interrupt line and then hung for good."""
+    code = (
+        "import sys, threading; import omnicrm.pipeline.predict as p; "
+        "p._load_models = lambda *a, **k: threading.Event().wait(); "
+        "from omnicrm.entry import main; sys.argv = ['omnicrm', *sys.argv[1:]]; main()"
+    )
+    argv = [sys.executable, "-c", code, "predict", "churn.yaml", "--as-of", AS_OF, "--out", "out/stuck.parquet"]
+    proc = subprocess.Popen(
+        argv, cwd=work.root, env=work.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = []
+    try:
+        for line in proc.stdout:  # the progress lines, until the features are done
+            seen.append(line)
+            if "loading models" in line:
+                break
+        assert any("loading models" in line for line in seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest and not (work.root / "out/stuck.parquet").exists()

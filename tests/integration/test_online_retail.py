@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from omnicrm.errors import ConfigError
 from omnicrm.pipeline.features import run_features
 from omnicrm.pipeline.ingest import run_ingest
 
@@ -35,8 +36,28 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
         raw_dir=str(DATA.parent), store=str(work / "store.duckdb"), sources=[str(EXAMPLE / s) for s in cfg["sources"]]
     )
     (work / "ingest.yaml").write_text(yaml.safe_dump(cfg))
-    run_ingest(work / "ingest.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("OMNICRM_SALT", raising=False)
+        mp.chdir(work)  # no configs/local/salt.txt here
+        # a plain log declares no personal data, yet customer_id is a pseudonym: the key is required
+        with pytest.raises(ConfigError, match="no secret key found"):
+            run_ingest(work / "ingest.yaml")
+        mp.setenv("OMNICRM_SALT", "test-salt")
+        run_ingest(work / "ingest.yaml")
     return work, pd.read_parquet(DATA)
+
+
+def test_customer_ids_of_a_plain_log_cannot_be_recomputed_without_the_key(retail: tuple[Path, pd.DataFrame]) -> None:
+    """Every CustomerID tried under the unkeyed scheme (an empty or the public demo secret) matches no id."""
+    from omnicrm.identity.pseudonymise import DEFAULT_SALT, hmac_hex
+
+    work, df = retail
+    with duckdb.connect(str(work / "store.duckdb"), read_only=True) as con:
+        ids = {r[0] for r in con.sql("SELECT customer_id FROM customers").fetchall()}
+    keys = {f"online_retail:{int(k)}" for k in df["CustomerID"].dropna().unique()}
+    for secret in ("", DEFAULT_SALT):
+        assert not ids & {"C" + hmac_hex(secret, "customer", k)[:16] for k in keys}, secret or "empty secret"
+    assert {"C" + hmac_hex("test-salt", "customer", k)[:16] for k in keys} >= ids  # the search itself works
 
 
 def _reference_accepted(df: pd.DataFrame) -> pd.Series:

@@ -151,3 +151,24 @@ def test_model_blend_auto_is_chosen_on_validation_and_the_refit_keeps_it_with_th
     default = _config(cfg.cutoffs.model_dump(), params=cfg.model.params, early_stopping_rounds=20)
     plain = train_target(default, default.task.targets_of(frames.train)[0], frames)
     assert plain.model.blend is None and plain.refit.model.blend is None and "blend" not in plain.info
+
+
+def test_a_time_split_that_does_not_fit_says_how_to_fix_it_without_dumping_the_config(tmp_path) -> None:
+    import yaml
+
+    from omnicrm.errors import ConfigError
+    from omnicrm.tasks.config import load_task_config
+
+    path = tmp_path / "churn.yaml"
+    data = {
+        "name": "churn",
+        "dataset": {"name": "shop", "store": "x.duckdb"},
+        "task": {"kind": "churn", "horizon_days": 90},
+        "cutoffs": {**NINE_MONTHS, "validation": "2023-05-01"},
+    }
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as e:
+        load_task_config(path)
+    msg = str(e.value)
+    assert "time split" in msg and "2023-06-30" in msg and "cutoffs.validation: holdout" in msg
+    assert "got {" not in msg and len(msg) < 500, "the whole resolved config echoed back"

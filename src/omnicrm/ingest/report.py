@@ -45,9 +45,14 @@ def check_losses(counts: list[SourceCounts], config_path: str | Path) -> None:
             continue  # the mapping allows it (status says how)
         top = "; ".join(f"{r}: {n:,}" for r, n in list(c.reasons.items())[:3]) or "no data rows"
         if c.accepted == 0:
+            # a file with rows that all fail says what was expected; allow_empty is for empty exports only
+            fix = (
+                "fix the file or the mapping (the reasons say what was expected)"
+                if c.rows_in
+                else "set 'allow_empty: true' in its mapping if it may be empty"
+            )
             problems.append(
-                f"source '{c.source}' ({c.file}): 0 of {c.rows_in:,} rows accepted (top reasons: {top}); "
-                "set 'allow_empty: true' in its mapping if it may be empty"
+                f"source '{c.source}' ({c.file}): 0 of {c.rows_in:,} rows accepted (top reasons: {top}); {fix}"
             )
         elif c.quarantine_share > c.max_quarantine_share:
             problems.append(

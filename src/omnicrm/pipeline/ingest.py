@@ -77,8 +77,10 @@ def load_ingest(path: str | Path) -> tuple[IngestConfig, list[tuple[SourceMappin
 def run_ingest(config_path: str | Path, progress: Progress = silent) -> IngestResult:
     """Run the whole ingest described by ``config_path`` and publish the store."""
     cfg, mappings = load_ingest(config_path)
-    # no key is needed (nor asked for) when no mapping declares personal data
-    secret = resolve_salt(cfg.privacy) if any(m.pii for m, _ in mappings) else ""
+    # the key is always needed: customer_id is a pseudonym of the person's source record id even when
+    # no mapping declares personal data (a plain log's customer number), and an unkeyed pseudonym of
+    # a small id space (Online Retail's 12346..18287) is reversed by trying every id
+    secret = resolve_salt(cfg.privacy)
     # in-memory sessions spill to a private folder (it may hold personal data) removed at the end;
     # one left by a killed run is removed now
     sweep_stale_dirs(None, SPILL_PREFIX)

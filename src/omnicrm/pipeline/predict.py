@@ -31,7 +31,9 @@ score. Inputs outside the range each model saw in training are counted per featu
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date
@@ -201,6 +203,28 @@ def _load_models(cfg: TaskConfig, targets: list, ref: str, reasons: bool) -> _Mo
     return _Models({i.name: i.version for i in infos.values()}, models, skipped)
 
 
+def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """``fn(*args)`` on a daemon thread, its result or error in the returned future.
+
+    A daemon thread, not a ``ThreadPoolExecutor``: the executor's worker is joined when the
+    interpreter exits, and a Ctrl-C that came while it was importing mlflow left a predict hanging
+    at exit for good (the import lock it waited for never came back; seen once in 14 interrupts).
+    Nothing of this thread's needs finishing: it only reads the registry.
+    """
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="omnicrm-registry", daemon=True).start()
+    return future
+
+
 def _interrupt(con: duckdb.DuckDBPyConnection) -> None:
     """Stop the store's running query (the registry failed); a store closed already is left alone."""
     with suppress(duckdb.Error):
@@ -248,13 +272,12 @@ def predict(
     targets = task.declared_targets()
     _check_horizon(cfg, targets, horizon)
     con = open_store(cfg.dataset.store, deterministic=True)
-    registry = ThreadPoolExecutor(1, thread_name_prefix="omnicrm-registry")
     # the snapshot's cache file (read by a later run at the same date: another task's predict, the
     # report) is written while the models load and score (1 s at 261k customers)
     cache_writes = CacheWrites()
     try:
         check_date(as_of, data_range(con), "--as-of")
-        loading = registry.submit(_load_models, cfg, targets, ref, reasons)
+        loading = _in_background(_load_models, cfg, targets, ref, reasons)
         loading.add_done_callback(lambda f: _interrupt(con) if f.exception() is not None else None)
         progress(f"features at {as_of}", 0.1)
         try:
@@ -276,7 +299,6 @@ def predict(
         cache_writes.finish(check=False)  # a cache file is written whole or not at all, either way
         raise
     finally:
-        registry.shutdown(wait=False, cancel_futures=True)
         con.close()
     result = frame[["customer_id"]].copy()
     result.insert(1, "as_of", pd.Timestamp(normalize_cutoff(as_of)))

@@ -221,7 +221,8 @@ def check_time_split(cfg: TaskConfig) -> None:
     if last + h > val:
         raise ValueError(
             f"time split: the last training cutoff {last} plus its {h.days}-day label window ends "
-            f"{last + h}, after the validation cutoff {val}; move training cutoffs earlier"
+            f"{last + h}, after the validation cutoff {val}; move training cutoffs earlier, or, where the "
+            "history is too short for three label windows, set cutoffs.validation: holdout (docs/tasks.md)"
         )
     if val + h > ev:
         raise ValueError(
