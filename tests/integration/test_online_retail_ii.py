@@ -122,3 +122,25 @@ def test_train_names_the_constant_features_on_the_console_and_in_the_run(retail_
     assert params["frame.features"] == "25"
     dropped = params["frame.features_dropped_constant"].split(",")
     assert len(dropped) == 24 and "channel_share_web_365d" in dropped and "recency_days" not in dropped
+
+
+def test_clv_on_a_day_without_repeat_buyers_says_to_use_a_later_date(retail_ii: tuple[Path, pd.DataFrame]) -> None:
+    """One day into the log nobody has bought twice: BG/NBD's inputs cannot be fitted, and the message says
+    which date and what to do (not only the spend model's complaint)."""
+    from datetime import date
+
+    from omnicrm.errors import InputError
+    from omnicrm.store import open_store
+    from omnicrm.tasks.config import load_task_config
+    from omnicrm.tasks.frames import build_frame
+
+    work, _ = retail_ii
+    cfg = load_task_config(_config(work, "clv"))
+    con = open_store(cfg.dataset.store, deterministic=True)
+    try:
+        with pytest.raises(
+            InputError, match=r"clv at 2009-12-02: .*use a later date, or set task.btyd_features: false"
+        ):
+            build_frame(con, cfg, [date(2009, 12, 2)], with_labels=False, what="scoring")
+    finally:
+        con.close()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import pandas as pd
 from pydantic import Field
 
+from omnicrm.errors import InputError
 from omnicrm.tasks.base import Target, Task
 from omnicrm.tasks.labels import OUTCOME_COLUMNS, has_margin, with_purchase_outcomes
 
@@ -75,7 +76,13 @@ class Clv(Task):
         from omnicrm.tasks.btyd import BtydModel, rfm_summary
 
         summary = rfm_summary(con, cutoff)
-        model = BtydModel().fit(summary)
+        try:
+            model = BtydModel().fit(summary)
+        except InputError as e:  # too little history before the cutoff: say which cutoff and what to do
+            raise InputError(
+                f"clv at {cutoff:%Y-%m-%d}: the BG/NBD inputs (btyd_features) cannot be fitted on the history "
+                f"before it: {e}; use a later date, or set task.btyd_features: false"
+            ) from None
         pred = model.predict(summary, self.horizon_days)
         pred = pred.reset_index() if "customer_id" not in pred.columns else pred
         return frame.merge(pred[["customer_id", *BTYD_COLUMNS]], on="customer_id", how="left")

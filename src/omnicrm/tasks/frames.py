@@ -120,7 +120,7 @@ def build_frame(
             raise InputError(
                 f"{what} cutoff {d}: the population is empty (no customer with {task.population.min_purchases}+ "
                 f"purchase(s) in the {task.population.active_days} days before it); check the cutoffs against "
-                "the store's dates"
+                "the store's dates and the task's population (active_days, min_purchases)"
             )
         frame = features(con, t).merge(pop, on="customer_id", how="inner")
         consent = con.sql(f"SELECT customer_id, {', '.join(CONSENT_COLUMNS)} FROM customers").df()
