@@ -454,6 +454,10 @@ def test_predict_horizon_for_purchase_probabilities_and_where_it_does_not_apply(
     # three 30-day windows: 1 - (1 - p)^ratio with BG/NBD's ratio in (1, 3]
     assert p90.between(0, 1).all() and (p90 >= p).all() and (p90 <= 1 - (1 - p) ** 3 + 1e-12).all()
     assert (p90 > p).mean() > 0.99
+    assert not [n for n in r.notes if "extrapolate" in n]
+    # a horizon longer than the history behind the date is scored, and said to be an extrapolation
+    far = predict(task_dir / "next_purchase.yaml", as_of, tmp_path / "f.parquet", model="candidate", horizon=5000)
+    assert any(n.startswith("--horizon 5000 days is longer than the") for n in far.notes), far.notes
 
 
 def load_frames_population(cfg, day: str) -> set[str]:  # noqa: ANN001

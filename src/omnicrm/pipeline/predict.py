@@ -309,6 +309,12 @@ def predict(
     if horizon is not None:
         assert classic is not None and task.horizon_scaling is not None
         ratio = _ratio(frame["customer_id"], classic, task.horizon_days, horizon)
+        history = classic.attrs.get("history_days", float("inf"))
+        if horizon > history:
+            notes.append(
+                f"--horizon {horizon} days is longer than the {history:,.0f} days of purchases before --as-of: "
+                f"the *_{horizon}d columns extrapolate beyond anything observed"
+            )
         parts.append(_extended(scores, [t.score_column for t in loaded.models], ratio, task.horizon_scaling, horizon))
     if baselines:
         base, without = baseline_scores(frame, loaded.models)
@@ -352,12 +358,14 @@ def _classic(
             out = pd.DataFrame({"customer_id": summary["customer_id"].to_numpy()})
             out["btyd_expected_purchases"] = btyd.bgnbd_expected_purchases(bgnbd, (horizon or window) / unit, x, t_x, T)
             out["window_purchases"] = btyd.bgnbd_expected_purchases(bgnbd, window / unit, x, t_x, T)
+            out.attrs["history_days"] = float(T.max() * unit)
             return out
         model = btyd.BtydModel(unit_days=unit, pareto=True).fit(summary)
     except InputError as e:
         raise InputError(f"predict at {as_of}: no classic model fits the purchases before it: {e}") from e
     out = model.predict(summary, horizon or window)
     out["window_purchases"] = model.predict(summary, window)["btyd_expected_purchases"].to_numpy()
+    out.attrs["history_days"] = float(T.max() * unit)  # the longest customer age: the history behind as_of
     return out
 
 
