@@ -411,6 +411,34 @@ def _requirements(extra: tuple[str, ...] = ()) -> list[str]:
     return reqs
 
 
+#: what mlflow prints to stderr (not through a logger) on every registration; the commands say it themselves
+_REGISTRY_CHATTER = ("Successfully registered model ", "Registered model ", "Created version ")
+
+
+@contextmanager
+def _registry_chatter_dropped() -> Iterator[None]:
+    """Drop mlflow's registration lines from stderr, pass every other line on.
+
+    ``mlflow`` prints "Successfully registered model …", "… already exists. Creating a new version …"
+    and "Created version …" straight to stderr, between the command's own progress lines (a log
+    showed them interleaved); the command prints the versions it registered in its summary.
+    """
+    import io
+    import sys
+
+    buffer = io.StringIO()
+    real = sys.stderr
+    sys.stderr = buffer
+    try:
+        yield
+    finally:
+        sys.stderr = real
+        kept = [line for line in buffer.getvalue().splitlines(keepends=True) if not line.startswith(_REGISTRY_CHATTER)]
+        if kept:
+            real.write("".join(kept))
+            real.flush()
+
+
 def log_model(
     model: Any,
     input_example: pd.DataFrame,
@@ -446,7 +474,7 @@ def log_model(
     signature = ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
     frame_predictor, frame_params_predictor = _adapters()
     adapter = frame_params_predictor(model) if params else frame_predictor(model)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _registry_chatter_dropped():
         warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
         info = _mlflow().pyfunc.log_model(
             name=name,

@@ -117,6 +117,9 @@ def test_train_names_the_constant_features_on_the_console_and_in_the_run(retail_
     output = " ".join(run.output.split())  # the note may wrap
     assert "model: 25 features; 24 constant in training, left out: spend_prev_90d," in output
     assert "lifecycle_stage" in output
+    # mlflow's own registration lines (printed to stderr) do not interleave with the command's
+    assert "Successfully registered model" not in output and "Created version" not in output
+    assert "refit on 5 cutoffs" in output  # the command says what it registered itself
     cand = tracking.get_version("omnicrm-online_retail_ii-churn", "candidate")  # the refit
     params = MlflowClient().get_run(cand.tags["evaluated_as_run"]).data.params  # the run that evaluated it
     assert params["frame.features"] == "25"
