@@ -121,7 +121,10 @@ def test_train_names_the_constant_features_on_the_console_and_in_the_run(retail_
     assert "Successfully registered model" not in output and "Created version" not in output
     assert "refit on 5 cutoffs" in output  # the command says what it registered itself
     cand = tracking.get_version("omnicrm-online_retail_ii-churn", "candidate")  # the refit
-    params = MlflowClient().get_run(cand.tags["evaluated_as_run"]).data.params  # the run that evaluated it
+    evaluation = MlflowClient().get_run(cand.tags["evaluated_as_run"])  # the run that evaluated it
+    params = evaluation.data.params
+    # the dataset's runs have their own experiment, named like its registered model
+    assert MlflowClient().get_experiment(evaluation.info.experiment_id).name == "omnicrm-online_retail_ii-churn"
     assert params["frame.features"] == "25"
     dropped = params["frame.features_dropped_constant"].split(",")
     assert len(dropped) == 24 and "channel_share_web_365d" in dropped and "recency_days" not in dropped

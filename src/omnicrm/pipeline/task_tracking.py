@@ -79,7 +79,7 @@ def log_target(
     y = ev[target.label].to_numpy()
     tuned = "tuned_by" in extra_tags
     title = describe.run_name(cfg, r.target, tuned)
-    with tracking.start_run(f"omnicrm-{cfg.task.kind}", title, tags=tags | {"run_kind": "evaluation"}) as run:
+    with tracking.start_run(cfg.experiment_name(), title, tags=tags | {"run_kind": "evaluation"}) as run:
         r.run_id = run.run_id
         tracking.log_config(cfg.model_dump(mode="json"))
         tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info | _encoding_info(r))}})
@@ -112,7 +112,7 @@ def log_target(
         else:
             refit_tags = tags | {"run_kind": "refit", "evaluation_run_id": r.run_id}
             name = describe.run_name(cfg, r.target, tuned, refit=True)
-            with tracking.start_run(f"omnicrm-{cfg.task.kind}", name, tags=refit_tags, nested=True) as child:
+            with tracking.start_run(cfg.experiment_name(), name, tags=refit_tags, nested=True) as child:
                 r.refit_run_id = child.run_id
                 tracking.set_run_description(describe.version_description(cfg, r))
                 tracking.log_config(cfg.model_dump(mode="json"))

@@ -86,7 +86,7 @@ def tune_target(
         params = suggest(trial, cfg.search.space)
         pruned = False
         value = float("nan")
-        with tracking.start_run(f"omnicrm-{cfg.task.kind}", f"trial {trial.number}", tags=tags, nested=True):
+        with tracking.start_run(cfg.experiment_name(), f"trial {trial.number}", tags=tags, nested=True):
             tracking.log_params({"trial": trial.number, **params})
             try:
                 value, best_iteration = fit_trial(cfg, target, tr, va, trial, params)
@@ -103,7 +103,7 @@ def tune_target(
 
     remaining = max(total - before, 0)
     with tracking.start_run(
-        f"omnicrm-{cfg.task.kind}", f"tune {target.name} · {cfg.dataset.name}", tags=tags | {"run_kind": "tuning"}
+        cfg.experiment_name(), f"tune {target.name} · {cfg.dataset.name}", tags=tags | {"run_kind": "tuning"}
     ) as parent:
         tracking.log_config(cfg.model_dump(mode="json"))
         if remaining:

@@ -179,6 +179,14 @@ class TaskConfig(StrictModel, Generic[T]):
         seen = self.refit_cutoffs() if refit else [*self.train_cutoffs(), *self.cutoffs.validation_dates()]
         return max(seen) + h
 
+    def experiment_name(self) -> str:
+        """The MLflow experiment of this config's runs: ``omnicrm-[<namespace>-]<task>``, one per dataset and task.
+
+        A dataset with its own ``registry_namespace`` (the real-data examples) gets its own
+        experiments, so a reviewer compares its runs without the synthetic world's in between.
+        """
+        return self.registered_name()
+
     def registered_name(self, target: Target | None = None) -> str:
         """``omnicrm-[<namespace>-]<task>[-<suffix>]``: the registered model of ``target``.
 
