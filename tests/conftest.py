@@ -210,6 +210,17 @@ def tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 SHIPPED_MAPPINGS = sorted((ROOT / "configs/sources/synthetic").glob("*.yaml"))
 
 
+def example_ingest_config(example: Path, data: Path, work: Path) -> Path:
+    """A shipped example's ingest config (``configs/examples/<name>/``) on its data, the store in ``work``."""
+    cfg = yaml.safe_load((example / "ingest.yaml").read_text())
+    cfg.update(
+        raw_dir=str(data.parent), store=str(work / "store.duckdb"), sources=[str(example / s) for s in cfg["sources"]]
+    )
+    path = work / "ingest.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def write_ingest_config(work: Path, raw_dir: Path) -> Path:
     """An ingest config in ``work`` reading ``raw_dir`` with the shipped synthetic mappings."""
     cfg = work / "ingest.yaml"

@@ -18,7 +18,7 @@ from omnicrm.errors import ConfigError
 from omnicrm.pipeline.features import run_features
 from omnicrm.pipeline.ingest import run_ingest
 
-from ..conftest import ROOT
+from ..conftest import ROOT, example_ingest_config
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,7 @@ def retail(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame
     if not DATA.is_file():
         pytest.skip(f"{DATA} not present (it is part of ../shared on every omnicrm machine)")
     work = tmp_path_factory.mktemp("retail")
-    cfg = yaml.safe_load((EXAMPLE / "ingest.yaml").read_text())
-    cfg.update(
-        raw_dir=str(DATA.parent), store=str(work / "store.duckdb"), sources=[str(EXAMPLE / s) for s in cfg["sources"]]
-    )
-    (work / "ingest.yaml").write_text(yaml.safe_dump(cfg))
+    example_ingest_config(EXAMPLE, DATA, work)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("OMNICRM_SALT", raising=False)
         mp.chdir(work)  # no configs/local/salt.txt here

@@ -18,7 +18,7 @@ import yaml
 from omnicrm.pipeline.ingest import run_ingest
 from omnicrm.pipeline.train import train
 
-from ..conftest import ROOT
+from ..conftest import ROOT, example_ingest_config
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,7 @@ def retail_ii(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFr
     if not DATA.is_file():
         pytest.skip(f"{DATA} not present (it is part of ../shared on every omnicrm machine)")
     work = tmp_path_factory.mktemp("retail_ii")
-    cfg = yaml.safe_load((EXAMPLE / "ingest.yaml").read_text())
-    cfg.update(
-        raw_dir=str(DATA.parent), store=str(work / "store.duckdb"), sources=[str(EXAMPLE / s) for s in cfg["sources"]]
-    )
-    (work / "ingest.yaml").write_text(yaml.safe_dump(cfg))
+    example_ingest_config(EXAMPLE, DATA, work)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMNICRM_SALT", "test-salt")
         run_ingest(work / "ingest.yaml")
