@@ -10,8 +10,8 @@ from omnicrm.config import validate_config
 from omnicrm.errors import ConfigError
 from omnicrm.frequency.config import EstimatorSettings, FrequencyConfig, UnsubscribeCost
 from omnicrm.frequency.data import nearest_arm
-from omnicrm.frequency.estimate import arm_slope, best_cadence, fit_cadence_model
-from omnicrm.frequency.evaluate import confusion, policies, true_values
+from omnicrm.frequency.estimate import arm_slope, arm_slope_interval, best_cadence, fit_cadence_model
+from omnicrm.frequency.evaluate import class_shares, confusion, policies, true_best, true_values
 from omnicrm.frequency.recommend import NO_CONSENT, contact_frequency, frequency_features
 
 ARMS = [1, 2, 4, 8]
@@ -113,6 +113,71 @@ def test_arm_slope_is_the_margin_per_open_between_arms() -> None:
     assert arm_slope(arm, opens, -opens) == 0.0  # noise that says opens cost margin is floored
 
 
+def test_the_slope_interval_covers_the_slope_and_narrows_with_more_members() -> None:
+    def interval(n: int, seed: int) -> tuple[float, float]:
+        rng = np.random.default_rng(seed)
+        arm = rng.choice(ARMS, n)
+        opens = arm + rng.normal(0.0, 2.0, n)
+        return arm_slope_interval(arm, opens, 3.0 * opens + rng.normal(0.0, 20.0, n), seed=seed)
+
+    covered = sum(low < 3.0 < high for low, high in (interval(2000, seed) for seed in range(20)))
+    assert covered >= 16  # a 95% interval: 19 of 20 expected
+    small, large = interval(2000, 0), interval(32000, 0)
+    assert large[1] - large[0] < 0.5 * (small[1] - small[0])  # 16 times the members: a quarter of the width
+    arm = np.repeat(ARMS, 50)
+    assert arm_slope_interval(arm, arm.astype(float), -arm.astype(float)) == (0.0, 0.0)  # floored like the slope
+
+
+def _settings(**kw: object) -> EstimatorSettings:
+    return EstimatorSettings(model={"n_estimators": 150, "min_child_samples": 100}, scale_column=None, **kw)
+
+
+def test_margin_per_open_from_orders_uses_the_weeks_the_arms_differ(simulated: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, _ = simulated
+    rng = np.random.default_rng(5)
+    # the whole window's margin is noise; the experiment's own weeks (beta_*) hold the 2.0 per open
+    noisy = frame.assign(margin=rng.normal(0.0, 30.0, len(frame)))
+    early = noisy.assign(beta_opens=frame["opens"], beta_orders=frame["orders"], beta_margin=frame["margin"])
+    for mediator in ("margin", "orders"):
+        model = fit_cadence_model(
+            early, ["x", "noise"], [], ARMS, 4, 147, _settings(mediator=mediator), UnsubscribeCost(share=0.1)
+        )
+        assert model.beta == pytest.approx(2.0, rel=0.1), mediator
+        assert model.beta_interval[0] < 2.0 < model.beta_interval[1]
+    # an order is worth 4 here (orders = opens / 2): counting orders is as right as summing margin
+    without = fit_cadence_model(noisy, ["x", "noise"], [], ARMS, 4, 147, _settings(), UnsubscribeCost(share=0.1))
+    assert abs(without.beta - 2.0) > 0.2 or without.beta_interval[1] - without.beta_interval[0] > 2.0
+
+
+def test_the_contact_cost_is_what_the_customers_opens_would_bring(simulated: tuple[pd.DataFrame, np.ndarray]) -> None:
+    frame, _ = simulated
+    cost = UnsubscribeCost(basis="contact", horizon_years=1.0)
+    model = fit_cadence_model(frame, ["x", "noise"], [], ARMS, 4, 147, _settings(), cost)
+    test, _ = _simulated(3000, 9)
+    tol = 4.0 * np.exp(test["x"].to_numpy())
+    # 2.0 of margin per open, times the opens of a year at the current cadence 4
+    true_cost = 2.0 * 4 * 0.3 * np.exp(-4 / tol) * 5 * 365 / 147
+    estimated = model.unsubscribe_cost(test)
+    assert np.corrcoef(estimated, true_cost)[0, 1] > 0.9
+    assert estimated.mean() == pytest.approx(true_cost.mean(), rel=0.15)
+    # the CLV basis prices everyone alike when they spend alike, whatever their opens
+    flat = fit_cadence_model(frame, ["x", "noise"], [], ARMS, 4, 147, _settings(), UnsubscribeCost(share=0.1))
+    assert np.ptp(flat.unsubscribe_cost(test)) == 0.0
+
+
+def test_the_decision_truth_moves_a_member_only_for_a_true_gain_above_min_gain() -> None:
+    truth = np.array([[0.0, 10.5, 10.0, 9.0], [0.0, 8.0, 10.0, 13.0], [0.0, 11.5, 10.0, 9.0], [1.0, 2.0, 3.0, 4.0]])
+    assert true_best(truth, ARMS, 4).tolist() == [2, 8, 2, 8]
+    assert true_best(truth, ARMS, 4, min_gain=1.0).tolist() == [4, 8, 2, 4]
+    learned = np.array([4, 8, 4, 4])
+    strict, decision = confusion(truth, learned, ARMS, 4), confusion(truth, learned, ARMS, 4, 1.0)
+    shares = class_shares({"true": strict, "decision": decision}).set_index("class")
+    assert shares.loc["saturated", "learned"] == 0.0 and shares.loc["on_target", "learned"] == 0.75
+    assert shares.loc["saturated", "true"] == 0.5 and shares.loc["saturated", "decision"] == 0.25
+    assert shares.loc["agreement", "true"] == 0.25 and shares.loc["agreement", "decision"] == 0.75
+    assert shares.drop(index="agreement").sum().tolist() == pytest.approx([1.0, 1.0, 1.0])
+
+
 def _customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame(
@@ -169,3 +234,5 @@ def test_the_config_needs_a_maximum_for_the_experiments_channel() -> None:
         validate_config(FrequencyConfig, {**base, "max_cadence": {"sms": 2}}, "f.yaml")
     with pytest.raises(ConfigError, match="current"):
         validate_config(FrequencyConfig, {**base, "experiment": {"arms": [1, 2], "current": 4}}, "f.yaml")
+    with pytest.raises(ConfigError, match="beta_days"):
+        validate_config(FrequencyConfig, {**base, "experiment": {"window_days": 91, "beta_days": 147}}, "f.yaml")

@@ -15,6 +15,7 @@ Two layouts, chosen at each print by whether the output is a terminal:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -459,20 +460,41 @@ def print_frequency(result: Any) -> None:
             cells.append(f"{r[e]:+,.3f} [{r[e + '_lo']:+,.3f}, {r[e + '_hi']:+,.3f}]")
         t.add_row(*cells)
     show(t)
-    if result.confusion is not None:
-        c = Table(title="classes at the experiment's start: true (rows) against learned (columns)")
+    titles = {
+        "confusion": "true best cadence",
+        "decision_confusion": "true best cadence, moving only for a true gain above min_gain, as the learned policy",
+    }
+    for attr, what in titles.items():
+        table = getattr(result, attr, None)
+        if table is None:
+            continue
+        c = Table(title=f"classes at the experiment's start: true (rows: {what}) against learned (columns)")
         c.add_column("true \\ learned")
-        for col in result.confusion.columns:
+        for col in table.columns:
             c.add_column(str(col), justify="right")
-        for name, row in result.confusion.iterrows():
+        for name, row in table.iterrows():
             c.add_row(str(name), *[f"{int(v):,}" for v in row])
+        show(c)
+    if result.class_shares is not None:
+        c = Table(title="share of members per class, learned and true; last row: share of members classed as the truth")
+        for col in result.class_shares.columns:
+            c.add_column(str(col), justify="left" if col == "class" else "right")
+        for r in result.class_shares.to_dict("records"):
+            c.add_row(str(r["class"]), *["" if math.isnan(v) else f"{v:.1%}" for k, v in r.items() if k != "class"])
         show(c)
     counts = ", ".join(f"{k} {v:,}" for k, v in result.classes.items())
     console.print(f"classes at as-of: {counts}", soft_wrap=True, highlight=False)
     for key, value in result.headline.items():
         console.print(f"{key}: {value:+,.3f}", soft_wrap=True, highlight=False)
+    cost = (
+        f"{result.share:.1%} of the customer's CLV"
+        if result.cost_basis == "clv"
+        else "the margin the customer's opens would bring over the CLV horizon"
+    )
     console.print(
-        f"margin per extra open {result.beta:,.3f}; an unsubscribe costs {result.share:.1%} of the customer's CLV\n"
+        f"margin per extra open {result.beta:,.3f} (95% interval over members {result.beta_interval[0]:,.2f} to "
+        f"{result.beta_interval[1]:,.2f}); an unsubscribe costs {cost}, on average {result.mean_cost:,.2f} for a "
+        "customer with consent\n"
         f"table -> {result.out}\nfeatures -> {result.features_out}",
         soft_wrap=True,
         highlight=False,

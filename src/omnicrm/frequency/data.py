@@ -7,7 +7,8 @@ tables as :mod:`omnicrm.schema` names them.
   first experiment send, point-in-time features at the experiment's start ``T`` (reading ``ts < T``)
   and the outcomes in ``[T, T + window_days)``: ``margin`` (purchase amount minus the quantity's unit
   cost, as the uplift outcomes), ``orders``, ``opens`` (opens on the channel) and ``unsubscribed``
-  (0/1: an opt-out event on the channel).
+  (0/1: an opt-out event on the channel); ``beta_margin``, ``beta_orders`` and ``beta_opens``, the same
+  over ``[T, T + beta_days)``, the weeks the arms differ.
 * :func:`population`: every customer at ``as_of`` with features, consent on the channel (the
   customer's consent column and no opt-out event before ``as_of``) and the current cadence (sends on
   the channel in the 28 days before ``as_of``).
@@ -31,6 +32,8 @@ OPTOUT_EVENT = {"email": "email_unsubscribe", "push": "push_optout"}
 #: the window over which the current cadence is counted (a four-week cadence)
 CADENCE_DAYS = 28
 OUTCOMES = ("margin", "orders", "opens", "unsubscribed")
+#: the same over the first ``beta_days`` (the weeks the arms differ), for the margin of an extra open
+BETA_OUTCOMES = ("beta_margin", "beta_orders", "beta_opens")
 
 
 @dataclass
@@ -87,15 +90,19 @@ def assignments(con, exp: ExperimentSettings) -> pd.DataFrame:  # noqa: ANN001 -
 
 
 def outcomes(con, members: pd.DataFrame, start: datetime, exp: ExperimentSettings) -> pd.DataFrame:  # noqa: ANN001
-    """Outcomes of each member in ``[start, start + window_days)`` (DuckDB does the joins)."""
+    """Outcomes of each member in ``[start, start + window_days)``, and ``beta_*`` in the first ``beta_days``.
+
+    DuckDB does the joins; one pass over the window's events.
+    """
     _, open_ev, optout = _events(exp)
     end = start + timedelta(days=exp.window_days)
+    early = start + timedelta(days=exp.beta_days or exp.window_days)
     con.register("__freq_members", members[["customer_id"]])
     try:
         return con.execute(
             """
             with ev as (
-                select e.customer_id, e.event_type, e.order_id, e.channel,
+                select e.customer_id, e.event_type, e.order_id, e.channel, e.ts < ? as early,
                        e.amount - e.quantity * (p.price - p.margin) as margin_amount
                 from events e join __freq_members m using (customer_id)
                 left join products p on p.product_id = e.product_id
@@ -107,12 +114,17 @@ def outcomes(con, members: pd.DataFrame, start: datetime, exp: ExperimentSetting
                        as margin,
                    count(distinct case when event_type = 'purchase' then order_id end)::double as orders,
                    count(case when event_type = ? then 1 end)::double as opens,
-                   (count(case when event_type = ? then 1 end) > 0)::double as unsubscribed
+                   (count(case when event_type = ? then 1 end) > 0)::double as unsubscribed,
+                   coalesce(sum(case when early and event_type = 'purchase' then coalesce(margin_amount, 0) end),
+                            0)::double as beta_margin,
+                   count(distinct case when early and event_type = 'purchase' then order_id end)::double
+                       as beta_orders,
+                   count(case when early and event_type = ? then 1 end)::double as beta_opens
             from __freq_members m left join ev using (customer_id)
             group by m.customer_id
             order by m.customer_id
             """,
-            [start, end, open_ev, optout, open_ev, optout],
+            [early, start, end, open_ev, optout, open_ev, optout, open_ev],
         ).df()
     finally:
         con.unregister("__freq_members")

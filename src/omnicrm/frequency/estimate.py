@@ -59,6 +59,52 @@ def arm_slope(arm: np.ndarray, opens: np.ndarray, margin: np.ndarray) -> float:
     return max(float(np.sum(w * (o - ob) * (m - mb)) / var), 0.0)
 
 
+def arm_slope_interval(
+    arm: np.ndarray, opens: np.ndarray, margin: np.ndarray, n_boot: int = 400, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of :func:`arm_slope` over a bootstrap of members (same floor at 0).
+
+    Said beside the estimate because a quarter's experiment pins the margin of an open down only
+    loosely (on the default world about [0, 4.5] around 1.5), and every value scales with it.
+    """
+    codes, arm_idx = np.unique(np.asarray(arm), return_inverse=True)
+    k = codes.size
+    idx = np.random.default_rng(seed).integers(0, arm_idx.size, size=(n_boot, arm_idx.size))
+    a = arm_idx[idx]
+    offset = (np.arange(n_boot)[:, None] * k + a).ravel()
+    n = np.bincount(offset, minlength=n_boot * k).reshape(n_boot, k).astype(float)
+    o = np.bincount(offset, weights=np.asarray(opens, float)[idx].ravel(), minlength=n_boot * k).reshape(n_boot, k)
+    m = np.bincount(offset, weights=np.asarray(margin, float)[idx].ravel(), minlength=n_boot * k).reshape(n_boot, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        o, m = o / n, m / n
+        ob = np.nansum(n * o, axis=1, keepdims=True) / n.sum(axis=1, keepdims=True)
+        mb = np.nansum(n * m, axis=1, keepdims=True) / n.sum(axis=1, keepdims=True)
+        var = np.nansum(n * (o - ob) ** 2, axis=1)
+        slope = np.where(var > 0, np.nansum(n * (o - ob) * (m - mb), axis=1) / var, 0.0)
+    low, high = np.percentile(np.maximum(slope, 0.0), [2.5, 97.5])
+    return float(low), float(high)
+
+
+def mediator_outcomes(frame: pd.DataFrame, mediator: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(opens, outcome, unit)`` between which the margin of an extra open is measured.
+
+    The ``beta_*`` columns (the weeks the arms differ, :func:`omnicrm.frequency.data.outcomes`) when
+    the frame has them, else the whole window's. ``outcome`` is margin (``unit`` 1) or orders (``unit``
+    the margin of an order over the same weeks, so that the slope times ``unit`` is margin per open).
+    """
+    early = all(f"beta_{c}" in frame.columns for c in ("opens", "orders", "margin"))
+    prefix = "beta_" if early else ""
+    opens = frame[f"{prefix}opens"].to_numpy(float)
+    margin = frame[f"{prefix}margin"].to_numpy(float)
+    if mediator == "margin":
+        return opens, margin, 1.0
+    orders = frame[f"{prefix}orders"].to_numpy(float)
+    total = float(orders.sum())
+    if total <= 0:
+        raise InputError("frequency: estimator.mediator 'orders' needs orders in the experiment; it has none")
+    return opens, orders, float(margin.sum()) / total
+
+
 def adjusted_margin(X: pd.DataFrame, margin: np.ndarray, settings: EstimatorSettings, seed: int) -> np.ndarray:
     """Cross-fitted prediction of each member's margin from their features alone (the arm left out).
 
@@ -162,14 +208,15 @@ class DoseLearner:
         self.model_.fit(Xd, y)
         return self
 
-    def _mean(self, X: pd.DataFrame, cadence: float) -> np.ndarray:
+    def mean(self, X: pd.DataFrame, cadence: float) -> np.ndarray:
+        """Predicted outcome of every row at ``cadence``."""
         Xd = self._with_dose(X.reset_index(drop=True), cadence)
         return self.model_.predict_proba(Xd)[:, 1] if self.binary_ else self.model_.predict(Xd)
 
     def predict_effect(self, X: pd.DataFrame) -> np.ndarray:
         """``(rows, actions)``: predicted outcome at each non-control cadence minus at the control's."""
-        base = self._mean(X, self.control)
-        return np.column_stack([self._mean(X, a) - base for a in self.actions_])
+        base = self.mean(X, self.control)
+        return np.column_stack([self.mean(X, a) - base for a in self.actions_])
 
 
 #: outcomes that rise with the cadence (the dose model's monotone constraint)
@@ -202,8 +249,8 @@ class CadenceModel:
         Cadences, sorted; ``current`` among them.
     learners
         Outcome -> fitted learner (effects of the non-current arms against the current one).
-    beta
-        Margin per extra open between arms (``mediated``), else NaN.
+    beta, beta_interval
+        Margin per extra open between arms, and its 95% bootstrap interval over members.
     scale_reference
         The mean order value the scale divides by (``mediated``).
     share
@@ -218,9 +265,12 @@ class CadenceModel:
     cost: UnsubscribeCost
     learners: dict[str, UpliftLearner | DoseLearner] = field(default_factory=dict)
     beta: float = float("nan")
+    beta_interval: tuple[float, float] = (float("nan"), float("nan"))
     scale_reference: float = 1.0
     share: float = 0.0
     arm_means: pd.DataFrame | None = None
+    window_days: int = 0
+    opens_level: Any = None
 
     def effects(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         """Outcome -> ``(rows, arms)`` predicted change against the current arm (its column is 0)."""
@@ -242,8 +292,17 @@ class CadenceModel:
             margin = self.beta * scale[:, None] * eff["opens"]
         else:
             margin = eff["margin"]
-        cost = unsubscribe_cost(frame, self.cost, self.share)
-        return margin - cost[:, None] * eff["unsubscribed"], eff
+        return margin - self.unsubscribe_cost(frame)[:, None] * eff["unsubscribed"], eff
+
+    def unsubscribe_cost(self, frame: pd.DataFrame) -> np.ndarray:
+        """What an unsubscribe costs each customer (:class:`~omnicrm.frequency.config.UnsubscribeCost`)."""
+        if self.cost.basis == "clv":
+            return unsubscribe_cost(frame, self.cost, self.share)
+        X = to_model_frame(frame, self.features, self.categorical)
+        opens = np.maximum(self.opens_level.predict(X), 0.0) if self.opens_level is not None else np.zeros(len(frame))
+        scale, _ = order_scale(frame, self.settings.scale_column, self.scale_reference)
+        value = self.beta * scale * opens * (365.0 / self.window_days) * self.cost.horizon_years
+        return np.where(value > 0, value, self.cost.fallback)
 
 
 def fit_cadence_model(
@@ -289,9 +348,16 @@ def fit_cadence_model(
     for k, outcome in enumerate(outcomes):
         y = frame[outcome].to_numpy(float)
         model.learners[outcome] = _learner(settings, current, y, seed + k, outcome).fit(X, arm, y)
-    opens, margin = frame["opens"].to_numpy(float), frame["margin"].to_numpy(float)
-    model.beta = arm_slope(arm, opens, margin - adjusted_margin(X, margin, settings, seed))
+    b_opens, outcome, unit = mediator_outcomes(frame, settings.mediator)
+    adjusted = outcome - adjusted_margin(X, outcome, settings, seed)
+    model.beta = arm_slope(arm, b_opens, adjusted) * unit
+    low, high = arm_slope_interval(arm, b_opens, adjusted, seed=seed)
+    model.beta_interval = (low * unit, high * unit)
+    opens = frame["opens"].to_numpy(float)
     _, model.scale_reference = order_scale(frame, settings.scale_column)
+    model.window_days = window_days
+    if cost.basis == "contact":
+        model.opens_level = _opens_level(model.learners["opens"], X, arm, opens, current, settings, seed)
     if cost.share == "estimated":
         model.share = contact_share(model.beta, opens[arm == current], window_days, frame, cost)
     else:
@@ -300,6 +366,37 @@ def fit_cadence_model(
         frame.groupby("arm")[["opens", "unsubscribed", "margin", "orders"]].mean().reset_index().astype(float)
     )
     return model
+
+
+class _AtCadence:
+    """A dose learner's prediction at one cadence, as a ``predict(X)`` model."""
+
+    def __init__(self, learner: DoseLearner, cadence: int) -> None:
+        self.learner, self.cadence = learner, cadence
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The learner's prediction of every row at the cadence."""
+        return self.learner.mean(X, self.cadence)
+
+
+def _opens_level(
+    learner: Any,
+    X: pd.DataFrame,
+    arm: np.ndarray,
+    opens: np.ndarray,
+    current: int,
+    settings: EstimatorSettings,
+    seed: int,
+) -> Any:
+    """A model of each customer's opens over the window at the current cadence.
+
+    The dose model's own prediction, or a regression on the current arm's members (the meta-learners
+    predict effects, not levels).
+    """
+    if isinstance(learner, DoseLearner):
+        return _AtCadence(learner, current)
+    at = arm == current
+    return default_model("regressor", seed, **settings.model).fit(X[at], opens[at])
 
 
 def best_cadence(

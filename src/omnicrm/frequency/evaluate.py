@@ -30,7 +30,7 @@ import pandas as pd
 
 from omnicrm.errors import InputError
 from omnicrm.frequency.config import EstimatorSettings, UnsubscribeCost
-from omnicrm.frequency.estimate import adjusted_margin, best_cadence, fit_cadence_model, unsubscribe_cost
+from omnicrm.frequency.estimate import adjusted_margin, best_cadence, fit_cadence_model
 from omnicrm.frequency.recommend import CLASSES, allowed_arms, classify
 from omnicrm.nba.offpolicy import Logged, estimate
 from omnicrm.uplift.data import to_model_frame
@@ -91,7 +91,7 @@ def cross_fit(
         )
         v, _ = model.values(test)
         values[fold == f] = v
-        c = unsubscribe_cost(test, cost, model.share)
+        c = model.unsubscribe_cost(test)
         costs[fold == f] = c
         reward[fold == f] = margin[fold == f] - adjust[fold == f] - c * test["unsubscribed"].to_numpy(float)
         shares.append(model.share)
@@ -182,14 +182,44 @@ def true_values(truth_values: np.ndarray, arms: list[int], chosen: dict[str, np.
     return frame
 
 
-def confusion(truth_values: np.ndarray, learned: np.ndarray, arms: list[int], current: int) -> pd.DataFrame:
-    """Rows: true class (best true cadence against ``current``); columns: the learned class; counts."""
+def true_best(truth_values: np.ndarray, arms: list[int], current: int, min_gain: float = 0.0) -> np.ndarray:
+    """Each member's truly best cadence; with ``min_gain``, the current one unless another truly gains more.
+
+    ``min_gain`` = 0 is the strict truth (the arg-max of the true values). The learned policy moves a
+    member only for an estimated gain above ``min_gain``; the truth judged by the same rule says which
+    members a move would truly pay for (the *decision* classes), and leaves on target those whose best
+    cadence beats the current one by less than the margin a decision ignores.
+    """
+    values = np.where(np.isfinite(truth_values), truth_values, 0.0)
+    return best_cadence(values, arms, np.ones(values.shape, dtype=bool), current, min_gain)
+
+
+def confusion(
+    truth_values: np.ndarray, learned: np.ndarray, arms: list[int], current: int, min_gain: float = 0.0
+) -> pd.DataFrame:
+    """Rows: true class (best true cadence against ``current``, see :func:`true_best`); columns: learned; counts."""
     ok = np.isfinite(truth_values).all(axis=1)
-    true_best = np.asarray(arms)[np.argmax(np.where(ok[:, None], truth_values, 0.0), axis=1)]
-    t = pd.Categorical(classify(true_best[ok], np.full(ok.sum(), current)), categories=CLASSES)
+    best = true_best(truth_values, arms, current, min_gain)
+    t = pd.Categorical(classify(best[ok], np.full(ok.sum(), current)), categories=CLASSES)
     p = pd.Categorical(classify(np.asarray(learned)[ok], np.full(ok.sum(), current)), categories=CLASSES)
     table = pd.crosstab(pd.Series(t, name="true"), pd.Series(p, name="learned"), dropna=False)
     return table.reindex(index=list(CLASSES), columns=list(CLASSES), fill_value=0)
+
+
+def class_shares(confusions: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Share of members in each class: learned, and per truth (each confusion's row sums), with agreement.
+
+    ``confusions``: name of the truth -> its confusion table (rows true, columns learned, counts).
+    """
+    first = next(iter(confusions.values()))
+    total = float(first.to_numpy().sum()) or 1.0
+    out = pd.DataFrame({"class": list(CLASSES), "learned": first.sum(axis=0).to_numpy() / total})
+    for name, table in confusions.items():
+        out[name] = table.sum(axis=1).to_numpy() / total
+    agreement = {"class": "agreement", "learned": np.nan}
+    for name, table in confusions.items():
+        agreement[name] = float(np.trace(table.to_numpy())) / total
+    return pd.concat([out, pd.DataFrame([agreement])], ignore_index=True)
 
 
 def value_by_class(

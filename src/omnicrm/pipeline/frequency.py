@@ -23,6 +23,7 @@ from omnicrm.frequency.data import experiment_rows, population
 from omnicrm.frequency.estimate import any_params, fit_cadence_model
 from omnicrm.frequency.evaluate import (
     align_truth,
+    class_shares,
     confusion,
     cross_fit,
     off_policy,
@@ -50,6 +51,11 @@ class FrequencyResult:
         against the current cadence with 95% intervals.
     confusion
         True class (rows) against learned class (columns), counts (with truth).
+    decision_confusion
+        The same against the truth judged by the learned policy's rule: a member moves only if another
+        cadence truly gains more than ``estimator.min_gain`` (:func:`omnicrm.frequency.evaluate.true_best`).
+    class_shares
+        Share of members per class, learned and under both truths, and the agreement of each.
     by_class
         Value of each cadence per learned class, estimated and true.
     classes
@@ -67,6 +73,11 @@ class FrequencyResult:
     classes: dict[str, int]
     share: float
     beta: float
+    cost_basis: str = "clv"
+    mean_cost: float = float("nan")
+    beta_interval: tuple[float, float] = (float("nan"), float("nan"))
+    decision_confusion: pd.DataFrame | None = None
+    class_shares: pd.DataFrame | None = None
     run_id: str | None = None
     headline: dict[str, float] = field(default_factory=dict)
 
@@ -139,7 +150,11 @@ def run_frequency(
     truth_values = truth[[f"value_{a}" for a in arms]].to_numpy(float) if truth is not None else None
     tv = true_values(truth_values, arms, chosen) if truth_values is not None else None
     evaluation = _evaluation_table(tv, offp)
-    conf = confusion(truth_values, chosen["learned"], arms, exp.current) if truth_values is not None else None
+    conf = decision = shares = None
+    if truth_values is not None:
+        conf = confusion(truth_values, chosen["learned"], arms, exp.current)
+        decision = confusion(truth_values, chosen["learned"], arms, exp.current, cfg.estimator.min_gain)
+        shares = class_shares({"true": conf, f"true, gain > {cfg.estimator.min_gain:g}": decision})
     by_class = value_by_class(cf.values, truth_values, chosen["learned"], arms, exp.current)
 
     progress("frequency: fit on every member, recommend", 0.7)
@@ -154,6 +169,9 @@ def run_frequency(
         cfg.unsubscribe_cost,
     )
     values, _ = model.values(pop)
+    # what an unsubscribe costs the average customer with consent (the ones a cadence is set for)
+    consenting = pop["consent"].to_numpy(bool)
+    mean_cost = float(model.unsubscribe_cost(pop[consenting]).mean()) if consenting.any() else float("nan")
     table = conform(
         contact_frequency(pop, values, arms, exp.channel, maximum, cfg.estimator.min_gain),
         schema.CONTACT_FREQUENCY,
@@ -179,7 +197,10 @@ def run_frequency(
         )
         metrics = {
             "beta_margin_per_open": model.beta,
+            "beta_margin_per_open_lo": model.beta_interval[0],
+            "beta_margin_per_open_hi": model.beta_interval[1],
             "unsubscribe_share_of_clv": model.share,
+            "unsubscribe_cost_mean": mean_cost,
             **{f"class.{k}": v for k, v in classes.items()},
             **headline,
         }
@@ -190,12 +211,19 @@ def run_frequency(
         if tv is not None:
             metrics["truth.oracle_gain_vs_current"] = tv.attrs["oracle_gain_vs_current"]
             metrics["truth.members"] = tv.attrs["members_with_truth"]
+        if shares is not None:
+            # columns: class, learned, true, true with the decision rule (see FrequencyResult)
+            for row in shares.itertuples(index=False):
+                for key, value in zip(("learned", "true", "true_decision"), row[1:], strict=True):
+                    metrics[f"class_share.{row[0]}.{key}"] = value
         tracking.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(float(v))})
         tracking.log_table(evaluation, "tables/policies.csv")
         tracking.log_table(by_class, "tables/value_by_class.csv")
         tracking.log_table(model.arm_means, "tables/arm_means.csv")
         if conf is not None:
             tracking.log_table(conf.reset_index(), "tables/class_confusion.csv")
+            tracking.log_table(decision.reset_index(), "tables/class_confusion_decision.csv")
+            tracking.log_table(shares, "tables/class_shares.csv")
         tracking.log_figure(value_by_class_figure(by_class, exp.current), "plots/value_by_class.png")
         run_id = run.run_id
 
@@ -211,10 +239,15 @@ def run_frequency(
         start=rows.start,
         evaluation=evaluation,
         confusion=conf,
+        decision_confusion=decision,
+        class_shares=shares,
         by_class=by_class,
         classes=classes,
         share=model.share,
         beta=model.beta,
+        cost_basis=cfg.unsubscribe_cost.basis,
+        mean_cost=mean_cost,
+        beta_interval=model.beta_interval,
         run_id=run_id,
         headline=headline,
     )
