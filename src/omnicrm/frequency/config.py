@@ -103,6 +103,9 @@ class EstimatorSettings(StrictModel):
         basket; counting orders leaves that noise out of the comparison between arms.
     model
         LightGBM parameters overriding ``omnicrm.uplift.learners.default_model``.
+    outcome_models
+        Per outcome (``opens``, ``unsubscribed``, ``margin``), parameters over ``model``: opens are
+        plentiful and varied, unsubscribes rare, so the settings a cross-validated loss prefers differ.
     min_gain
         A customer moves off the current cadence only when another beats it by more than this (currency
         units over the outcome window): a gain within the estimate's noise is no reason to change.
@@ -115,6 +118,7 @@ class EstimatorSettings(StrictModel):
     mediator: Literal["margin", "orders"] = "margin"
     scale_column: str | None = "aov_365d"
     model: dict[str, Any] = {}
+    outcome_models: dict[Literal["opens", "unsubscribed", "margin"], dict[str, Any]] = {}
     min_gain: float = Field(default=0.0, ge=0)
     folds: int = Field(default=2, ge=2, le=10)
     seed: int = 0

@@ -224,11 +224,12 @@ _DIRECTION = {"opens": 1, "unsubscribed": 1, "margin": 0}
 
 
 def _learner(settings: EstimatorSettings, current: int, y: np.ndarray, seed: int, outcome: str = "opens") -> Any:
+    params = {**settings.model, **settings.outcome_models.get(outcome, {})}
     if settings.learner == "dose":
-        return DoseLearner(current, _DIRECTION[outcome], settings.model, seed)
+        return DoseLearner(current, _DIRECTION[outcome], params, seed)
     binary = bool(np.isin(y, (0.0, 1.0)).all())
-    base = default_model("classifier" if binary else "regressor", seed, **settings.model)
-    eff = default_model("regressor", seed, **settings.model)
+    base = default_model("classifier" if binary else "regressor", seed, **params)
+    eff = default_model("regressor", seed, **params)
     return make_learner(
         settings.learner,
         control=current,
@@ -396,7 +397,8 @@ def _opens_level(
     if isinstance(learner, DoseLearner):
         return _AtCadence(learner, current)
     at = arm == current
-    return default_model("regressor", seed, **settings.model).fit(X[at], opens[at])
+    params = {**settings.model, **settings.outcome_models.get("opens", {})}
+    return default_model("regressor", seed, **params).fit(X[at], opens[at])
 
 
 def best_cadence(
