@@ -439,6 +439,49 @@ def _registry_chatter_dropped() -> Iterator[None]:
             real.flush()
 
 
+#: versions registered inside :func:`staged_versions` (``None`` outside one): name, version, aliases
+_STAGED: list[tuple[str, str, tuple[str, ...]]] | None = None
+
+
+@contextmanager
+def staged_versions() -> Iterator[None]:
+    """Register versions all or nothing: their aliases move only when the block completes.
+
+    Inside the block :func:`log_model` registers versions but defers their aliases. If the block
+    ends by an exception (an error, Ctrl-C, SIGTERM), the versions it registered are deleted, so an
+    interrupted ``train`` leaves neither a half-described version nor a ``candidate`` pointing at a
+    failed run; aliases stay where they were. Blocks nest: the outermost one decides.
+    """
+    global _STAGED
+    if _STAGED is not None:
+        yield
+        return
+    _STAGED = staged = []
+    try:
+        yield
+    except BaseException:
+        _STAGED = None
+        _delete_versions(staged)
+        raise
+    _STAGED = None
+    with _store_errors():
+        client = _client()
+        for name, version, aliases in staged:
+            for alias in aliases:
+                client.set_registered_model_alias(name, alias, version)
+
+
+def _delete_versions(staged: list[tuple[str, str, tuple[str, ...]]]) -> None:
+    """Best effort: delete the versions a failed block registered (a failure here must not hide the first)."""
+    if not staged:
+        return
+    with suppress(Exception):
+        client = _client()
+        for name, version, _ in staged:
+            with suppress(Exception):
+                client.delete_model_version(name, version)
+
+
 def log_model(
     model: Any,
     input_example: pd.DataFrame,
@@ -453,7 +496,8 @@ def log_model(
     """Log ``model`` (an object with ``predict_frame``) with signature and input example.
 
     With ``registered_name`` the model becomes a new version of that registered model and gets
-    ``aliases`` (``candidate`` by default; ``champion`` only moves via :func:`set_alias`).
+    ``aliases`` (``candidate`` by default; ``champion`` only moves via :func:`set_alias`), all or
+    nothing (:func:`staged_versions`: a version whose tags or aliases were not all set is deleted).
     ``params`` (name -> default) are inference parameters passed to ``predict_frame`` as keyword
     arguments and declared in the signature; ``extra_requirements`` are packages pinned beside the
     common ones.
@@ -474,24 +518,25 @@ def log_model(
     signature = ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
     frame_predictor, frame_params_predictor = _adapters()
     adapter = frame_params_predictor(model) if params else frame_predictor(model)
-    with warnings.catch_warnings(), _registry_chatter_dropped():
-        warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
-        info = _mlflow().pyfunc.log_model(
-            name=name,
-            python_model=adapter,
-            signature=signature,
-            input_example=example,
-            pip_requirements=_requirements(extra_requirements),
-            registered_model_name=registered_name,
-        )
-    version = None
-    if registered_name:
-        version = str(info.registered_model_version)
-        client = _client()
-        for alias in aliases:
-            client.set_registered_model_alias(registered_name, alias, version)
-        for k, v in (tags or {}).items():
-            client.set_model_version_tag(registered_name, version, k, str(v))
+    with staged_versions():
+        with warnings.catch_warnings(), _registry_chatter_dropped():
+            warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
+            info = _mlflow().pyfunc.log_model(
+                name=name,
+                python_model=adapter,
+                signature=signature,
+                input_example=example,
+                pip_requirements=_requirements(extra_requirements),
+                registered_model_name=registered_name,
+            )
+        version = None
+        if registered_name:
+            version = str(info.registered_model_version)
+            assert _STAGED is not None  # inside staged_versions
+            _STAGED.append((registered_name, version, tuple(aliases)))
+            client = _client()
+            for k, v in (tags or {}).items():
+                client.set_model_version_tag(registered_name, version, k, str(v))
     return ModelRef(info.model_uri, registered_name, version)
 
 

@@ -59,6 +59,32 @@ def test_register_alias_and_load_round_trip(tmp_path: Path) -> None:
     assert {"config.yaml", "MLmodel"} <= stored
 
 
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_registration_deletes_its_versions_and_leaves_the_aliases(
+    failure: type[BaseException],
+) -> None:
+    frame = pd.DataFrame({"x": np.arange(10, dtype=float)})
+    name = f"omnicrm-staged-{failure.__name__.lower()}"
+    with tracking.start_run("unit", "earlier"):
+        tracking.log_model(_Doubler(), frame, registered_name=name)
+        tracking.log_model(_Doubler(), frame, name="baseline", registered_name=name, aliases=("baseline",))
+    with pytest.raises(failure), tracking.start_run("unit", "interrupted"), tracking.staged_versions():
+        tracking.log_model(_Doubler(), frame, registered_name=name, tags={"roc_auc": "0.9"})
+        tracking.log_model(_Doubler(), frame, name="baseline", registered_name=name, aliases=("baseline",))
+        raise failure("stopped between registering and describing")
+    # versions 3 and 4 are gone; candidate and baseline still point at the complete earlier run's
+    assert tracking.get_version(name, "candidate").version == "1"
+    assert tracking.get_version(name, "baseline").version == "2"
+    for gone in ("3", "4"):
+        with pytest.raises(tracking.MissingVersion):
+            tracking.get_version(name, gone)
+    # and a completed block moves the aliases, only at its end
+    with tracking.start_run("unit", "complete"), tracking.staged_versions():
+        ref = tracking.log_model(_Doubler(), frame, registered_name=name)
+        assert tracking.get_version(name, "candidate").version == "1"
+    assert tracking.get_version(name, "candidate").version == ref.version == "5"
+
+
 def test_ui_serves_the_local_store_on_localhost_only() -> None:
     cmd = tracking.ui_command(5055)
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"

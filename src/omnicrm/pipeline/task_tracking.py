@@ -126,7 +126,16 @@ def log_target(
 
 
 def _register(cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, ev: pd.DataFrame) -> None:
-    """Register ``r.deployed`` (alias ``candidate``) and its best baseline (alias ``baseline``) from the active run."""
+    """Register ``r.deployed`` (alias ``candidate``) and its best baseline (alias ``baseline``) from the active run.
+
+    All or nothing (:func:`omnicrm.tracking.staged_versions`): an interrupted or failed registration
+    deletes both versions and leaves the aliases where they were.
+    """
+    with tracking.staged_versions():
+        _register_both(cfg, target, r, frames, ev)
+
+
+def _register_both(cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, ev: pd.DataFrame) -> None:
     best, value = r.best_baseline
     model = r.deployed
     inputs = ev[model.encoding.features]
