@@ -11,9 +11,14 @@ cutoffs, and 2.9 GB) and again in ``benchmarks/features.py``: per-cutoff queries
 tables one snapshot large, and each query prunes the events table on its own window bounds. Each
 cutoff's query is also exactly the single-snapshot query, so a frame of many cutoffs has the same
 bits as the snapshots built one by one (spend sums are floating-point and depend on the order in
-which a plan adds them). :func:`write_features` and :func:`feature_batches` stream the cutoffs one
-after the other as Arrow batches, so their memory is that of one snapshot however many cutoffs
-there are; :func:`build_features` returns the whole frame, so its memory grows with the rows.
+which a plan adds them). Sharing the event scans between cutoffs was measured again for issue 16
+(``benchmarks/README.md``, "Six cutoffs sharing work"): slower on the perf reference, and not
+bit-identical, because DuckDB's hash aggregate splits a group's rows into partial sums at points
+that depend on the plan, not only on the order of the rows; ``tests/unit/test_features.py``
+checks that every cutoff of a call keeps its single snapshot's bits. :func:`write_features` and
+:func:`feature_batches` stream the cutoffs one after the other as Arrow batches, so their memory
+is that of one snapshot however many cutoffs there are; :func:`build_features` returns the whole
+frame, so its memory grows with the rows.
 """
 
 from __future__ import annotations
