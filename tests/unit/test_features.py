@@ -490,7 +490,7 @@ def _log_store(order_ids: bool, n_customers: int = 10_000, n_events: int = 100_0
 def test_many_cutoffs_in_one_call_are_bit_identical_to_single_snapshots(order_ids, tmp_path):
     # Spend and return sums are floating-point, and DuckDB's hash aggregate splits a group's rows
     # into partial sums at points that depend on the plan. A plan that shared the event scans
-    # between these cutoffs (issue 16, branch issue16-cutoffs-shared-scan-experiment) moved two
+    # between these cutoffs (issue 16; benchmarks/README.md, "Six cutoffs sharing work") moved two
     # return amounts and their shares by one ulp here. Every cutoff of a call must carry the bits
     # of its own snapshot, in the frame and in the written file.
     con = _log_store(order_ids)
