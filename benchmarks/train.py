@@ -9,7 +9,11 @@ Where does a training command spend its time beyond the fit? Both sides run as f
   ``mlruns/``);
 * bare: one process that imports LightGBM and pandas, reads the training and validation matrices
   the task's encoding produced (saved once by the set-up, Parquet), and fits the same estimator with
-  the same params, seed and early stopping (``omnicrm.tasks.model.fit_lgbm``'s call, written out).
+  the same params, seed and early stopping (``omnicrm.tasks.model.fit_lgbm``'s call, written out);
+* bare + refit: the same, then the refit ``omnicrm train`` registers (``model.refit``, the
+  default): the same params with the early-stopped tree count on the training, validation and
+  evaluation rows stacked (``omnicrm.tasks.train.refit_target``'s fit, written out). A bare process
+  that deploys what ``train`` deploys does both fits.
 
 Reps are interleaved (bare, cold, warm in each rep) and the table shows medians over reps and the
 median of the per-rep ratios, so load drift on a shared machine moves both sides of a ratio alike.
@@ -96,6 +100,8 @@ def _steps(output: str) -> dict[str, float]:
 
 def _save_matrices(config: Path, folder: Path) -> None:
     """The encoded training and validation matrices and the fit's arguments, for the bare process."""
+    import pandas as pd
+
     from omnicrm import quiet
     from omnicrm.pipeline.task_frames import load_frames
     from omnicrm.tasks.config import load_task_config
@@ -113,12 +119,18 @@ def _save_matrices(config: Path, folder: Path) -> None:
         X = enc.transform(frame).reset_index(drop=True)
         X["__label"] = frame[target.label].to_numpy()
         X.to_parquet(folder / f"{name}.parquet")
+    # the refit's rows, encoded afresh on them as refit_target does
+    rows = pd.concat([target.rows(f) for f in (frames.train, frames.validation, frames.evaluation)], ignore_index=True)
+    refit_enc = Encoding.learn(rows, enc.features)
+    X = refit_enc.transform(rows).reset_index(drop=True)
+    X["__label"] = rows[target.label].to_numpy()
+    X.to_parquet(folder / "refit.parquet")
     spec = {"params": DEFAULT_PARAMS | lgbm_params(cfg, target), "rounds": cfg.model.early_stopping_rounds}
     (folder / "fit.json").write_text(json.dumps(spec))
 
 
-def bare(folder: str) -> None:
-    """The bare process (run by :func:`main` as ``--bare FOLDER``): read the matrices, fit, report."""
+def bare(folder: str, refit: bool) -> None:
+    """The bare process (run by :func:`main` as ``--bare FOLDER [--refit]``): read the matrices, fit, report."""
     import lightgbm as lgb
     import pandas as pd
 
@@ -135,6 +147,10 @@ def bare(folder: str) -> None:
         eval_names=["valid"],
         callbacks=[lgb.early_stopping(spec["rounds"], verbose=False), lgb.log_evaluation(0)],
     )
+    if refit:  # model.refit_trees: keep (the default): the early-stopped tree count
+        rows = pd.read_parquet(Path(folder) / "refit.parquet")
+        y = rows.pop("__label").to_numpy()
+        lgb.LGBMClassifier(**(spec["params"] | {"n_estimators": max(est.best_iteration_, 1)})).fit(rows, y)
     print(json.dumps({"best_iteration": est.best_iteration_}))
 
 
@@ -163,9 +179,10 @@ def main() -> None:
         "--before", metavar="SRC", help="also run the command from this source tree (e.g. an older commit's src/)"
     )
     parser.add_argument("--bare", metavar="FOLDER", help=argparse.SUPPRESS)
+    parser.add_argument("--refit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        bare(args.bare)
+        bare(args.bare, args.refit)
         return
     if not (ROOT / "data/store/omnicrm.duckdb").is_file():
         raise SystemExit("no data/store/omnicrm.duckdb: run `make demo` first")
@@ -183,11 +200,13 @@ def main() -> None:
     _save_matrices(warm, work)
     trees = {"": ROOT / "src"} | ({"before ": Path(args.before).resolve()} if args.before else {})
     kinds = [f"{tag}{kind}" for tag in trees for kind in ("cold", "warm")]
-    rows: dict[str, list[dict[str, float]]] = {k: [] for k in ("bare", *kinds)}
+    rows: dict[str, list[dict[str, float]]] = {k: [] for k in ("bare", "bare + refit", *kinds)}
     outputs = []
     for rep in range(args.reps):
         wall, cpu, _ = _run([sys.executable, __file__, "--bare", str(work)], env)
         rows["bare"].append({"wall": wall, "cpu": cpu})
+        wall, cpu, _ = _run([sys.executable, __file__, "--bare", str(work), "--refit"], env)
+        rows["bare + refit"].append({"wall": wall, "cpu": cpu})
         for i, kind in enumerate(kinds):
             tag, _, temp = kind.rpartition(" ")
             config = _config(work, f"cold{rep}-{i}", work / f"cache-cold{rep}-{i}") if temp == "cold" else warm
@@ -203,17 +222,23 @@ def main() -> None:
     if len(set(hashes.values())) != 1:
         raise SystemExit(f"models differ between runs: {hashes}")
     med = {k: {c: statistics.median(r[c] for r in v) for c in v[0]} for k, v in rows.items()}
-    print("\n| process | wall s | CPU s | wall / bare (median) | frames s | fit + baselines s | log + register s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| process | wall s | CPU s | wall / bare (median) | wall / bare + refit (median) | frames s "
+        "| fit + baselines s | log + register s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind in rows:
         m = med[kind]
-        ratio = statistics.median(c["wall"] / b["wall"] for c, b in zip(rows[kind], rows["bare"], strict=True))
+        ratios = [
+            statistics.median(c["wall"] / b["wall"] for c, b in zip(rows[kind], rows[ref], strict=True))
+            for ref in ("bare", "bare + refit")
+        ]
         steps = (
             f"{m['frames']:.2f} | {m['fit + baselines']:.2f} | {m['log + register']:.2f}"
-            if kind != "bare"
+            if not kind.startswith("bare")
             else "— | — | —"
         )
-        print(f"| {kind} | {m['wall']:.2f} | {m['cpu']:.2f} | {ratio:.2f}× | {steps} |")
+        print(f"| {kind} | {m['wall']:.2f} | {m['cpu']:.2f} | {ratios[0]:.2f}× | {ratios[1]:.2f}× | {steps} |")
 
 
 if __name__ == "__main__":
