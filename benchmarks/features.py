@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from measure import peak_rss_mb
+
 HERE = Path(__file__).resolve().parent
 CUTOFF = datetime(2024, 7, 1)
 CUTOFFS_6 = [datetime(2024, m, 1) for m in range(2, 8)]
@@ -222,22 +224,6 @@ def pandas_features(events: pd.DataFrame, customers: pd.DataFrame, cutoff: datet
 
 
 # --- workers (one implementation per subprocess) ----------------------------------------------------
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB).
-
-    Linux ``VmHWM`` is the high-water mark of this program's own address space. ``ru_maxrss`` is
-    only the fallback: Linux carries it over ``fork`` + ``exec``, so a worker started by a large
-    parent would report the parent's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _feature_config(full: bool):
     from omnicrm.features import FeatureConfig
 
@@ -256,7 +242,7 @@ def _worker(name: str, db: str, repeat: int, out: str) -> None:
         events = con.sql(f"SELECT {', '.join(PANDAS_EVENT_COLUMNS)} FROM events").df()
         customers = con.sql("SELECT customer_id, first_seen FROM customers").df()
         loaded_s = time.perf_counter() - start
-    baseline_mb = _peak_rss_mb()
+    baseline_mb = peak_rss_mb()
 
     def run() -> pd.DataFrame:
         if name == "features":
@@ -282,7 +268,7 @@ def _worker(name: str, db: str, repeat: int, out: str) -> None:
         start = time.perf_counter()
         frame = run()
         times.append(time.perf_counter() - start)
-    peak_mb = _peak_rss_mb()
+    peak_mb = peak_rss_mb()
     frame.to_parquet(out)
     Path(out + ".json").write_text(
         json.dumps(
@@ -413,7 +399,7 @@ def _reference_worker(name: str, reference: str, perf_data: str, size: str, out:
     parquet = str(Path(perf_data) / f"events_{size}.parquet")
     if name.startswith("ref"):
         impl = {"ref": "duckdb", "ref_loop6": "duckdb_multi_loop"}[name]
-        baseline_mb = _peak_rss_mb()
+        baseline_mb = peak_rss_mb()
         cpu0 = _cpu_s()
         _, run_s = ref.IMPLS[impl](parquet, out)
         cpu_s = _cpu_s() - cpu0
@@ -429,7 +415,7 @@ def _reference_worker(name: str, reference: str, perf_data: str, size: str, out:
             def write(con, points, cfg, path):
                 features.build_features(con, points, cfg).to_parquet(path)
 
-        baseline_mb = _peak_rss_mb()
+        baseline_mb = peak_rss_mb()
         cpu0 = _cpu_s()
         start = time.perf_counter()
         if name == "omni":
@@ -446,7 +432,7 @@ def _reference_worker(name: str, reference: str, perf_data: str, size: str, out:
         cpu_s = _cpu_s() - cpu0
         if name == "omni_frame":
             frame.to_parquet(out)  # for the agreement check, after the timing
-    rec = {"run_s": run_s, "cpu_s": cpu_s, "peak_mb": _peak_rss_mb(), "baseline_mb": baseline_mb}
+    rec = {"run_s": run_s, "cpu_s": cpu_s, "peak_mb": peak_rss_mb(), "baseline_mb": baseline_mb}
     print(json.dumps(rec), flush=True)
 
 

@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from measure import peak_rss_mb
 
 ACTIONS = ("discount_10pct", "free_shipping", "new_arrivals")
 CHANNELS = ("email", "sms", "push")
@@ -242,17 +243,6 @@ def violations(frame: pd.DataFrame, chosen: np.ndarray, budget: float, capacity:
 
 
 # --- workers --------------------------------------------------------------------------------------------
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (MB): Linux ``VmHWM``, else ``ru_maxrss`` (inherited over exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _reset_peak() -> bool:
     """Reset ``VmHWM`` to the current RSS (``/proc/self/clear_refs``, Linux 4.0+); whether it worked."""
     try:
@@ -271,7 +261,7 @@ def _worker(method: str, n_customers: int, seed: int, out: str, check_loop: bool
     lim = limits(n_customers)
     gc.collect()
     reset = _reset_peak()
-    before_mb = _peak_rss_mb()
+    before_mb = peak_rss_mb()
     result: dict = {"method": method, "customers": n_customers, "candidates": len(frame), "reset": reset}
     start = time.perf_counter()
     if method == "lp":
@@ -294,7 +284,7 @@ def _worker(method: str, n_customers: int, seed: int, out: str, check_loop: bool
         chosen, rounds = sort_and_take(frame, lim.budget, lim.capacity, key)
         seconds = time.perf_counter() - start
         result["rounds"] = rounds
-    peak_mb = _peak_rss_mb()
+    peak_mb = peak_rss_mb()
     broken = violations(frame, chosen, lim.budget, lim.capacity)
     if broken:
         raise SystemExit(f"{method} at {n_customers:,} customers breaks its limits: {'; '.join(broken)}")

@@ -26,14 +26,14 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measure import run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -76,19 +76,6 @@ def _config(folder: Path, db: Path, cache: Path | None) -> Path:
     path = folder / f"churn-{cache.name if cache else 'nocache'}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall and CPU seconds (user + system) of a child process, and its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc.stdout
 
 
 def _export_model(folder: Path) -> None:
@@ -205,10 +192,10 @@ def main() -> None:
             config = _config(work, db, cache)
             if side == "bare":
                 cmd = [sys.executable, __file__, "--bare", str(config), str(work), str(out)]
-                wall, cpu, _ = _run(cmd, env)
+                wall, cpu, _ = run(cmd, env)
             else:
                 cmd = [*omnicrm, "predict", str(config), "--as-of", AS_OF, "--out", str(out)]
-                wall, cpu, text = _run(cmd, env | {"PYTHONPATH": str(trees[side])})
+                wall, cpu, text = run(cmd, env | {"PYTHONPATH": str(trees[side])})
                 if side == "omnicrm":
                     digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
             rows[side].append({"wall": wall, "cpu": cpu})

@@ -27,11 +27,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from measure import run_with_peak
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -81,29 +82,6 @@ def _configs(folder: Path, db: Path, chunk: int, memory_limit: str) -> Path:
     path = folder / "score.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def _measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds and peak RSS (GB) of a command, polling its ``VmHWM``; and its stdout."""
-    started = time.monotonic()
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-        peak = 0
-        status = Path(f"/proc/{proc.pid}/status")
-        while proc.poll() is None:
-            try:
-                for line in status.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-            except OSError:
-                pass
-            time.sleep(0.05)
-        seconds = time.monotonic() - started
-        out.seek(0)
-        text = out.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{text[-3000:]}")
-    return seconds, peak / 2**20, text
 
 
 def minimal(config: str, out: str) -> None:
@@ -183,10 +161,10 @@ def main() -> None:
         "import omnicrm.cli, omnicrm.pipeline.score, omnicrm.tracking, omnicrm.pipeline.promote_models, "
         "omnicrm.pipeline.uplift, omnicrm.tasks.model, sys; print('shap' in sys.modules)",
     ]
-    startup, startup_mem, shap = _measure(start_cmd, env)
+    startup, startup_mem, shap = run_with_peak(start_cmd, env)
     min_start_cmd = [sys.executable, "-c", "import omnicrm.tracking, omnicrm.features, lightgbm, pandas"]
-    min_startup, _, _ = _measure(min_start_cmd, env)
-    help_s, _, _ = _measure([*omnicrm, "--help"], env)
+    min_startup, _, _ = run_with_peak(min_start_cmd, env)
+    help_s, _, _ = run_with_peak([*omnicrm, "--help"], env)
     for n in args.customers:
         folder = work / f"n{n}"
         folder.mkdir(exist_ok=True)
@@ -197,10 +175,12 @@ def main() -> None:
             print(f"store of {n:,} customers generated in {time.monotonic() - t0:.0f} s", flush=True)
         config = _configs(folder, db, args.chunk, args.memory_limit)
         shutil.rmtree(folder / "out", ignore_errors=True)
-        s_time, s_mem, text = _measure([*omnicrm, "score", str(config), "--as-of", AS_OF], env)
+        s_time, s_mem, text = run_with_peak([*omnicrm, "score", str(config), "--as-of", AS_OF], env)
         summary = json.loads(text.strip().splitlines()[-1])
         manifest = json.loads((folder / "out/latest/manifest.json").read_text())
-        m_time, m_mem, _ = _measure([sys.executable, __file__, "--minimal", str(config), str(folder / "minimal")], env)
+        m_time, m_mem, _ = run_with_peak(
+            [sys.executable, __file__, "--minimal", str(config), str(folder / "minimal")], env
+        )
         rows.append(
             {
                 "customers": n,

@@ -33,14 +33,13 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from measure import run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -67,19 +66,6 @@ def _config(folder: Path, name: str, cache: Path) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall and CPU seconds (user + system) of a child process, and its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, proc.stdout
 
 
 def _steps(output: str) -> dict[str, float]:
@@ -196,22 +182,22 @@ def main() -> None:
     print(f"load before: {os.getloadavg()}", flush=True)
     warm = _config(work, "warm", work / "cache-warm")
     # untimed: creates the tracking database and fills the warm cache
-    _run([*omnicrm, "train", str(warm)], env)
+    run([*omnicrm, "train", str(warm)], env)
     _save_matrices(warm, work)
     trees = {"": ROOT / "src"} | ({"before ": Path(args.before).resolve()} if args.before else {})
     kinds = [f"{tag}{kind}" for tag in trees for kind in ("cold", "warm")]
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in ("bare", "bare + refit", *kinds)}
     outputs = []
     for rep in range(args.reps):
-        wall, cpu, _ = _run([sys.executable, __file__, "--bare", str(work)], env)
+        wall, cpu, _ = run([sys.executable, __file__, "--bare", str(work)], env)
         rows["bare"].append({"wall": wall, "cpu": cpu})
-        wall, cpu, _ = _run([sys.executable, __file__, "--bare", str(work), "--refit"], env)
+        wall, cpu, _ = run([sys.executable, __file__, "--bare", str(work), "--refit"], env)
         rows["bare + refit"].append({"wall": wall, "cpu": cpu})
         for i, kind in enumerate(kinds):
             tag, _, temp = kind.rpartition(" ")
             config = _config(work, f"cold{rep}-{i}", work / f"cache-cold{rep}-{i}") if temp == "cold" else warm
             tree_env = env | {"PYTHONPATH": str(trees[f"{tag} " if tag else ""])}
-            wall, cpu, out = _run([*omnicrm, "train", str(config)], tree_env)
+            wall, cpu, out = run([*omnicrm, "train", str(config)], tree_env)
             rows[kind].append({"wall": wall, "cpu": cpu, **_steps(out)})
             outputs.append(out)
         print(json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
