@@ -86,7 +86,7 @@ def test_counts_match_documented_figures_and_a_pandas_reference(retail: tuple[Pa
     assert spend == pytest.approx(ref, rel=1e-9)
     assert con.sql("SELECT count(*) FROM customers").fetchall()[0][0] == kept["CustomerID"].nunique()
     # the source's own id column is recorded: `omnicrm predict` writes it first, as `CustomerID`
-    from omnicrm.pipeline.predict import key_column_names
+    from omnicrm.pipeline.keys import key_column_names
 
     meta = dict(con.sql("SELECT key, value FROM store_meta").fetchall())
     assert key_column_names(meta, ["online_retail"], {"customer_id", "as_of"}) == {"online_retail": "CustomerID"}

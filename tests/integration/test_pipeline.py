@@ -69,7 +69,20 @@ def test_features_one_row_per_customer_and_cutoff(small_store: Path, tmp_path: P
     for c in cutoffs:
         known = con.execute("SELECT count(*) FROM customers WHERE first_seen < ?", [c]).fetchall()[0][0]
         assert (frame["cutoff"] == pd.Timestamp(c)).sum() == known
+    # the business's keys come first (one column per source, as predict writes them), then the snapshot
+    sources = [r[0] for r in con.execute("SELECT DISTINCT source FROM identity_links ORDER BY 1").fetchall()]
+    keys = [f"{s}_key" for s in sources]
+    assert list(frame.columns[: len(keys) + 2]) == [*keys, "customer_id", "cutoff"]
+    assert res.columns == frame.shape[1] and res.rows == len(frame)
+    links = con.execute(
+        "SELECT customer_id, source, string_agg(source_record_id, '|' ORDER BY source_record_id) AS ids "
+        "FROM identity_links GROUP BY 1, 2"
+    ).df()
     con.close()
+    sample = frame.drop_duplicates("customer_id").head(300).melt(["customer_id"], keys, "column", "ids").dropna()
+    sample["source"] = sample["column"].str.removesuffix("_key")
+    both = sample.merge(links, on=["customer_id", "source"], how="left", suffixes=("", "_store"))
+    assert len(both) > 300 and (both["ids"] == both["ids_store"]).all()
 
 
 def test_ingest_is_deterministic(small_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

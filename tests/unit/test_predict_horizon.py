@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omnicrm.pipeline.predict import key_column_names
+from omnicrm.pipeline.keys import key_column_names
 from omnicrm.tasks.base import Target
 from omnicrm.tasks.baselines import Baseline
 from omnicrm.tasks.btyd import bgnbd_expected_purchases

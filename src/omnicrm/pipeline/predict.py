@@ -30,7 +30,6 @@ score. Inputs outside the range each model saw in training are counted per featu
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -47,8 +46,8 @@ import pandas as pd
 from omnicrm import tracking
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
+from omnicrm.pipeline.keys import key_column_names, source_keys, store_meta
 from omnicrm.progress import Progress, silent
-from omnicrm.sql import ident, literal
 from omnicrm.store.outputs import write_frame
 from omnicrm.tasks.config import TaskConfig, load_task_config
 from omnicrm.tasks.predict import baseline_scores, extend_horizon, horizon_column, horizon_ratio, score_frame
@@ -81,59 +80,6 @@ class PredictResult:
     horizon_days: int | None = None
     out_of_range: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def source_keys(con: duckdb.DuckDBPyConnection, customer_ids: pd.Series) -> pd.DataFrame:
-    """One column ``<source>_key`` per source: the customer's record ids there, ``|``-joined.
-
-    Built in DuckDB over the links of ``customer_ids`` only (conditional aggregation, one column per
-    source those customers have records in, sorted by name): pivoting every identity link in pandas
-    took 3.4 s at 261k customers. A customer without links in a source has a missing key there; one
-    without any link is left out (the caller's left join gives it missing keys).
-    """
-    ids = pd.DataFrame({"customer_id": pd.Series(customer_ids, dtype=object).to_numpy()})
-    con.register("_predict_ids", ids)
-    try:
-        scoped = "FROM identity_links WHERE customer_id IN (SELECT customer_id FROM _predict_ids)"
-        sources = [r[0] for r in con.sql(f"SELECT DISTINCT source {scoped} ORDER BY source").fetchall()]
-        columns = ", ".join(
-            f"string_agg(source_record_id, '|' ORDER BY source_record_id) FILTER (WHERE source = {literal(s)}) "
-            f"AS {ident(f'{s}_key')}"
-            for s in sources
-        )
-        return con.sql(
-            f"SELECT customer_id{', ' + columns if columns else ''} {scoped} GROUP BY customer_id ORDER BY customer_id"
-        ).df()
-    finally:
-        con.unregister("_predict_ids")
-
-
-def key_column_names(meta: dict[str, str], sources: list[str], taken: set[str]) -> dict[str, str]:
-    """The output name of each source's key column (``<source>_key`` as :func:`source_keys` names it).
-
-    With one source of customer ids, its own column name (``store_meta``'s ``customer_key_columns``,
-    written at ingest), unless that source's keys are stored pseudonymised (they are not the
-    business's ids then) or the name is ``taken`` by another output column; otherwise, and with
-    several sources, ``<source>_key``.
-    """
-    names = {s: f"{s}_key" for s in sources}
-    own = json.loads(meta.get("customer_key_columns") or "{}")
-    hashed = set(filter(None, meta.get("pseudonymised_key_sources", "").split(",")))
-    key_sources = list(own) or sources
-    if len(key_sources) == 1 and sources == key_sources:
-        [source] = sources
-        column = own.get(source)
-        if column and source not in hashed and column not in taken:
-            names[source] = column
-    return names
-
-
-def _store_meta(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """The store's ``store_meta`` as a dict (empty for a hand-built store without one)."""
-    try:
-        return dict(con.sql("SELECT key, value FROM store_meta").fetchall())
-    except duckdb.CatalogException:
-        return {}
 
 
 def _check_horizon(cfg: TaskConfig, targets: list, horizon: int | None) -> None:
@@ -285,7 +231,7 @@ def predict(
                 con, cfg, [as_of], with_labels=False, what="scoring", features=feature_source(cfg.dataset, cache_writes)
             )
             keys = source_keys(con, frame["customer_id"])
-            meta = _store_meta(con)
+            meta = store_meta(con)
             classic = _classic(con, as_of, task.horizon_days, horizon, btyd) if (horizon or btyd) else None
         except duckdb.InterruptException:
             if not (loading.done() and loading.exception() is not None):
