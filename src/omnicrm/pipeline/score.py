@@ -541,7 +541,6 @@ def run_score(
     AccountingError
         Customers of a step not exactly scored plus excluded (a bug: the run is not published).
     """
-    from omnicrm import __version__, tracking
     from omnicrm.store import open_store
     from omnicrm.tasks.frames import store_fingerprint
 
@@ -557,31 +556,7 @@ def run_score(
     clock = StepClock()
     with runs.RunLock(output, as_of, run_id):
         runs.sweep_orphans(output)
-        existing = runs.published(output, as_of)
-        if existing is not None and not replace:
-            raise ConfigError(
-                f"output {output}: a run of as_of {as_of:%Y-%m-%d} is already published ({existing.name}); "
-                "pass --replace to score it again and replace it"
-            )
-        previous_folder = runs.latest(output)
-        pointer = Path(output) / runs.LATEST
-        if previous_folder is None and (pointer.is_symlink() or pointer.exists()):
-            warnings.warn(
-                f"{pointer}: does not lead to a published run, so drift is checked against no previous run "
-                "(population, PSI and changed actions are skipped); point it at one (ln -sfn runs/<run> latest) "
-                "to restore the comparison",
-                StaleFileWarning,
-                stacklevel=2,
-            )
-        previous_manifest = _read_json(previous_folder / schema.MANIFEST) if previous_folder else None
-        if previous_folder is not None and previous_manifest is None:
-            warnings.warn(
-                f"{previous_folder / schema.MANIFEST}: missing or unreadable, so the population change against that "
-                "run is not checked",
-                StaleFileWarning,
-                stacklevel=2,
-            )
-        previous_profile = _read_json(previous_folder / "profile.json") if previous_folder else None
+        previous = previous_run(output, as_of, replace)
         with clock.step("models"):
             models = _load_models(setup, progress)
         staging = runs.new_staging(output)
@@ -612,81 +587,205 @@ def run_score(
                 ledger.check_totals(plan.customers)
                 with clock.step("drift"):
                     progress("score: drift against the previous run", 0.85)
-                    profile, f_psi, s_psi = _profiles_and_psi(con, setup, staging, previous_profile)
+                    profile, f_psi, s_psi = _profiles_and_psi(con, setup, staging, previous.profile)
             finally:
                 con.close()
             shutil.rmtree(staging / ".duckdb-tmp", ignore_errors=True)
-            population = (
-                dr.population_change(plan.customers, int(previous_manifest["customers"]))
-                if previous_manifest and "customers" in previous_manifest
-                else None
-            )
-            table = dr.drift_table(
-                cfg.drift,
-                feature_psi=f_psi,
-                score_psi=s_psi,
-                population=population,
-                nba=_nba_change(previous_folder, staging),
-                outside={k: (v[0], v[1]) for k, v in outside.items()},
-            )
-            breaches = table[table["breach"]]
-            tags = tracking.context_tags()
-            code = {
-                "omnicrm": __version__,
-                "git_commit": tags.get("git_commit", ""),
-                "git_dirty": tags.get("git_dirty", ""),
-            }
-            run_tags = {"task": "score", "dataset": cfg.name, "as_of": f"{as_of:%Y-%m-%d}", "score_run_id": run_id}
-            with tracking.start_run(
-                cfg.experiment, f"score · {cfg.name} · as of {as_of:%Y-%m-%d}", tags=run_tags
-            ) as run:
-                manifest = build_manifest(
-                    as_of=f"{as_of:%Y-%m-%d}",
-                    run_id=run_id,
-                    code_version=code,
-                    config_hash=setup.config_hash,
-                    data_fingerprint=fingerprint,
-                    models=[m.entry() for m in models],
+            result = publish_run(
+                setup,
+                output,
+                as_of,
+                run_id,
+                previous,
+                staging,
+                ScoredRun(
+                    fingerprint=fingerprint,
+                    models=models,
                     tables=tables,
-                    steps=clock.as_dict(),
+                    clock=clock,
                     customers=plan.customers,
-                    customers_with_history=plan.known,
-                    accounting=ledger.as_dict(),
-                    drift={
-                        "previous_run": (previous_manifest or {}).get("run_id"),
-                        "previous_as_of": (previous_manifest or {}).get("as_of"),
-                        "checks": len(table),
-                        "breaches": breaches.to_dict("records"),
-                        "training_ranges": "min/max per feature from the LightGBM boosters inside each model "
-                        "(feature_infos); the registry logs no ranges of its own",
-                    },
-                    nba=nba_info,
-                    engine=cfg.engine,
-                    chunk_size=cfg.chunk_size,
+                    known=plan.known,
+                    ledger=ledger,
+                    outside=outside,
+                    nba_info=nba_info,
+                    profile=profile,
+                    feature_psi=f_psi,
+                    score_psi=s_psi,
                     chunks=plan.chunks,
-                    config=str(setup.path),
-                    mlflow_run_id=run.run_id,
-                    replaced=existing.name if existing is not None else None,
-                    published=not (fail_on_drift and len(breaches)),
-                )
-                (staging / schema.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-                (staging / "profile.json").write_text(json.dumps(profile, default=str), encoding="utf-8")
-                table.to_csv(staging / "drift.csv", index=False)
-                _log_run(tracking, cfg, manifest, table, ledger)
-                result = ScoreResult(None, manifest, table, len(breaches), False, run.run_id)
-                if fail_on_drift and len(breaches):
-                    tracking.set_tags({"published": "false", "drift_breaches": len(breaches)})
-                    raise DriftBreach(result)
-                progress(f"score: publishing ({sum(t['rows_out'] for t in tables.values()):,} rows)", 0.98)
-                staging.chmod(0o777 & ~_umask())  # mkdtemp made it private; a published run is read by others
-                result.folder = runs.publish(output, staging, as_of, run_id)
-                result.published = True
-                tracking.set_tags({"published": "true", "drift_breaches": len(breaches), "folder": result.folder})
+                    engine={"engine": cfg.engine},
+                ),
+                fail_on_drift=fail_on_drift,
+                open_up=lambda folder: folder.chmod(0o777 & ~_umask()),  # mkdtemp made it private; others read it
+                progress=progress,
+            )
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
             with contextlib.suppress(OSError):  # the staging parent, when no other run uses it
                 staging.parent.rmdir()
+    return result
+
+
+@dataclass
+class PreviousRun:
+    """The published runs a new run is measured against.
+
+    Attributes
+    ----------
+    existing
+        The published run of the same ``as_of`` (replaced when ``--replace`` is given), if any.
+    folder, manifest, profile
+        The latest published run (``latest``): its folder, manifest and drift profile (``None`` when
+        missing or unreadable, each said once as a warning).
+    """
+
+    existing: Path | None
+    folder: Path | None
+    manifest: dict[str, Any] | None
+    profile: dict[str, Any] | None
+
+
+def previous_run(output: Path, as_of: datetime, replace: bool) -> PreviousRun:
+    """The runs a new run of ``as_of`` replaces and compares with (inside the run lock; both engines).
+
+    Raises
+    ------
+    ConfigError
+        A run of ``as_of`` is already published and ``replace`` is not set.
+    """
+    existing = runs.published(output, as_of)
+    if existing is not None and not replace:
+        raise ConfigError(
+            f"output {output}: a run of as_of {as_of:%Y-%m-%d} is already published ({existing.name}); "
+            "pass --replace to score it again and replace it"
+        )
+    previous_folder = runs.latest(output)
+    pointer = Path(output) / runs.LATEST
+    if previous_folder is None and (pointer.is_symlink() or pointer.exists()):
+        warnings.warn(
+            f"{pointer}: does not lead to a published run, so drift is checked against no previous run "
+            "(population, PSI and changed actions are skipped); point it at one (ln -sfn runs/<run> latest) "
+            "to restore the comparison",
+            StaleFileWarning,
+            stacklevel=3,
+        )
+    previous_manifest = _read_json(previous_folder / schema.MANIFEST) if previous_folder else None
+    if previous_folder is not None and previous_manifest is None:
+        warnings.warn(
+            f"{previous_folder / schema.MANIFEST}: missing or unreadable, so the population change against that "
+            "run is not checked",
+            StaleFileWarning,
+            stacklevel=3,
+        )
+    previous_profile = _read_json(previous_folder / "profile.json") if previous_folder else None
+    return PreviousRun(existing, previous_folder, previous_manifest, previous_profile)
+
+
+@dataclass
+class ScoredRun:
+    """What an engine's run produced, in the staging folder and in figures, before it is judged and published."""
+
+    fingerprint: str
+    models: list[Model]
+    tables: dict[str, dict[str, int]]
+    clock: StepClock
+    customers: int
+    known: int
+    ledger: Ledger
+    outside: dict[tuple[str, str], list[int]]
+    nba_info: dict[str, Any] | None
+    profile: dict[str, Any]
+    feature_psi: Any
+    score_psi: Any
+    chunks: int
+    engine: dict[str, Any]
+
+
+def publish_run(
+    setup: ScoreSetup,
+    output: Path,
+    as_of: datetime,
+    run_id: str,
+    previous: PreviousRun,
+    staging: Path,
+    done: ScoredRun,
+    *,
+    fail_on_drift: bool,
+    open_up: Any,
+    progress: Progress,
+) -> ScoreResult:
+    """Drift against the previous run, the manifest and the MLflow run, then publish (both engines).
+
+    ``open_up(staging)`` gives the staging folder the permissions of a published run. With
+    ``fail_on_drift`` and a breach, nothing is published and :class:`DriftBreach` is raised.
+    """
+    from omnicrm import __version__, tracking
+
+    cfg = setup.config
+    population = (
+        dr.population_change(done.customers, int(previous.manifest["customers"]))
+        if previous.manifest and "customers" in previous.manifest
+        else None
+    )
+    table = dr.drift_table(
+        cfg.drift,
+        feature_psi=done.feature_psi,
+        score_psi=done.score_psi,
+        population=population,
+        nba=_nba_change(previous.folder, staging),
+        outside={k: (v[0], v[1]) for k, v in done.outside.items()},
+    )
+    breaches = table[table["breach"]]
+    tags = tracking.context_tags()
+    code = {
+        "omnicrm": __version__,
+        "git_commit": tags.get("git_commit", ""),
+        "git_dirty": tags.get("git_dirty", ""),
+    }
+    run_tags = {"task": "score", "dataset": cfg.name, "as_of": f"{as_of:%Y-%m-%d}", "score_run_id": run_id}
+    with tracking.start_run(cfg.experiment, f"score · {cfg.name} · as of {as_of:%Y-%m-%d}", tags=run_tags) as run:
+        manifest = build_manifest(
+            as_of=f"{as_of:%Y-%m-%d}",
+            run_id=run_id,
+            code_version=code,
+            config_hash=setup.config_hash,
+            data_fingerprint=done.fingerprint,
+            models=[m.entry() for m in done.models],
+            tables=done.tables,
+            steps=done.clock.as_dict(),
+            customers=done.customers,
+            customers_with_history=done.known,
+            accounting=done.ledger.as_dict(),
+            drift={
+                "previous_run": (previous.manifest or {}).get("run_id"),
+                "previous_as_of": (previous.manifest or {}).get("as_of"),
+                "checks": len(table),
+                "breaches": breaches.to_dict("records"),
+                "training_ranges": "min/max per feature from the LightGBM boosters inside each model "
+                "(feature_infos); the registry logs no ranges of its own",
+            },
+            nba=done.nba_info,
+            **done.engine,
+            chunk_size=cfg.chunk_size,
+            chunks=done.chunks,
+            config=str(setup.path),
+            mlflow_run_id=run.run_id,
+            replaced=previous.existing.name if previous.existing is not None else None,
+            published=not (fail_on_drift and len(breaches)),
+        )
+        (staging / schema.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+        (staging / "profile.json").write_text(json.dumps(done.profile, default=str), encoding="utf-8")
+        table.to_csv(staging / "drift.csv", index=False)
+        _log_run(tracking, cfg, manifest, table, done.ledger)
+        result = ScoreResult(None, manifest, table, len(breaches), False, run.run_id)
+        if fail_on_drift and len(breaches):
+            tracking.set_tags({"published": "false", "drift_breaches": len(breaches)})
+            raise DriftBreach(result)
+        progress(f"score: publishing ({sum(t['rows_out'] for t in done.tables.values()):,} rows)", 0.98)
+        open_up(staging)
+        result.folder = runs.publish(output, staging, as_of, run_id)
+        result.published = True
+        tracking.set_tags({"published": "true", "drift_breaches": len(breaches), "folder": result.folder})
     return result
 
 

@@ -34,7 +34,6 @@ import os
 import shutil
 import sys
 import uuid
-import warnings
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -50,10 +49,9 @@ from omnicrm.score import drift as dr
 from omnicrm.score.accounting import AccountingError, Ledger, StepCount, counted_step
 from omnicrm.score.chunk import Model, score_chunk
 from omnicrm.score.config import ScoreSetup, Spark
-from omnicrm.score.manifest import StepClock, StepTime, build_manifest
+from omnicrm.score.manifest import StepClock, StepTime
 from omnicrm.score.tables import NOT_YET_A_CUSTOMER, excluded_rows, nba_excluded
 from omnicrm.store import runs
-from omnicrm.store.staging import StaleFileWarning
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyspark.sql import DataFrame, SparkSession
@@ -574,19 +572,16 @@ def run_score_spark(
     progress: Progress,
 ) -> Any:  # noqa: ANN401 - omnicrm.pipeline.score.ScoreResult
     """The scoring run of :func:`omnicrm.pipeline.score.run_score` with ``engine: spark`` (module docstring)."""
-    from omnicrm import __version__, tracking
     from omnicrm.features.snapshot import feature_dtypes
     from omnicrm.features.spark import FEATURE_TABLES
     from omnicrm.pipeline.score import (
         NBA_DROPPED,
-        DriftBreach,
-        ScoreResult,
+        ScoredRun,
         _check,
         _check_fingerprints,
         _load_models,
-        _log_run,
-        _nba_change,
-        _read_json,
+        previous_run,
+        publish_run,
     )
     from omnicrm.store import open_store
     from omnicrm.tasks.frames import store_fingerprint
@@ -599,31 +594,7 @@ def run_score_spark(
     clock = StepClock()
     with runs.RunLock(output, as_of, run_id):
         runs.sweep_orphans(output)
-        existing = runs.published(output, as_of)
-        if existing is not None and not replace:
-            raise ConfigError(
-                f"output {output}: a run of as_of {as_of:%Y-%m-%d} is already published ({existing.name}); "
-                "pass --replace to score it again and replace it"
-            )
-        previous_folder = runs.latest(output)
-        pointer = Path(output) / runs.LATEST
-        if previous_folder is None and (pointer.is_symlink() or pointer.exists()):
-            warnings.warn(
-                f"{pointer}: does not lead to a published run, so drift is checked against no previous run "
-                "(population, PSI and changed actions are skipped); point it at one (ln -sfn runs/<run> latest) "
-                "to restore the comparison",
-                StaleFileWarning,
-                stacklevel=2,
-            )
-        previous_manifest = _read_json(previous_folder / schema.MANIFEST) if previous_folder else None
-        if previous_folder is not None and previous_manifest is None:
-            warnings.warn(
-                f"{previous_folder / schema.MANIFEST}: missing or unreadable, so the population change against that "
-                "run is not checked",
-                StaleFileWarning,
-                stacklevel=2,
-            )
-        previous_profile = _read_json(previous_folder / "profile.json") if previous_folder else None
+        previous = previous_run(output, as_of, replace)
         with clock.step("models"):
             models = _load_models(setup, progress)
         with clock.step("spark session"):
@@ -708,7 +679,7 @@ def run_score_spark(
                 ledger.check_totals(plan["n"])
                 with clock.step("drift"):
                     progress("score: drift against the previous run", 0.85)
-                    profile, f_psi, s_psi = _profiles(pop, staging, cfg.drift.bins, previous_profile)
+                    profile, f_psi, s_psi = _profiles(pop, staging, cfg.drift.bins, previous.profile)
                 spark_info = {
                     "master": scfg.master,
                     "app_id": spark.sparkContext.applicationId,
@@ -726,73 +697,33 @@ def run_score_spark(
                 spark.conf.set("spark.sql.session.timeZone", previous_tz)
                 if owned:
                     spark.stop()
-            population = (
-                dr.population_change(plan["n"], int(previous_manifest["customers"]))
-                if previous_manifest and "customers" in previous_manifest
-                else None
-            )
-            table = dr.drift_table(
-                cfg.drift,
-                feature_psi=f_psi,
-                score_psi=s_psi,
-                population=population,
-                nba=_nba_change(previous_folder, staging),
-                outside={k: (v[0], v[1]) for k, v in outside.items()},
-            )
-            breaches = table[table["breach"]]
-            tags = tracking.context_tags()
-            code = {
-                "omnicrm": __version__,
-                "git_commit": tags.get("git_commit", ""),
-                "git_dirty": tags.get("git_dirty", ""),
-            }
-            run_tags = {"task": "score", "dataset": cfg.name, "as_of": f"{as_of:%Y-%m-%d}", "score_run_id": run_id}
-            with tracking.start_run(
-                cfg.experiment, f"score · {cfg.name} · as of {as_of:%Y-%m-%d}", tags=run_tags
-            ) as run:
-                manifest = build_manifest(
-                    as_of=f"{as_of:%Y-%m-%d}",
-                    run_id=run_id,
-                    code_version=code,
-                    config_hash=setup.config_hash,
-                    data_fingerprint=fingerprint,
-                    models=[m.entry() for m in models],
+            result = publish_run(
+                setup,
+                output,
+                as_of,
+                run_id,
+                previous,
+                staging,
+                ScoredRun(
+                    fingerprint=fingerprint,
+                    models=models,
                     tables=tables,
-                    steps=clock.as_dict(),
+                    clock=clock,
                     customers=plan["n"],
-                    customers_with_history=plan["known"],
-                    accounting=ledger.as_dict(),
-                    drift={
-                        "previous_run": (previous_manifest or {}).get("run_id"),
-                        "previous_as_of": (previous_manifest or {}).get("as_of"),
-                        "checks": len(table),
-                        "breaches": breaches.to_dict("records"),
-                        "training_ranges": "min/max per feature from the LightGBM boosters inside each model "
-                        "(feature_infos); the registry logs no ranges of its own",
-                    },
-                    nba=nba_info,
-                    engine="spark",
-                    spark=spark_info,
-                    chunk_size=cfg.chunk_size,
+                    known=plan["known"],
+                    ledger=ledger,
+                    outside=outside,
+                    nba_info=nba_info,
+                    profile=profile,
+                    feature_psi=f_psi,
+                    score_psi=s_psi,
                     chunks=plan["chunks"],
-                    config=str(setup.path),
-                    mlflow_run_id=run.run_id,
-                    replaced=existing.name if existing is not None else None,
-                    published=not (fail_on_drift and len(breaches)),
-                )
-                (staging / schema.MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-                (staging / "profile.json").write_text(json.dumps(profile, default=str), encoding="utf-8")
-                table.to_csv(staging / "drift.csv", index=False)
-                _log_run(tracking, cfg, manifest, table, ledger)
-                result = ScoreResult(None, manifest, table, len(breaches), False, run.run_id)
-                if fail_on_drift and len(breaches):
-                    tracking.set_tags({"published": "false", "drift_breaches": len(breaches)})
-                    raise DriftBreach(result)
-                progress(f"score: publishing ({sum(t['rows_out'] for t in tables.values()):,} rows)", 0.98)
-                _open_up(staging)
-                result.folder = runs.publish(output, staging, as_of, run_id)
-                result.published = True
-                tracking.set_tags({"published": "true", "drift_breaches": len(breaches), "folder": result.folder})
+                    engine={"engine": "spark", "spark": spark_info},
+                ),
+                fail_on_drift=fail_on_drift,
+                open_up=_open_up,
+                progress=progress,
+            )
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
