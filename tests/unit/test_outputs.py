@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from omnicrm.errors import ConfigError
-from omnicrm.store.outputs import check_output_path, write_frame
+from omnicrm.store.outputs import check_output_path, write_frame, write_frames
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path: Path) -> None:
@@ -75,6 +75,33 @@ def test_an_interrupt_mid_write_leaves_the_previous_file_and_no_temporary(
         write_frame(pd.DataFrame({"a": [2]}), out)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
+
+
+@pytest.mark.parametrize("failure", ["error", "interrupt"])
+def test_files_written_together_are_all_replaced_or_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    table, feats = tmp_path / "freq.parquet", tmp_path / "freq.features.parquet"
+    write_frames([(pd.DataFrame({"a": [1]}), table), (pd.DataFrame({"b": [1]}), feats)])
+    before = table.read_bytes(), feats.read_bytes()
+    real = pd.DataFrame.to_parquet
+    written = []
+
+    def second_fails(self, path, **kwargs) -> None:  # noqa: ANN001, ANN003
+        if written:  # the table's temporary file is complete; its features file is not
+            Path(path).write_bytes(b"half a file")
+            raise KeyboardInterrupt if failure == "interrupt" else OSError("disk full")
+        written.append(path)
+        real(self, path, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", second_fails)
+    with pytest.raises(KeyboardInterrupt if failure == "interrupt" else OSError):
+        write_frames([(pd.DataFrame({"a": [2]}), table), (pd.DataFrame({"b": [2]}), feats)])
+    assert (table.read_bytes(), feats.read_bytes()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["freq.features.parquet", "freq.parquet"]
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", real)
+    write_frames([(pd.DataFrame({"a": [3]}), table), (pd.DataFrame({"b": [3]}), feats)])
+    assert pd.read_parquet(table)["a"].tolist() == [3] and pd.read_parquet(feats)["b"].tolist() == [3]
 
 
 def test_a_killed_writers_temporary_file_is_removed_with_a_warning(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ evaluation, and optionally the synthetic ground truth (only ever *reported* agai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -78,7 +78,7 @@ class UnsubscribeCost(StrictModel):
     column: str = "spend_365d"
     margin_rate: float = Field(default=0.3, gt=0, le=1)
     horizon_years: float = Field(default=1.0, gt=0, le=10)
-    share: float | Literal["estimated"] = "estimated"
+    share: Annotated[float, Field(ge=0, le=1)] | Literal["estimated"] = "estimated"
     fallback: float = Field(default=0.0, ge=0)
 
 
@@ -123,6 +123,20 @@ class EstimatorSettings(StrictModel):
     folds: int = Field(default=2, ge=2, le=10)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _lightgbm_params(self) -> EstimatorSettings:
+        from omnicrm.lgbm_params import check_lgbm_params
+
+        checks = {"'model'": self.model} | {
+            f"'outcome_models.{outcome}'": {**self.model, **params} for outcome, params in self.outcome_models.items()
+        }
+        for where, params in checks.items():
+            try:
+                check_lgbm_params(params)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        return self
+
 
 class TruthSettings(StrictModel):
     """Synthetic ground truth: per-person true value of each cadence, and the record -> person map."""
@@ -153,6 +167,12 @@ class FrequencyConfig(StrictModel):
             raise ValueError(f"'max_cadence' has no entry for the experiment's channel '{ch}'")
         if any(v < 0 for v in self.max_cadence.values()):
             raise ValueError(f"'max_cadence' values must be >= 0. Got {self.max_cadence} instead.")
+        if self.max_cadence[ch] < min(self.experiment.arms):
+            raise ValueError(
+                f"'max_cadence.{ch}' is {self.max_cadence[ch]}, below every arm {sorted(self.experiment.arms)}: no "
+                "cadence the experiment measured could be recommended (to stop contact on a channel, withdraw it "
+                "from the next-best-action catalogue instead)"
+            )
         return self
 
 

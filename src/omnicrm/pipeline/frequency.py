@@ -33,7 +33,7 @@ from omnicrm.frequency.evaluate import (
 )
 from omnicrm.frequency.recommend import CLASSES, NO_CONSENT, contact_frequency, frequency_features
 from omnicrm.progress import Progress, silent
-from omnicrm.store.outputs import PARQUET, check_output_path, conform, write_frame
+from omnicrm.store.outputs import PARQUET, check_output_path, conform, write_frames
 
 __all__ = ["FrequencyResult", "features_path", "run_frequency"]
 
@@ -226,10 +226,11 @@ def run_frequency(
             tracking.log_table(shares, "tables/class_shares.csv")
         tracking.log_figure(value_by_class_figure(by_class, exp.current), "plots/value_by_class.png")
         run_id = run.run_id
-
-    progress("frequency: writing", 0.95)
-    write_frame(table, out)
-    feats_out = write_frame(frequency_features(table), features_path(out))
+        # inside the run: an interrupt while writing marks it failed; the table and its features file
+        # are published together or not at all
+        progress("frequency: writing", 0.95)
+        _, feats_out = write_frames([(table, out), (frequency_features(table), features_path(out))])
+        tracking.set_tags({"out": str(out)})
     progress("frequency: done", 1.0)
     return FrequencyResult(
         table=table,

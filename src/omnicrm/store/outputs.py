@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 import pandas as pd
 
 from omnicrm import schema
 from omnicrm.errors import ConfigError
-from omnicrm.store.staging import staged, staging_path
+from omnicrm.store.staging import discard, signals_deferred, staged, staging_path, sweep_stale
 
 PARQUET = (".parquet", ".pq")
 CSV = (".csv",)
@@ -52,7 +53,8 @@ def check_output_path(path: str | Path, suffixes: Sequence[str] | None = None, *
         verb = "write in" if folder == path.parent else "create folders in"
         raise ConfigError(f"{what} {path}: cannot {verb} {folder} ({exc.strerror or exc})") from None
     finally:  # an interrupt between create and remove must not leave the probe
-        probe.unlink(missing_ok=True)
+        with suppress(OSError):  # on a read-only disk removing it fails too; the error above says why
+            probe.unlink(missing_ok=True)
     return path
 
 
@@ -101,6 +103,41 @@ def conform(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     return frame[wanted + [c for c in frame.columns if c not in wanted]]
 
 
+def write_frames(outputs: Sequence[tuple[pd.DataFrame, str | Path]]) -> list[Path]:
+    """Write files that belong together (a table and its features): all of them, or none.
+
+    Each is written to its temporary file first (as :func:`write_frame` writes one); only when all
+    are complete are they moved into place, one after the other with Ctrl-C and SIGTERM deferred
+    (:func:`omnicrm.store.staging.signals_deferred`), so an interrupt never leaves a new file beside
+    an old one.
+    """
+    paths = [check_output_path(path, what="output file") for _, path in outputs]
+    tmps: list[Path] = []
+    try:
+        for (frame, _), path in zip(outputs, paths, strict=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sweep_stale(path)
+            tmps.append(staging_path(path))
+            _write(frame, path, tmps[-1])
+        with signals_deferred():
+            for tmp, path in zip(tmps, paths, strict=True):
+                os.replace(tmp, path)
+    finally:
+        for tmp in tmps:
+            discard(tmp)
+    return paths
+
+
+def _write(frame: pd.DataFrame, path: Path, tmp: Path) -> None:
+    """``frame`` to ``tmp`` in the format ``path`` asks for (see :func:`write_frame`)."""
+    if path.suffix.lower() in CSV:
+        # CRLF rows (RFC 4180) make the writer quote a cell holding a lone "\r"; with "\n" rows it
+        # did not, and a reader split the row there (the part after "\r" then began a row of its own)
+        csv_safe(frame).to_csv(tmp, index=False, lineterminator="\r\n")
+    else:
+        frame.to_parquet(tmp, index=False)
+
+
 def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` to ``path`` atomically: CSV for ``.csv``, else Parquet; returns the path.
 
@@ -110,10 +147,5 @@ def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
     """
     path = check_output_path(path, what="output file")
     with staged(path) as tmp:
-        if path.suffix.lower() in CSV:
-            # CRLF rows (RFC 4180) make the writer quote a cell holding a lone "\r"; with "\n" rows it
-            # did not, and a reader split the row there (the part after "\r" then began a row of its own)
-            csv_safe(frame).to_csv(tmp, index=False, lineterminator="\r\n")
-        else:
-            frame.to_parquet(tmp, index=False)
+        _write(frame, path, tmp)
     return path

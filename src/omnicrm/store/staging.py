@@ -66,6 +66,24 @@ def staged(target: Path) -> Iterator[Path]:
         discard(tmp)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends (then they act as usual).
+
+    For the few system calls that must happen together or not at all (moving several files of one
+    output into place, recording what was registered): an interrupt between them would leave a
+    mismatched pair. Signals are only deferred, never lost; ``SIGKILL`` cannot be deferred.
+    """
+    import signal
+
+    deferred = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def sweep_stale(target: Path) -> list[Path]:
     """Remove temporary files of ``target`` whose writing process is no longer alive.
 

@@ -100,6 +100,13 @@ class ModelConfig(StrictModel):
     # if any beats the model alone there (omnicrm.tasks.model.choose_blend; small logs, docs/tasks.md)
     blend: Literal["none", "auto"] = "none"
 
+    @field_validator("params")
+    @classmethod
+    def _lightgbm_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        from omnicrm.lgbm_params import check_lgbm_params
+
+        return check_lgbm_params(params)
+
 
 class SearchParam(StrictModel):
     """One dimension of the Optuna search space: an int or float range (optionally log), or choices."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from omnicrm.config import StrictModel, load_config
 from omnicrm.uplift.data import Source, StoreSource
@@ -31,6 +31,13 @@ class LearnerSettings(StrictModel):
     #: LightGBM parameters overriding ``omnicrm.uplift.learners.default_model``
     model: dict[str, Any] = {}
     dr_folds: int = Field(default=2, ge=2, le=10)
+
+    @field_validator("model")
+    @classmethod
+    def _lightgbm_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        from omnicrm.lgbm_params import check_lgbm_params
+
+        return check_lgbm_params(params)
 
 
 class EvaluationSettings(StrictModel):
