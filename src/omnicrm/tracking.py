@@ -38,6 +38,7 @@ import pandas as pd
 import yaml
 
 from omnicrm.errors import ConfigError
+from omnicrm.store.staging import signals_deferred
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -464,18 +465,23 @@ def staged_versions() -> Iterator[None]:
         _delete_versions(staged)
         raise
     _STAGED = None
-    with _store_errors():
-        client = _client()
-        for name, version, aliases in staged:
-            for alias in aliases:
-                client.set_registered_model_alias(name, alias, version)
+    # all aliases move, or (on an error) none is left half-moved: Ctrl-C waits until they have
+    with _store_errors(), signals_deferred():
+        try:
+            client = _client()
+            for name, version, aliases in staged:
+                for alias in aliases:
+                    client.set_registered_model_alias(name, alias, version)
+        except BaseException:
+            _delete_versions(staged)
+            raise
 
 
 def _delete_versions(staged: list[tuple[str, str, tuple[str, ...]]]) -> None:
     """Best effort: delete the versions a failed block registered (a failure here must not hide the first)."""
     if not staged:
         return
-    with suppress(Exception):
+    with suppress(Exception), signals_deferred():  # a second Ctrl-C must not stop the clean-up half-way
         client = _client()
         for name, version, _ in staged:
             with suppress(Exception):
@@ -519,7 +525,9 @@ def log_model(
     frame_predictor, frame_params_predictor = _adapters()
     adapter = frame_params_predictor(model) if params else frame_predictor(model)
     with staged_versions():
-        with warnings.catch_warnings(), _registry_chatter_dropped():
+        # Ctrl-C waits while a version is registered and recorded for the rollback (about a second):
+        # between the two it would leave a version nothing deletes
+        with warnings.catch_warnings(), _registry_chatter_dropped(), signals_deferred():
             warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
             info = _mlflow().pyfunc.log_model(
                 name=name,
@@ -529,11 +537,11 @@ def log_model(
                 pip_requirements=_requirements(extra_requirements),
                 registered_model_name=registered_name,
             )
-        version = None
+            version = str(info.registered_model_version) if registered_name else None
+            if registered_name:
+                assert _STAGED is not None  # inside staged_versions
+                _STAGED.append((registered_name, str(version), tuple(aliases)))
         if registered_name:
-            version = str(info.registered_model_version)
-            assert _STAGED is not None  # inside staged_versions
-            _STAGED.append((registered_name, version, tuple(aliases)))
             client = _client()
             for k, v in (tags or {}).items():
                 client.set_model_version_tag(registered_name, version, k, str(v))

@@ -352,3 +352,34 @@ def test_help_is_not_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         assert res.exit_code == 0, res.output
         assert "error:" not in res.output and "details:" not in res.output
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_swallows_still_stops_the_command_at_its_next_step() -> None:
+    # Python drops a KeyboardInterrupt raised inside a weak reference's callback ("Exception ignored
+    # in ..."): train once carried on and exited 0 after such a Ctrl-C. The handler remembers it.
+    import gc
+    import importlib
+    import signal
+    import weakref
+
+    from omnicrm.cli import interrupts
+    from omnicrm.cli.render import _StepLines
+
+    handler = importlib.import_module("omnicrm.cli.app")._raise_interrupted  # the module, not the Typer app
+
+    class Resource:
+        pass
+
+    steps = _StepLines()
+    held = Resource()
+    ref = weakref.ref(held, lambda _: handler(signal.SIGINT, None))
+    try:
+        del held
+        gc.collect()
+        assert ref() is None and interrupts.SIGINT_SEEN.is_set()  # swallowed, but remembered
+        with pytest.raises(KeyboardInterrupt):
+            steps("logging to MLflow", 0.9)
+    finally:
+        interrupts.SIGINT_SEEN.clear()
+    steps("next command", 0.1)  # a new command starts clean

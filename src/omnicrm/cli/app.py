@@ -34,6 +34,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from omnicrm import quiet
+from omnicrm.cli import interrupts
 from omnicrm.cli.render import say
 from omnicrm.errors import OmnicrmError
 
@@ -52,28 +53,39 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's timeout, ``kill``): handled like Ctrl-C, so temporary files are removed."""
 
 
-_SIGTERM_SEEN = threading.Event()
 #: set once a command's interrupt was reported (omnicrm.entry reports the others)
 INTERRUPT_REPORTED = threading.Event()
 
 
 def _raise_terminated(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
-    _SIGTERM_SEEN.set()
+    interrupts.SIGTERM_SEEN.set()
     raise Terminated()
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:  # noqa: ARG001 - a signal handler's signature
+    interrupts.SIGINT_SEEN.set()  # remembered: Python drops an interrupt raised inside a gc callback
+    raise KeyboardInterrupt
 
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """While a command runs, SIGTERM unwinds it like Ctrl-C (writers clean up, the store stays as it was)."""
+    """While a command runs, SIGTERM unwinds it like Ctrl-C (writers clean up, the store stays as it was).
+
+    Both signals are also recorded (:mod:`omnicrm.cli.interrupts`), so one Python swallowed still
+    stops the command at its next progress report.
+    """
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
-    _SIGTERM_SEEN.clear()
+    interrupts.SIGTERM_SEEN.clear()
+    interrupts.SIGINT_SEEN.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 app = typer.Typer(
@@ -156,7 +168,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 def _terminated(exc: BaseException) -> bool:
     # DuckDB turns the handler's exception into its own InterruptException, so the signal is remembered
-    return isinstance(exc, Terminated) or _SIGTERM_SEEN.is_set()
+    return isinstance(exc, Terminated) or interrupts.SIGTERM_SEEN.is_set()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,6 +28,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from omnicrm.cli import interrupts
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -109,6 +111,7 @@ def reporting() -> Iterator[Callable[[str, float], None]]:
     if not console.is_terminal:
         steps = _StepLines()
         yield steps
+        interrupts.check()
         steps("done", 1.0)
         return
     bar = Progress(
@@ -123,6 +126,7 @@ def reporting() -> Iterator[Callable[[str, float], None]]:
     task = bar.add_task("starting", total=1.0)
 
     def update(step: str, fraction: float) -> None:
+        interrupts.check()
         bar.update(task, description=step, completed=max(0.0, min(1.0, fraction)))
 
     bar.start()
@@ -145,6 +149,7 @@ class _StepLines:
         self._lock = threading.Lock()  # a step may report from a worker thread
 
     def __call__(self, step: str, fraction: float) -> None:  # noqa: ARG002 - a log shows steps, not fractions
+        interrupts.check()
         with self._lock:
             if step == self._step:
                 return

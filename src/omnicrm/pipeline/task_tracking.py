@@ -79,7 +79,12 @@ def log_target(
     y = ev[target.label].to_numpy()
     tuned = "tuned_by" in extra_tags
     title = describe.run_name(cfg, r.target, tuned)
-    with tracking.start_run(cfg.experiment_name(), title, tags=tags | {"run_kind": "evaluation"}) as run:
+    # registration is all or nothing up to the run's last tag: an interrupt anywhere before deletes the
+    # versions, so a candidate never comes from a run that failed (the aliases move at the very end)
+    with (
+        tracking.start_run(cfg.experiment_name(), title, tags=tags | {"run_kind": "evaluation"}) as run,
+        tracking.staged_versions(),
+    ):
         r.run_id = run.run_id
         tracking.log_config(cfg.model_dump(mode="json"))
         tracking.log_params({"frame": {"train_rows": len(frames.train), **_info(r.info | _encoding_info(r))}})
