@@ -47,7 +47,11 @@ def test_cli_frequency_writes_the_table_judges_the_policies_and_keeps_consent_an
         app, ["frequency", str(config), "--as-of", "2024-06-24", "--out", str(out)], env={"COLUMNS": "250"}
     )
     assert res.exit_code == 0, res.output
-    assert "static_4" in res.output and "learned" in res.output and "true (rows) against learned" in res.output
+    assert "static_4" in res.output and "learned" in res.output
+    # both confusion tables (the strict truth and the policy's decision rule), the shares and the caveat
+    assert res.output.count("against learned (columns)") == 2 and "share of members per class" in res.output
+    assert "off-policy intervals are about" in res.output
+    assert (out.parent / "frequency.features.parquet").exists()
     table = pd.read_parquet(out)
     assert list(table.columns[:6]) == schema.output_columns(schema.CONTACT_FREQUENCY)
     # the hard maximum of 4 holds, and the 8 e-mails a four-week the experiment tried are never recommended

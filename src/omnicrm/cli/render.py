@@ -465,6 +465,15 @@ def print_frequency(result: Any) -> None:
             cells.append(f"{r[e]:+,.3f} [{r[e + '_lo']:+,.3f}, {r[e + '_hi']:+,.3f}]")
         t.add_row(*cells)
     show(t)
+    moved = ev[(ev["dr_hi"] - ev["dr_lo"]) > 0]  # the current cadence (and a static one equal to it) has none
+    if len(moved):
+        width = float(((moved["dr_hi"] - moved["dr_lo"]) / 2).median())
+        console.print(
+            f"off-policy intervals are about ±{width:,.1f} per member: the experiment cannot tell apart policies "
+            "whose values differ by less (docs/frequency.md, 'The evaluation')",
+            soft_wrap=True,
+            highlight=False,
+        )
     titles = {
         "confusion": "true best cadence",
         "decision_confusion": "true best cadence, moving only for a true gain above min_gain, as the learned policy",

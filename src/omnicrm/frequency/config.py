@@ -38,7 +38,8 @@ class ExperimentSettings(StrictModel):
         to the margins and orders compared and no signal (default: ``window_days``).
     """
 
-    channel: Literal["email", "push", "sms"] = "email"
+    # the channels whose sends, opens and opt-outs are store events (omnicrm.frequency.data.SEND_EVENT)
+    channel: Literal["email", "push"] = "email"
     code_prefix: str = Field(default="NLC", min_length=1)
     arms: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=2)
     current: int = 4
@@ -153,7 +154,7 @@ class FrequencyConfig(StrictModel):
     features: str | dict = "../features/default.yaml"
     experiment: ExperimentSettings = ExperimentSettings()
     #: the hard (legal / business) maximum cadence per channel, contacts per four weeks
-    max_cadence: dict[str, int] = Field(default_factory=lambda: {"email": 8})
+    max_cadence: dict[Literal["email", "push", "sms"], int] = Field(default_factory=lambda: {"email": 8})
     unsubscribe_cost: UnsubscribeCost = UnsubscribeCost()
     estimator: EstimatorSettings = EstimatorSettings()
     bootstrap: int = Field(default=400, ge=50, le=5000)
