@@ -222,14 +222,26 @@ class RunInfo:
 def start_run(
     experiment: str, run_name: str, tags: Mapping[str, Any] | None = None, nested: bool = False
 ) -> Iterator[RunInfo]:
-    """Open a run in ``experiment`` (created if missing); nested runs become children of the active one."""
+    """Open a run in ``experiment`` (created if missing); nested runs become children of the active one.
+
+    The run ends FINISHED, FAILED on an error, or KILLED on Ctrl-C or SIGTERM (what the MLflow UI
+    shows a reviewer), with those signals deferred while its status is written: an interrupt there
+    once left runs RUNNING.
+    """
     configure()
     all_tags = {**context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     with _store_errors():
         exp_id = _experiment_id(experiment)
         run = _mlflow().start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags)
-    with run:
+    try:
         yield RunInfo(run.info.run_id, exp_id, experiment, run_name)
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        with signals_deferred(), suppress(Exception):  # the first error is the one to report
+            _mlflow().end_run(status=status)
+        raise
+    with signals_deferred():
+        _mlflow().end_run(status="FINISHED")
 
 
 def active_run_id() -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import re
 import socket
@@ -83,6 +84,22 @@ def test_an_interrupted_registration_deletes_its_versions_and_leaves_the_aliases
         ref = tracking.log_model(_Doubler(), frame, registered_name=name)
         assert tracking.get_version(name, "candidate").version == "1"
     assert tracking.get_version(name, "candidate").version == ref.version == "5"
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"), [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED"), (None, "FINISHED")]
+)
+def test_a_run_ends_killed_on_ctrl_c_failed_on_an_error_finished_otherwise(
+    failure: type[BaseException] | None, status: str
+) -> None:
+    import mlflow
+
+    with pytest.raises(failure) if failure else contextlib.nullcontext():  # noqa: SIM117
+        with tracking.start_run("unit", f"ends {status}") as run:
+            if failure:
+                raise failure("stopped")
+    assert mlflow.tracking.MlflowClient().get_run(run.run_id).info.status == status
+    assert mlflow.active_run() is None
 
 
 def test_ui_serves_the_local_store_on_localhost_only() -> None:

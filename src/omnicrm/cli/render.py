@@ -498,8 +498,23 @@ def print_frequency(result: Any) -> None:
         show(c)
     counts = ", ".join(f"{k} {v:,}" for k, v in result.classes.items())
     console.print(f"classes at as-of: {counts}", soft_wrap=True, highlight=False)
-    for key, value in result.headline.items():
-        console.print(f"{key}: {value:+,.3f}", soft_wrap=True, highlight=False)
+    # the headline metrics (headline.<measure>.learned_minus_...), said with the static cap each measure finds best
+    ev = result.evaluation.set_index("policy")
+    statics = [p for p in ev.index if p.startswith("static_")]
+    labels = {"true_value": "true value", "dr": "off-policy DR", "ipw": "off-policy IPW"}
+    lines = []
+    for measure, label in labels.items():
+        if measure in ev.columns and statics:
+            best = ev.loc[statics, measure].idxmax()
+            vs_best = ev.loc["learned", measure] - ev.loc[best, measure]
+            vs_now = ev.loc["learned", measure] - ev.loc["current", measure]
+            lines.append(
+                f"  {label}: {vs_best:+,.3f} against {best} (its best static cap), {vs_now:+,.3f} against current"
+            )
+    if lines:
+        console.print("learned cadences per member:", soft_wrap=True, highlight=False)
+        for line in lines:
+            console.print(line, soft_wrap=True, highlight=False)
     cost = (
         f"{result.share:.1%} of the customer's CLV"
         if result.cost_basis == "clv"

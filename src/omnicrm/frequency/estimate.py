@@ -366,7 +366,9 @@ def fit_cadence_model(
     model.window_days = window_days
     if cost.basis == "contact":
         model.opens_level = _opens_level(model.learners["opens"], X, arm, opens, current, settings, seed)
-    if cost.share == "estimated":
+    if cost.basis == "contact":  # priced per customer; no share of a CLV column is used
+        model.share = float("nan")
+    elif cost.share == "estimated":
         model.share = contact_share(model.beta, opens[arm == current], window_days, frame, cost)
     else:
         model.share = float(cost.share)

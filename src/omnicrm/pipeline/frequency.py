@@ -9,9 +9,11 @@ ground truth (optional ``truth`` block) is read only to *report* how the learned
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,6 +125,7 @@ def run_frequency(
 
     out = check_output_path(out, PARQUET)
     cfg, feats = load_frequency_config(config_path)
+    _check_columns(cfg, feats, config_path)
     exp = cfg.experiment
     arms = sorted(exp.arms)
     maximum = cfg.max_cadence[exp.channel]
@@ -252,6 +255,21 @@ def run_frequency(
         run_id=run_id,
         headline=headline,
     )
+
+
+def _check_columns(cfg: FrequencyConfig, feats: Any, config_path: str | Path) -> None:  # noqa: ANN401
+    """The feature columns the config names exist in its feature set (before any work, naming the file)."""
+    from omnicrm.features import feature_dtypes
+
+    names = set(feature_dtypes(feats))
+    wanted = {"estimator.scale_column": cfg.estimator.scale_column}
+    if cfg.unsubscribe_cost.basis == "clv":
+        wanted["unsubscribe_cost.column"] = cfg.unsubscribe_cost.column
+    for key, column in wanted.items():
+        if column is not None and column not in names:
+            close = difflib.get_close_matches(column, sorted(names), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise InputError(f"{config_path}: {key} '{column}' is not a column of its feature set{hint}")
 
 
 def _headline(evaluation: pd.DataFrame) -> dict[str, float]:
