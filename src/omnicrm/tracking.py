@@ -549,10 +549,11 @@ def log_model(
                 pip_requirements=_requirements(extra_requirements),
                 registered_model_name=registered_name,
             )
-            version = str(info.registered_model_version) if registered_name else None
+            version = None
             if registered_name:
+                version = str(info.registered_model_version)
                 assert _STAGED is not None  # inside staged_versions
-                _STAGED.append((registered_name, str(version), tuple(aliases)))
+                _STAGED.append((registered_name, version, tuple(aliases)))
         if registered_name:
             client = _client()
             for k, v in (tags or {}).items():

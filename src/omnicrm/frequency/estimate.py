@@ -53,15 +53,8 @@ def arm_slope(arm: np.ndarray, opens: np.ndarray, margin: np.ndarray) -> float:
     mean opens across arms (weighted by arm size) is the two-stage least squares estimate with the arm
     dummies as instruments. A negative slope (noise) is floored at 0: opens do not cost margin.
     """
-    frame = pd.DataFrame({"arm": arm, "opens": opens, "margin": margin})
-    g = frame.groupby("arm").agg(n=("opens", "size"), o=("opens", "mean"), m=("margin", "mean"))
-    w = g["n"].to_numpy(float)
-    o, m = g["o"].to_numpy(float), g["m"].to_numpy(float)
-    ob, mb = np.average(o, weights=w), np.average(m, weights=w)
-    var = np.sum(w * (o - ob) ** 2)
-    if var <= 0:
-        return 0.0
-    return max(float(np.sum(w * (o - ob) * (m - mb)) / var), 0.0)
+    _, code = np.unique(np.asarray(arm), return_inverse=True)
+    return float(_arm_slopes(code[None, :], np.asarray(opens, float)[None, :], np.asarray(margin, float)[None, :])[0])
 
 
 def arm_slope_interval(
@@ -74,22 +67,27 @@ def arm_slope_interval(
     the experiment's weeks), 0-4.5 from margins over the whole window. The regression adjustment and
     the margin of an order are held fixed, so the interval is a little narrow.
     """
-    codes, arm_idx = np.unique(np.asarray(arm), return_inverse=True)
-    k = codes.size
-    idx = np.random.default_rng(seed).integers(0, arm_idx.size, size=(n_boot, arm_idx.size))
-    a = arm_idx[idx]
-    offset = (np.arange(n_boot)[:, None] * k + a).ravel()
-    n = np.bincount(offset, minlength=n_boot * k).reshape(n_boot, k).astype(float)
-    o = np.bincount(offset, weights=np.asarray(opens, float)[idx].ravel(), minlength=n_boot * k).reshape(n_boot, k)
-    m = np.bincount(offset, weights=np.asarray(margin, float)[idx].ravel(), minlength=n_boot * k).reshape(n_boot, k)
+    _, code = np.unique(np.asarray(arm), return_inverse=True)
+    idx = np.random.default_rng(seed).integers(0, code.size, size=(n_boot, code.size))
+    slopes = _arm_slopes(code[idx], np.asarray(opens, float)[idx], np.asarray(margin, float)[idx])
+    low, high = np.percentile(slopes, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _arm_slopes(code: np.ndarray, opens: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """:func:`arm_slope` of every row of ``(samples, members)`` arrays (arm codes 0..k-1), floored at 0."""
+    rows, k = code.shape[0], int(code.max()) + 1
+    offset = (np.arange(rows)[:, None] * k + code).ravel()
+    n = np.bincount(offset, minlength=rows * k).reshape(rows, k).astype(float)
+    o_sum = np.bincount(offset, weights=opens.ravel(), minlength=rows * k).reshape(rows, k)
+    m_sum = np.bincount(offset, weights=margin.ravel(), minlength=rows * k).reshape(rows, k)
     with np.errstate(invalid="ignore", divide="ignore"):
-        o, m = o / n, m / n
+        o, m = o_sum / n, m_sum / n  # an arm a resample left empty has no mean (and no weight)
         ob = np.nansum(n * o, axis=1, keepdims=True) / n.sum(axis=1, keepdims=True)
         mb = np.nansum(n * m, axis=1, keepdims=True) / n.sum(axis=1, keepdims=True)
         var = np.nansum(n * (o - ob) ** 2, axis=1)
         slope = np.where(var > 0, np.nansum(n * (o - ob) * (m - mb), axis=1) / var, 0.0)
-    low, high = np.percentile(np.maximum(slope, 0.0), [2.5, 97.5])
-    return float(low), float(high)
+    return np.maximum(slope, 0.0)
 
 
 def mediator_outcomes(frame: pd.DataFrame, mediator: str) -> tuple[np.ndarray, np.ndarray, float]:
