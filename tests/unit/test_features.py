@@ -509,6 +509,55 @@ def test_many_cutoffs_in_one_call_are_bit_identical_to_single_snapshots(order_id
         assert rows.equals(pq.read_table(tmp_path / "one.parquet"))
 
 
+@pytest.mark.parametrize("order_ids", [True, False])
+def test_selected_columns_equal_the_full_snapshot(order_ids):
+    # A model that uses a handful of features asks for them alone (FeatureConfig.columns); the
+    # pruned query must give the values the full snapshot gives, alone and in any company.
+    con = _log_store(order_ids)
+    cutoff = datetime(2024, 5, 1)
+    full = build_features(con, [cutoff], FeatureConfig())
+    names = list(full.columns[2:])
+    selections = [[n] for n in names] + [names[i::7] for i in range(7)]
+    for selection in selections:
+        part = build_features(con, [cutoff], FeatureConfig(columns=list(reversed(selection))))
+        assert list(part.columns) == ["customer_id", "cutoff", *selection]  # canonical order, keys first
+        pd.testing.assert_frame_equal(part, full[list(part.columns)], check_exact=True)
+
+
+def test_selected_columns_read_only_their_sources():
+    tenure_only = feature_sql(T, FeatureConfig(columns=["tenure_days"]))
+    assert "FROM events" not in tenure_only and "LEFT JOIN" not in tenure_only
+    visits = feature_sql(T, FeatureConfig(columns=["visits_30d"]))
+    assert "event_type IN ('visit')" in visits and "purchase" not in visits and "email" not in visits
+    # the RFM segment ranks the purchase aggregates it names, nothing of the channel mix
+    segment = feature_sql(T, FeatureConfig(columns=["rfm_segment"]))
+    assert "LEFT JOIN pa" in segment and "LEFT JOIN rs" in segment
+    assert "orders_365d" in segment and "channel" not in segment and "gap_lags" not in segment
+    # the channel shares need the order's channel, the category count its own source only
+    shares = feature_sql(T, FeatureConfig(columns=["channel_share_web_365d", "n_categories_365d"]))
+    assert "min(channel) AS channel" in shares and "LEFT JOIN ca" in shares and "LEFT JOIN ea" not in shares
+
+
+def test_unknown_selected_column_gives_clear_error(tmp_path):
+    with pytest.raises(ValidationError, match=r"'orders_31d' \(did you mean 'orders_30d'\?\), not a column"):
+        FeatureConfig(columns=["recency_days", "orders_31d"])
+    # a column of a group that is not enabled is unknown too
+    with pytest.raises(
+        ValidationError, match=r"'tenure_days' \(a column of the group 'tenure', which is not enabled\)"
+    ):
+        FeatureConfig(groups=["rfm"], columns=["tenure_days"])
+    with pytest.raises(ValidationError, match="lists a column twice"):
+        FeatureConfig(columns=["recency_days", "recency_days"])
+    with pytest.raises(ValidationError, match="'columns' is empty"):
+        FeatureConfig(columns=[])
+    path = tmp_path / "features.yaml"
+    path.write_text("engagement: {days: 30}\ncolumns: [email_open_rate_90d]\n")
+    with pytest.raises(
+        ConfigError, match=r"features.yaml.*'email_open_rate_90d' \(did you mean 'email_open_rate_30d'\?\)"
+    ):
+        load_config(FeatureConfig, path)
+
+
 def test_frame_layout_and_dtypes_are_fixed_even_when_empty():
     con = make_store()
     cfg = FeatureConfig()
@@ -590,7 +639,8 @@ def test_cutoff_is_required_and_validated():
 
 def _configs() -> list[FeatureConfig]:
     one_each = [FeatureConfig(groups=[g]) for g in FEATURE_GROUPS]
-    return [FeatureConfig(categories={"shares": ["food", "Kid's toys"]}), *one_each]
+    some = FeatureConfig(columns=["recency_days", "gap_std_days", "top_category_365d", "visits_30d", "rfm_segment"])
+    return [FeatureConfig(categories={"shares": ["food", "Kid's toys"]}), *one_each, some]
 
 
 @pytest.mark.parametrize("config", _configs(), ids=lambda c: "+".join(c.groups)[:40])

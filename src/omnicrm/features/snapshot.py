@@ -23,6 +23,7 @@ frame, so its memory grows with the rows.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -65,12 +66,47 @@ def _plan(cutoff: Cutoff, config: FeatureConfig) -> tuple[dict[str, dict[str, Ag
     names = [c.name for c in columns]
     if len(set(names)) != len(names) or set(names) & set(KEY_COLUMNS):
         raise AssertionError(f"duplicate feature column names: {names}")
+    if config.columns is not None:
+        keep = set(config.columns)
+        columns = [c for c in columns if c.name in keep]
+        needs = _read_by(needs, columns, cutoff, config)
     # dependencies (e.g. rs -> pa -> orders) are added after the groups' own requests
     for source in reversed(_SOURCE_ORDER):
         if source in needs:
             for dep in _SOURCES[source].depends:
                 needs.setdefault(dep, {})
     return needs, columns
+
+
+def _read_by(
+    needs: dict[str, dict[str, Agg]], columns: list[Column], cutoff: Cutoff, config: FeatureConfig
+) -> dict[str, dict[str, Agg]]:
+    """The sources and aggregates that ``columns`` read, directly or through a source that reads them.
+
+    A joined source is kept when a column names it (``pa.``), with the aggregates the columns name
+    (``pa.orders_30d``); a source another kept source reads from keeps everything the groups asked
+    of it that its SQL names (``rs`` ranks ``pa.last_ts``…), and ``orders`` keeps the line aggregates its readers'
+    expressions use (``channel``). The event scan's filter is built from the kept aggregates, so an
+    event type nothing reads is not scanned. DuckDB would drop unread aggregates by itself, but not
+    a scan's ``WHERE`` nor (on Spark) an unread join.
+    """
+    text = "\n".join(c.expr for c in columns)
+    kept: dict[str, dict[str, Agg]] = {}
+    for source, aggs in needs.items():
+        if _SOURCES[source].joined and re.search(rf"\b{source}\.", text):
+            kept[source] = {a: agg for a, agg in aggs.items() if re.search(rf"\b{source}\.{a}\b", text)}
+    for source in reversed(_SOURCE_ORDER):
+        if source not in kept:
+            continue
+        body = "\n".join(sql for _, sql in _SOURCES[source].build(cutoff, config, list(kept[source].values())))
+        for dep in _SOURCES[source].depends:
+            if _SOURCES[dep].joined:
+                wanted = {a: agg for a, agg in needs.get(dep, {}).items() if re.search(rf"\b{dep}\.{a}\b", body)}
+                kept[dep] = {**kept.get(dep, {}), **wanted}
+    readers = "\n".join(agg.expr for source in ("pa", "gs") for agg in kept.get(source, {}).values())
+    if "pa" in kept or "gs" in kept:
+        kept["orders"] = {a: agg for a, agg in needs.get("orders", {}).items() if re.search(rf"\b{a}\b", readers)}
+    return kept
 
 
 def feature_sql(cutoff: datetime | date, config: FeatureConfig, *, order_ids: bool = True) -> str:
