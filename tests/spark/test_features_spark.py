@@ -223,3 +223,11 @@ def test_spark_checks_arguments_like_duckdb(spark):
         build_features_spark(spark, T1, CONFIG)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown store table"):
         build_features_spark(spark, [T1], CONFIG, tables={"orders": "x"})
+
+
+def test_spark_selected_columns_equal_duckdb(spark, store, views):
+    """A pruned query (FeatureConfig.columns: fewer sources and aggregates) runs on Spark too."""
+    config = FeatureConfig(columns=["recency_days", "gap_std_days", "top_category_365d", "visits_30d", "rfm_segment"])
+    expected = build_features(store, CUTOFFS, config)
+    assert list(expected.columns[2:]) == config.columns
+    assert_same(build_features_spark(spark, CUTOFFS, config), expected)
