@@ -359,7 +359,18 @@ REFERENCE_COLUMNS = [
     "returns_share_365d",
 ]
 #: run order within one rep; each name is one fresh process
-REFERENCE_IMPLS = ["ref", "omni_set", "omni", "omni_frame", "ref_loop6", "omni6", "omni6x1"]
+REFERENCE_IMPLS = [
+    "ref",
+    "omni_set",
+    "omni",
+    "omni_frame",
+    "ref_loop6",
+    "omni6",
+    "omni6x1",
+    "omni_1t",
+    "omni6_1t",
+    "omni6x1_1t",
+]
 REFERENCE_LABELS = {
     "ref": "reference: tuned DuckDB query → Parquet (1 cutoff)",
     "omni_set": "omnicrm `write_features`, the reference's feature set (17 columns) → Parquet (1 cutoff)",
@@ -368,6 +379,9 @@ REFERENCE_LABELS = {
     "ref_loop6": "reference: 6 tuned queries in a loop → Parquet (6 cutoffs)",
     "omni6": "omnicrm `write_features`, one call → Parquet (6 cutoffs)",
     "omni6x1": "omnicrm `write_features`, 6 single calls → Parquet (6 cutoffs)",
+    "omni_1t": "omnicrm `write_features`, one DuckDB thread (1 cutoff)",
+    "omni6_1t": "omnicrm `write_features`, one DuckDB thread, one call (6 cutoffs, in parallel)",
+    "omni6x1_1t": "omnicrm `write_features`, one DuckDB thread, 6 single calls (6 cutoffs)",
 }
 
 
@@ -436,6 +450,9 @@ def _reference_worker(name: str, reference: str, perf_data: str, size: str, out:
             cfg = features.FeatureConfig(groups=REFERENCE_GROUPS, columns=REFERENCE_COLUMNS)
         con = duckdb.connect(str(Path(perf_data) / f"omnicrm-store-{size}.duckdb"), read_only=True)
         con.execute("SET TimeZone = 'UTC'")
+        if name.endswith("_1t"):  # as model code reads the store (open_store(..., deterministic=True))
+            con.execute("SET threads TO 1")
+            name = name.removesuffix("_1t")
         write = getattr(features, "write_features", None)
         if write is None:  # before write_features existed: the frame, written by pandas
 
@@ -505,7 +522,16 @@ def _reference_table(size: str, runs: dict[str, list[dict]], loads: list[float],
     """Print one size's table: medians of times and peaks, medians of the per-rep ratios."""
     import statistics
 
-    pairs = {"omni": "ref", "omni_set": "ref", "omni_frame": "ref", "omni6": "ref_loop6", "omni6x1": "ref_loop6"}
+    pairs = {
+        "omni": "ref",
+        "omni_set": "ref",
+        "omni_frame": "ref",
+        "omni6": "ref_loop6",
+        "omni6x1": "ref_loop6",
+        "omni_1t": "ref",
+        "omni6_1t": "ref_loop6",
+        "omni6x1_1t": "ref_loop6",
+    }
 
     def med(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
@@ -534,6 +560,13 @@ def _reference_table(size: str, runs: dict[str, list[dict]], loads: list[float],
             f"six cutoffs in one call / six single calls: {ratio('omni6', 'omni6x1', 'run_s'):.2f}× time, "
             f"{ratio('omni6', 'omni6x1', 'cpu_s'):.2f}× CPU time; "
             f"peak RSS of the one call / one single snapshot: {ratio('omni6', 'omni', 'peak_mb'):.2f}×"
+        )
+    if {"omni6_1t", "omni6x1_1t", "omni_1t"} <= set(runs):
+        print(
+            f"one DuckDB thread: six cutoffs in one call / six single calls: "
+            f"{ratio('omni6_1t', 'omni6x1_1t', 'run_s'):.2f}× time, "
+            f"{ratio('omni6_1t', 'omni6x1_1t', 'cpu_s'):.2f}× CPU time; "
+            f"peak RSS of the one call / one single snapshot: {ratio('omni6_1t', 'omni_1t', 'peak_mb'):.2f}×"
         )
     last = len(runs.get("ref", [])) - 1
     for name in ("omni", "omni_set"):
@@ -572,7 +605,7 @@ def reference_main(reference: str, sizes: list[str], reps: int, perf_data: str |
                 loads.append(os.getloadavg()[0])
                 print(f"[{size} rep {rep + 1}/{reps}] {up}", flush=True)
                 for name in impls:
-                    suffix = "" if name in ("ref_loop6", "omni6x1") else ".parquet"
+                    suffix = "" if name in ("ref_loop6", "omni6x1", "omni6x1_1t") else ".parquet"
                     out = out_dir / f"{name}-{size}-{rep}{suffix}"
                     cmd = [
                         sys.executable,
@@ -595,7 +628,7 @@ def reference_main(reference: str, sizes: list[str], reps: int, perf_data: str |
                         f"  {name:<11} {rec['run_s']:7.2f} s  cpu {rec['cpu_s']:7.2f} s  peak {rec['peak_mb']:6.0f} MB",
                         flush=True,
                     )
-                    if rep < reps - 1 and name in ("ref_loop6", "omni6x1"):
+                    if rep < reps - 1 and name in ("ref_loop6", "omni6x1", "omni6x1_1t"):
                         shutil.rmtree(out, ignore_errors=True)
 
             _reference_table(size, runs, loads, out_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -580,3 +581,32 @@ def test_demo_step_trains_every_task_and_tunes_the_chosen_one(task_dir: Path, tm
     assert again.tasks[0].version != champion
     assert (p.name, p.version) == ("omnicrm-churn", champion) and "worse" in p.note
     assert tracking.get_version("omnicrm-churn", "champion").version == champion
+
+
+def test_prefetched_snapshots_are_the_single_snapshots_and_fill_the_cache(
+    task_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # load_frames builds the snapshots the cache lacks in one call (in parallel on the single-threaded
+    # store); each must be the frame a single snapshot gives, and be cached like one.
+    from omnicrm.features import build_features
+    from omnicrm.pipeline import task_frames
+    from omnicrm.store import open_store
+
+    cfg = load_task_config(task_dir / "churn.yaml")
+    ds = cfg.dataset.model_copy(update={"feature_cache": str(tmp_path / "cache")})
+    cutoffs = [datetime(2023, m, 1) for m in (8, 9, 10)]
+    con = open_store(ds.store, deterministic=True)
+    try:
+        singles = {c: build_features(con, [c], task_frames.feature_config(ds)) for c in cutoffs}
+        source = task_frames.feature_source(ds)
+        source.prefetch(con, cutoffs)
+        assert len(list((tmp_path / "cache").glob("*.parquet"))) == 3
+        for cutoff in cutoffs:
+            pd.testing.assert_frame_equal(source(con, cutoff), singles[cutoff], check_exact=True)
+        # a new source reads the cache: nothing is built again
+        monkeypatch.setattr(task_frames, "build_features", lambda *a, **k: pytest.fail("rebuilt a cached snapshot"))
+        again = task_frames.feature_source(ds)
+        again.prefetch(con, cutoffs)
+        pd.testing.assert_frame_equal(again(con, cutoffs[1]), singles[cutoffs[1]], check_exact=True)
+    finally:
+        con.close()

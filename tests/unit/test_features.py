@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -507,6 +508,45 @@ def test_many_cutoffs_in_one_call_are_bit_identical_to_single_snapshots(order_id
         write_features(con, [cutoff], cfg, tmp_path / "one.parquet")
         rows = written.filter(pc.equal(written["cutoff"], pa.scalar(cutoff, written.schema.field("cutoff").type)))
         assert rows.equals(pq.read_table(tmp_path / "one.parquet"))
+
+
+def test_cutoffs_run_in_parallel_only_on_a_single_threaded_connection(monkeypatch):
+    # One DuckDB thread is how model code reads the store (the same bits every run); the other
+    # cores then work on other cutoffs, each query still on one thread. The bits are checked above
+    # (many cutoffs in one call = single snapshots); here, when it happens.
+    monkeypatch.setattr(snapshot_module.os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+    con = make_store()
+    con.execute("SET threads TO 1")
+    assert snapshot_module._parallel_cutoffs(con, 6) == 3
+    assert snapshot_module._parallel_cutoffs(con, 2) == 2
+    assert snapshot_module._parallel_cutoffs(con, 1) == 1
+    con.execute("SET threads TO 2")
+    assert snapshot_module._parallel_cutoffs(con, 6) == 1
+
+
+def _feature_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("omnicrm-features")]
+
+
+def test_a_failing_or_abandoned_parallel_build_leaves_nothing_running(monkeypatch):
+    con = _log_store(order_ids=False, n_customers=2_000, n_events=20_000)
+    cutoffs = [datetime(2024, m, 1) for m in range(2, 8)]
+    real = snapshot_module._snapshot_sql
+
+    def broken(c, cutoff, config):
+        return "SELECT error('cutoff 2024-04-01 failed')" if cutoff == datetime(2024, 4, 1) else real(c, cutoff, config)
+
+    monkeypatch.setattr(snapshot_module, "_snapshot_sql", broken)
+    with pytest.raises(duckdb.Error, match="cutoff 2024-04-01 failed"):
+        build_features(con, cutoffs, FeatureConfig())
+    assert not _feature_threads()
+    monkeypatch.setattr(snapshot_module, "_snapshot_sql", real)
+    batches = feature_batches(con, cutoffs, FeatureConfig())
+    first = next(batches)
+    assert first.num_rows > 0
+    batches.close()  # a consumer that stops early: the queries ahead are stopped and waited for
+    assert not _feature_threads()
+    assert len(build_features(con, cutoffs, FeatureConfig())) > 0  # the connection is still usable
 
 
 @pytest.mark.parametrize("order_ids", [True, False])

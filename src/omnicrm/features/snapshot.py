@@ -23,10 +23,16 @@ frame, so its memory grows with the rows.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-from collections.abc import Iterator, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
@@ -40,6 +46,8 @@ from omnicrm.features.sources import ORDER_LINES, PURCHASE, SOURCES, Source, bas
 from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff
 from omnicrm.schema import EVENTS
 from omnicrm.sql import literal
+
+R = TypeVar("R")
 
 #: Group name -> builder, in no particular order (output order is ``FEATURE_GROUPS``).
 GROUP_BUILDERS = {**definitions.GROUPS, **lifecycle.GROUPS}
@@ -186,7 +194,7 @@ def build_features(
         reads only rows with ``ts < T``.
     """
     points = cutoff_points(cutoffs, config)
-    return snapshot_frame([con.sql(_snapshot_sql(con, t, config)).df() for t in points], config)
+    return snapshot_frame(list(_per_cutoff(con, points, config, lambda rel: rel.df())), config)
 
 
 def _snapshot_sql(con: duckdb.DuckDBPyConnection, cutoff: datetime, config: FeatureConfig) -> str:
@@ -262,11 +270,84 @@ def feature_batches(
     """
     points = cutoff_points(cutoffs, config)
     schema = feature_schema(config)
-    for t in points:
-        reader = con.sql(_snapshot_sql(con, t, config)).to_arrow_reader(batch_rows)
-        for batch in reader:
-            # same names and order; the cast only changes a store's non-text customer ids to text
-            yield batch.cast(schema) if batch.schema != schema else batch
+    if _parallel_cutoffs(con, len(points)) > 1:
+        batches = (b for table in _per_cutoff(con, points, config, _arrow_table) for b in table.to_batches(batch_rows))
+    else:  # streamed from DuckDB: not even one cutoff's result is held whole
+        batches = (b for t in points for b in con.sql(_snapshot_sql(con, t, config)).to_arrow_reader(batch_rows))
+    for batch in batches:
+        # same names and order; the cast only changes a store's non-text customer ids to text
+        yield batch.cast(schema) if batch.schema != schema else batch
+
+
+def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    return rel.to_arrow_table()
+
+
+def _parallel_cutoffs(con: duckdb.DuckDBPyConnection, n: int) -> int:
+    """How many cutoffs to compute at once: one per core when the connection runs one DuckDB thread.
+
+    A connection on one thread (``open_store(..., deterministic=True)``, how model code reads the
+    store) gives the same bits every run, but leaves the other cores idle. Each cutoff's query then
+    runs on a cursor of its own, still on one thread each, so every snapshot keeps the bits of its
+    single-snapshot query while the cores work on different cutoffs (``benchmarks/README.md``,
+    "Cutoffs in parallel"). A multi-threaded connection already uses the cores within a query.
+    """
+    if n < 2 or con.execute("SELECT current_setting('threads')").fetchall()[0][0] != 1:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(n, cores)
+
+
+def _per_cutoff(
+    con: duckdb.DuckDBPyConnection,
+    points: list[datetime],
+    config: FeatureConfig,
+    fetch: Callable[[duckdb.DuckDBPyRelation], R],
+) -> Iterator[R]:
+    """Each cutoff's snapshot, fetched by ``fetch``, in cutoff order (see :func:`_parallel_cutoffs`).
+
+    At most as many results as workers are computed ahead of the one being consumed, so memory is
+    that of a few snapshots, not of all. If the consumer stops (an error, Ctrl-C, a closed
+    generator), the running queries are interrupted and waited for before this returns.
+    """
+    workers = _parallel_cutoffs(con, len(points))
+    if workers == 1:
+        for t in points:
+            yield fetch(con.sql(_snapshot_sql(con, t, config)))
+        return
+    local = threading.local()
+    cursors: list[duckdb.DuckDBPyConnection] = []
+    lock = threading.Lock()
+
+    def one(t: datetime) -> R:
+        cur = getattr(local, "cursor", None)
+        if cur is None:  # one cursor per worker thread: a DuckDB connection runs one query at a time
+            cur = local.cursor = con.cursor()
+            with lock:
+                cursors.append(cur)
+        return fetch(cur.sql(_snapshot_sql(cur, t, config)))
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="omnicrm-features")
+    pending: deque[Future[R]] = deque()
+    todo = iter(points)
+    try:
+        for t in itertools.islice(todo, workers):
+            pending.append(pool.submit(one, t))
+        while pending:
+            result = pending.popleft().result()
+            for t in itertools.islice(todo, 1):
+                pending.append(pool.submit(one, t))
+            yield result
+    finally:
+        if pending:  # stopped early: stop the queries still running
+            for f in pending:
+                f.cancel()
+            with lock:
+                for cur in cursors:
+                    cur.interrupt()
+        pool.shutdown(wait=True)
+        for cur in cursors:
+            cur.close()
 
 
 def write_features(
