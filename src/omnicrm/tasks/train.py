@@ -34,9 +34,12 @@ splits the training cutoffs' rows by customer.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import lightgbm as lgb
 import numpy as np
@@ -57,6 +60,8 @@ from omnicrm.tasks.model import (
     choose_calibration,
     fit_lgbm,
 )
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -113,6 +118,20 @@ def lgbm_params(cfg: TaskConfig, target: Target, override: dict[str, Any] | None
     params = dict(cfg.model.params) | {"random_state": cfg.model.seed}
     params |= cfg.task.objective_params(target)
     return params | (override or {})
+
+
+@contextmanager
+def _beside(fn: Callable[..., R], *args: Any) -> Iterator[Future[R]]:
+    """``fn(*args)`` on a second thread while the block runs (the block then waits for it).
+
+    LightGBM fits on one thread (:data:`omnicrm.determinism.LIGHTGBM`, for identical models run to
+    run), so on a machine with two cores or more the baselines fit on another core meanwhile. Both
+    are single-threaded, deterministic computations on their own data, so running them side by side
+    changes no bit of either (``benchmarks/train.py`` checks the scores across runs; the time it
+    saves is in ``benchmarks/README.md``). An error of ``fn`` is raised by ``result()``.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="omnicrm-baselines") as pool:
+        yield pool.submit(fn, *args)
 
 
 def fit_target(
@@ -325,11 +344,14 @@ def train_target(
     """
     tr, va, ev = (target.rows(f) for f in (frames.train, frames.validation, frames.evaluation))
     start = time.perf_counter()
-    model, info = fit_target(cfg, target, tr, va, override)
-    fit_seconds = time.perf_counter() - start
-    # the baselines stay after the fit, on this thread: fitted on a second thread beside LightGBM
-    # they made the fit phase slower on 2 cores (13.6-20.7 s against 8.8-9.1 s, benchmarks/train.py)
-    fitted = cfg.task.fit_baselines(target, baseline_names(cfg), model.encoding.features, tr)
+    # the model's features (its encoding drops columns constant in training), known before the fit
+    features = Encoding.learn(tr, model_columns(tr, cfg.task.label_columns)).features
+    with _beside(cfg.task.fit_baselines, target, baseline_names(cfg), features, tr) as baselines:
+        model, info = fit_target(cfg, target, tr, va, override)
+        fit_seconds = time.perf_counter() - start
+    fitted = baselines.result()
+    if model.encoding.features != features:  # a programming error: the baselines saw other columns
+        raise AssertionError(f"{cfg.name}: baselines fitted on other features than the model's")
     model.baselines = fitted  # registered with the model: `predict --baselines` scores every one
     if cfg.model.blend == "auto":
         primary = cfg.task.primary_metric(target)
@@ -392,7 +414,8 @@ def refit_target(
     trees = refit_trees(rule, result.info["best_iteration"], train_rows, len(rows))
     params = lgbm_params(cfg, target, override) | {"n_estimators": trees}
     est_cls = lgb.LGBMClassifier if target.problem == "binary" else lgb.LGBMRegressor
-    est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y)
+    with _beside(cfg.task.fit_baselines, target, list(result.baselines), enc.features, rows) as refitted:
+        est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y)
     model = TaskModel(evaluated.task, target.name, target.problem, evaluated.score_column, enc, est)
     model.calibrator = evaluated.calibrator  # kept: see the module docstring
     info: dict[str, Any] = {
@@ -415,7 +438,7 @@ def refit_target(
         "fitted_cutoffs": [str(d) for d in cfg.refit_cutoffs()],
         "labels_end": str(cfg.labels_end(refit=True)),
     }
-    baselines = cfg.task.fit_baselines(target, list(result.baselines), enc.features, rows)
+    baselines = refitted.result()
     model.baselines = baselines  # the refitted baselines travel with the refit (`predict --baselines`)
     if evaluated.blend is not None:  # the weight chosen on validation, with the refitted baseline
         model.blend = Blend(baselines[evaluated.blend.name], evaluated.blend.weight)
