@@ -18,7 +18,14 @@ that depend on the plan, not only on the order of the rows; ``tests/unit/test_fe
 checks that every cutoff of a call keeps its single snapshot's bits. :func:`write_features` and
 :func:`feature_batches` stream the cutoffs one after the other as Arrow batches, so their memory
 is that of one snapshot however many cutoffs there are; :func:`build_features` returns the whole
-frame, so its memory grows with the rows.
+frame, so its memory grows with the rows. On a connection that runs one DuckDB thread (how model
+code reads the store, for bits that do not change run to run) the cutoffs of a call run in
+parallel instead, one per core, each query still on one thread (:func:`_parallel_cutoffs`): six
+cutoffs then take about half the time of six single snapshots, and memory is that of a snapshot
+per core.
+
+``FeatureConfig.columns`` keeps only some columns; :func:`_read_by` then drops the sources and
+aggregates no kept column reads, so the query does only their work.
 """
 
 from __future__ import annotations
