@@ -610,3 +610,34 @@ def test_prefetched_snapshots_are_the_single_snapshots_and_fill_the_cache(
         pd.testing.assert_frame_equal(again(con, cutoffs[1]), singles[cutoffs[1]], check_exact=True)
     finally:
         con.close()
+
+
+def test_the_refit_fits_beside_the_logging_and_stops_when_the_logging_fails(
+    task_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from omnicrm.pipeline import task_tracking
+    from omnicrm.tasks.train import RefitStopped, refit_target
+
+    cfg = load_task_config(task_dir / "churn.yaml")
+    frames = load_frames(cfg)
+    (result,) = train(cfg, register=False, frames=frames)
+    assert result.refit is not None  # unregistered, the refit is still waited for and attached
+    target = next(t for t in cfg.task.targets_of(frames.train) if t.name == result.target)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(RefitStopped):
+        refit_target(cfg, target, result, frames, stop=stop)
+
+    seen = {}
+
+    def failing(*args: object) -> None:
+        seen["refit"] = args[-1]
+        raise RuntimeError("logging failed")
+
+    monkeypatch.setattr(task_tracking, "log_target", failing)
+    with pytest.raises(RuntimeError, match="logging failed"):
+        train(cfg, frames=frames)
+    assert seen["refit"].done()  # waited for (stopped at its next tree, or finished), never left running
+    assert not [t for t in threading.enumerate() if t.name.startswith("omnicrm-refit")]

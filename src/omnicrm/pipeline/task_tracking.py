@@ -23,12 +23,14 @@ from omnicrm import tracking
 from omnicrm.tasks import describe, plots
 from omnicrm.tasks import metrics as mt
 from omnicrm.tasks.explain import importance, sample_rows, shap_summary_figure
-from omnicrm.tasks.train import metrics_table
+from omnicrm.tasks.train import attach_refit, metrics_table
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from omnicrm.tasks.base import Target
     from omnicrm.tasks.config import TaskConfig
-    from omnicrm.tasks.train import Frames, TargetResult
+    from omnicrm.tasks.train import Frames, Refit, TargetResult
 
 
 def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
@@ -48,7 +50,13 @@ def run_tags(cfg: TaskConfig, target: str, fingerprint: str) -> dict[str, str]:
 
 
 def log_target(
-    cfg: TaskConfig, target: Target, r: TargetResult, frames: Frames, ev: pd.DataFrame, extra_tags: dict[str, str]
+    cfg: TaskConfig,
+    target: Target,
+    r: TargetResult,
+    frames: Frames,
+    ev: pd.DataFrame,
+    extra_tags: dict[str, str],
+    refit: Future[Refit] | None = None,
 ) -> None:
     """Log one target's run; register its model as ``candidate`` and its best baseline as ``baseline``.
 
@@ -74,6 +82,9 @@ def log_target(
         The target's evaluation rows (plots, SHAP sample, the model's input example).
     extra_tags : dict
         Tags beyond :func:`run_tags` (``tuned_by``).
+    refit : Future, optional
+        The refit, still fitting (:func:`omnicrm.tasks.train.refit_target` on another thread): the
+        evaluation run is logged meanwhile, and the refit is waited for where it is registered.
     """
     tags = run_tags(cfg, r.target, frames.fingerprint) | extra_tags
     y = ev[target.label].to_numpy()
@@ -112,6 +123,9 @@ def log_target(
         tracking.log_figure(shap_fig, "plots/shap_summary.png")
         tracking.log_table(importance(r.model, rows, contrib), "tables/importance.csv")
         tracking.log_table(metrics_table(r), "tables/metrics.csv")
+        if refit is not None:
+            attach_refit(r, refit.result())
+            tracking.log_metrics({"refit_seconds": r.refit.seconds})
         if r.refit is None:
             _register(cfg, target, r, frames, ev)
         else:

@@ -33,6 +33,7 @@ splits the training cutoffs' rows by customer.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -118,6 +119,18 @@ def lgbm_params(cfg: TaskConfig, target: Target, override: dict[str, Any] | None
     params = dict(cfg.model.params) | {"random_state": cfg.model.seed}
     params |= cfg.task.objective_params(target)
     return params | (override or {})
+
+
+class RefitStopped(Exception):
+    """The refit was stopped by its caller (:func:`refit_target`'s ``stop``)."""
+
+
+def _stop_when(stop: threading.Event) -> Callable[[Any], None]:
+    def check(env: Any) -> None:  # a LightGBM callback, called after every tree
+        if stop.is_set():
+            raise RefitStopped("the refit was stopped")
+
+    return check
 
 
 @contextmanager
@@ -324,7 +337,7 @@ def evaluate_target(
 
 
 def train_target(
-    cfg: TaskConfig, target: Target, frames: Frames, override: dict[str, Any] | None = None
+    cfg: TaskConfig, target: Target, frames: Frames, override: dict[str, Any] | None = None, refit: bool = True
 ) -> TargetResult:
     """Fit one target on ``frames`` and evaluate it next to its baselines (nothing is logged).
 
@@ -336,6 +349,9 @@ def train_target(
     frames : Frames
     override : dict, optional
         LightGBM params over the config's (the best trial of a study).
+    refit : bool
+        ``False``: leave the refit of ``model.refit`` to the caller (:func:`refit_target`, then
+        :func:`attach_refit`), e.g. to fit it while the evaluation is logged.
 
     Returns
     -------
@@ -372,10 +388,15 @@ def train_target(
     result = evaluate_target(cfg, target, model, tr, va, ev, baselines=fitted)
     result.info = info | {"train_rows": len(tr), "validation_rows": len(va), "evaluation_rows": len(ev)}
     result.seconds = {"fit_seconds": fit_seconds, "frames_seconds": frames.seconds}
-    if cfg.model.refit:
-        result.refit = refit_target(cfg, target, result, frames, override)
-        result.seconds["refit_seconds"] = result.refit.seconds
+    if cfg.model.refit and refit:
+        attach_refit(result, refit_target(cfg, target, result, frames, override))
     return result
+
+
+def attach_refit(result: TargetResult, refit: Refit) -> None:
+    """Record ``refit`` (from :func:`refit_target`) as the deployed model of ``result``."""
+    result.refit = refit
+    result.seconds["refit_seconds"] = refit.seconds
 
 
 def refit_trees(rule: str, best_iteration: int, train_rows: int, refit_rows: int) -> int:
@@ -386,7 +407,12 @@ def refit_trees(rule: str, best_iteration: int, train_rows: int, refit_rows: int
 
 
 def refit_target(
-    cfg: TaskConfig, target: Target, result: TargetResult, frames: Frames, override: dict[str, Any] | None = None
+    cfg: TaskConfig,
+    target: Target,
+    result: TargetResult,
+    frames: Frames,
+    override: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
 ) -> Refit:
     """The evaluated model's configuration refitted on every labelled cutoff; rules in the module docstring.
 
@@ -400,6 +426,10 @@ def refit_target(
         Training, validation and evaluation frames: stacked, they are the refit's rows.
     override : dict, optional
         The LightGBM params the evaluated model was fitted with over the config's.
+
+    stop : threading.Event, optional
+        Set by a caller that no longer wants the refit (it fits on another thread): LightGBM stops
+        at its next tree with :class:`RefitStopped`.
 
     Returns
     -------
@@ -415,7 +445,7 @@ def refit_target(
     params = lgbm_params(cfg, target, override) | {"n_estimators": trees}
     est_cls = lgb.LGBMClassifier if target.problem == "binary" else lgb.LGBMRegressor
     with _beside(cfg.task.fit_baselines, target, list(result.baselines), enc.features, rows) as refitted:
-        est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y)
+        est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y, callbacks=[_stop_when(stop)] if stop else None)
     model = TaskModel(evaluated.task, target.name, target.problem, evaluated.score_column, enc, est)
     model.calibrator = evaluated.calibrator  # kept: see the module docstring
     info: dict[str, Any] = {
