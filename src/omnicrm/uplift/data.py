@@ -234,10 +234,14 @@ def store_outcomes(con, sends: pd.DataFrame, window_days: int) -> pd.DataFrame: 
 
 
 def store_features(con, cutoffs: list[datetime], feature_config) -> pd.DataFrame:  # noqa: ANN001
-    """Point-in-time features at each cutoff (one snapshot at a time, as the feature pipeline does)."""
+    """Point-in-time features at each distinct cutoff, ordered by cutoff and customer.
+
+    One call for all of them: on the single-threaded (deterministic) store they run one per core,
+    each with the bits of its own snapshot (:func:`omnicrm.features.build_features`).
+    """
     from omnicrm.features import build_features
 
-    return pd.concat([build_features(con, [c], feature_config) for c in cutoffs], ignore_index=True)
+    return build_features(con, cutoffs, feature_config)
 
 
 def model_features(frame: pd.DataFrame, exclude: list[str]) -> tuple[list[str], list[str]]:
