@@ -199,6 +199,11 @@ def build_features(
         ``customer_id``, ``cutoff`` (``datetime64[us]``, UTC) then the features in the order of
         :func:`feature_dtypes`; rows ordered by ``(cutoff, customer_id)``. A snapshot at ``T``
         reads only rows with ``ts < T``.
+
+    Notes
+    -----
+    On a connection running one DuckDB thread, several cutoffs run in parallel on cursors of
+    ``con`` (:func:`_parallel_cutoffs`), which see committed rows only.
     """
     points = cutoff_points(cutoffs, config)
     return snapshot_frame(list(_per_cutoff(con, points, config, lambda rel: rel.df())), config)
@@ -298,6 +303,8 @@ def _parallel_cutoffs(con: duckdb.DuckDBPyConnection, n: int) -> int:
     runs on a cursor of its own, still on one thread each, so every snapshot keeps the bits of its
     single-snapshot query while the cores work on different cutoffs (``benchmarks/README.md``,
     "Cutoffs in parallel"). A multi-threaded connection already uses the cores within a query.
+    Cursors see what is committed: a caller building features inside its own open transaction
+    (uncommitted rows) must commit first, or use a connection with more than one thread.
     """
     if n < 2 or con.execute("SELECT current_setting('threads')").fetchall()[0][0] != 1:
         return 1
