@@ -99,11 +99,11 @@ def _read_by(
     """The sources and aggregates that ``columns`` read, directly or through a source that reads them.
 
     A joined source is kept when a column names it (``pa.``), with the aggregates the columns name
-    (``pa.orders_30d``); a source another kept source reads from keeps everything the groups asked
-    of it that its SQL names (``rs`` ranks ``pa.last_ts``…), and ``orders`` keeps the line aggregates its readers'
-    expressions use (``channel``). The event scan's filter is built from the kept aggregates, so an
-    event type nothing reads is not scanned. DuckDB would drop unread aggregates by itself, but not
-    a scan's ``WHERE`` nor (on Spark) an unread join.
+    (``pa.orders_30d``); a source that another kept source reads keeps what the reader's SQL names
+    (``rs`` ranks ``pa.last_ts``…), and ``orders`` keeps the line aggregates its readers' expressions
+    use (``channel``). The event scan's filter is built from the kept aggregates, so an event type
+    nothing reads is not scanned. DuckDB would drop unread aggregates by itself, but not a scan's
+    ``WHERE`` nor (on Spark) an unread join.
     """
     text = "\n".join(c.expr for c in columns)
     kept: dict[str, dict[str, Agg]] = {}
