@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from omnicrm.config import StrictModel, read_yaml, validate_config
 
@@ -224,36 +224,42 @@ class FeatureConfig(StrictModel):
     def _windows(cls, values: list[int]) -> list[int]:
         return _check_windows("windows", values)
 
-    @model_validator(mode="after")
-    def _known_columns(self) -> Self:
-        if self.columns is None:
-            return self
-        if not self.columns:
-            raise ValueError("'columns' is empty: list at least one feature column, or leave it out for all")
-        if len(set(self.columns)) != len(self.columns):
-            raise ValueError(f"'columns' lists a column twice: {self.columns}")
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, columns: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if columns is None:
+            return None
+        if not columns:
+            raise ValueError("it is empty: list at least one feature column, or leave it out for all")
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"it lists a column twice: {columns}")
+        if set(cls.model_fields) - {"columns"} - set(info.data):  # another key failed: its error is the one to read
+            return columns
         # the names depend on the groups' settings (windows, days), so they come from the definitions
         from omnicrm.features.snapshot import feature_dtypes  # noqa: PLC0415 (snapshot imports this module)
 
+        settings = {**info.data, "columns": None}
         owner = {
             name: group
             for group in FEATURE_GROUPS
-            for name in list(feature_dtypes(self.model_copy(update={"groups": [group], "columns": None})))[2:]
+            for name in list(feature_dtypes(cls.model_construct(**(settings | {"groups": [group]}))))[2:]
         }
-        available = [name for name, group in owner.items() if group in self.groups]
+        groups = info.data["groups"]
+        available = [name for name, group in owner.items() if group in groups]
         problems = []
-        for name in (c for c in self.columns if c not in available):
+        for name in (c for c in columns if c not in available):
             if name in owner:
                 problems.append(f"{name!r} (a column of the group {owner[name]!r}, which is not enabled)")
             else:
                 close = difflib.get_close_matches(name, available, n=1)
                 problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         if problems:
+            enabled = [g for g in FEATURE_GROUPS if g in groups]
             raise ValueError(
-                f"'columns' names {', '.join(problems)}, not a column of the enabled groups "
-                f"({', '.join(self.enabled())}): {', '.join(available)}"
+                f"{', '.join(problems)}: not a column of the enabled groups ({', '.join(enabled)}); "
+                f"their columns: {', '.join(available)}"
             )
-        return self
+        return columns
 
     def enabled(self) -> list[str]:
         """Enabled groups in canonical (output) order."""
