@@ -16,6 +16,7 @@ with plain ``mlflow.pyfunc.load_model`` and predicts the same scores as the in-p
 from __future__ import annotations
 
 import errno
+import functools
 import http.client
 import json
 import math
@@ -32,13 +33,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import pandas as pd
 import yaml
 
+from omnicrm import interrupts
 from omnicrm.errors import ConfigError
 from omnicrm.store.staging import signals_deferred
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -230,7 +235,7 @@ def start_run(
     """
     configure()
     all_tags = {**context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
-    with _store_errors():
+    with _store_errors(), signals_deferred():  # a store write: see _deferred
         exp_id = _experiment_id(experiment)
         run = _mlflow().start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags)
     try:
@@ -289,6 +294,22 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _deferred(fn: Callable[P, T]) -> Callable[P, T]:
+    """A store write that Ctrl-C and SIGTERM wait for (:func:`omnicrm.store.staging.signals_deferred`).
+
+    An interrupt raised inside SQLAlchemy's session once left the SQLite tracking store locked: the
+    run's end (KILLED) then waited out the lock's timeout twice, 40 s, and the runs stayed RUNNING.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with signals_deferred():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_deferred
 def log_params(params: Mapping[str, Any]) -> None:
     """Flattened params, each value cut to mlflow's length limit."""
     flat = {k: ("" if v is None else str(v))[:_PARAM_MAX] for k, v in flatten(params).items()}
@@ -297,12 +318,14 @@ def log_params(params: Mapping[str, Any]) -> None:
         _mlflow().log_params(dict(items[i : i + 100]))
 
 
+@_deferred
 def log_config(config: Mapping[str, Any], name: str = "config.yaml") -> None:
     """The resolved config as a YAML artifact and as flattened params."""
     _mlflow().log_text(yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False), name)
     log_params(config)
 
 
+@_deferred
 def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Numeric metrics (non-finite values and non-numbers are skipped: mlflow charts choke on them)."""
     clean = {}
@@ -317,10 +340,12 @@ def log_metrics(metrics: Mapping[str, Any], step: int | None = None) -> None:
         _mlflow().log_metrics(clean, step=step)
 
 
+@_deferred
 def set_tags(tags: Mapping[str, Any]) -> None:
     _mlflow().set_tags({k: str(v) for k, v in tags.items()})
 
 
+@_deferred
 def log_figure(fig: Any, path: str) -> None:
     """A matplotlib figure as a PNG artifact; the figure is closed afterwards."""
     import matplotlib.pyplot as plt
@@ -329,19 +354,23 @@ def log_figure(fig: Any, path: str) -> None:
     plt.close(fig)
 
 
+@_deferred
 def log_dict(obj: Any, path: str) -> None:
     _mlflow().log_dict(json.loads(json.dumps(obj, default=str)), path)
 
 
+@_deferred
 def log_text(text: str, path: str) -> None:
     _mlflow().log_text(text, path)
 
 
+@_deferred
 def log_table(frame: pd.DataFrame, path: str) -> None:
     """A small table as a CSV artifact (readable in the UI's artifact view)."""
     _mlflow().log_text(frame.to_csv(index=False), path)
 
 
+@_deferred
 def log_artifact(local_path: str | Path, artifact_path: str | None = None) -> None:
     _mlflow().log_artifact(str(local_path), artifact_path)
 
@@ -480,6 +509,8 @@ def staged_versions() -> Iterator[None]:
     # all aliases move, or (on an error) none is left half-moved: Ctrl-C waits until they have
     with _store_errors(), signals_deferred():
         try:
+            # a Ctrl-C Python swallowed in the block (a gc callback's) still means "stop": not registered
+            interrupts.check()
             client = _client()
             for name, version, aliases in staged:
                 for alias in aliases:
@@ -603,12 +634,14 @@ def get_version(name: str, ref: str) -> VersionInfo:
     return VersionInfo(name, str(mv.version), mv.run_id, tuple(mv.aliases or ()), dict(mv.tags or {}))
 
 
+@_deferred
 def set_alias(name: str, alias: str, version: str) -> None:
     configure()
     with _store_errors():
         _client().set_registered_model_alias(name, alias, version)
 
 
+@_deferred
 def describe(name: str, description: str, version: str | None = None, append: bool = False) -> None:
     """Set (or, with ``append``, extend) the markdown description of a registered model or one of its versions."""
     configure()
@@ -622,6 +655,7 @@ def describe(name: str, description: str, version: str | None = None, append: bo
             client.update_model_version(name, version, description=f"{old}\n\n{description}".strip())
 
 
+@_deferred
 def set_run_description(text: str) -> None:
     """The active run's markdown description (the MLflow UI's "Description" box: tag ``mlflow.note.content``)."""
     _mlflow().set_tag("mlflow.note.content", text)

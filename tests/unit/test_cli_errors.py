@@ -363,7 +363,7 @@ def test_a_ctrl_c_python_swallows_still_stops_the_command_at_its_next_step() -> 
     import signal
     import weakref
 
-    from omnicrm.cli import interrupts
+    from omnicrm import interrupts
     from omnicrm.cli.render import _StepLines
 
     handler = importlib.import_module("omnicrm.cli.app")._raise_interrupted  # the module, not the Typer app

@@ -706,3 +706,27 @@ def test_feature_sql_reads_only_before_cutoff(order_ids):
     assert sql.count(lit) == (5 if order_ids else 6)
     assert "first_seen < TIMESTAMP '2024-07-01 00:00:00'" in sql
     assert "ts <=" not in sql and "first_seen <=" not in sql
+
+
+def test_an_interrupted_write_leaves_the_previous_file_and_no_worker(tmp_path, monkeypatch):
+    # write_features writes beside the file and moves it into place when complete; the parallel
+    # cutoffs' workers are stopped at once, not when a traceback holding the generator is dropped
+    con = _log_store(order_ids=False, n_customers=2_000, n_events=20_000)
+    cutoffs = [datetime(2024, m, 1) for m in range(2, 8)]
+    path = tmp_path / "features.parquet"
+    path.write_bytes(b"the previous file")
+    real = pq.ParquetWriter.write_batch
+    calls = []
+
+    def interrupted(self, batch, *args, **kwargs):
+        calls.append(batch.num_rows)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_features(con, cutoffs, FeatureConfig(), path)
+    assert not _feature_threads()  # inside the handler's reach: the traceback is still alive here
+    assert path.read_bytes() == b"the previous file"
+    assert [p.name for p in tmp_path.iterdir()] == ["features.parquet"]

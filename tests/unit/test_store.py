@@ -189,3 +189,34 @@ def test_the_allowed_gap_and_early_dates_are_the_callers_choice() -> None:
     with pytest.raises(ConfigError, match="At most 7 days are allowed"):
         check_date(date(2025, 1, 9), SPAN, max_days_after=7)
     check_date(date(2000, 1, 1), SPAN, "--as-of", before_first=True)
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_signals_wait_for_a_deferred_block_whichever_thread_the_kernel_picks(signum: str) -> None:
+    # The kernel gives a process's signal to any thread that does not block it; Python then runs the
+    # handler on the main thread at once. Blocking the signal on the main thread alone therefore
+    # deferred nothing once a worker thread existed (an MLflow write was interrupted inside SQLAlchemy).
+    import os
+    import signal
+    import threading
+    import time
+
+    from omnicrm.store.staging import signals_deferred
+
+    sig = getattr(signal, signum)
+    previous = signal.signal(sig, signal.default_int_handler)
+    idle = threading.Event()
+    worker = threading.Thread(target=idle.wait)  # blocks no signal
+    worker.start()
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt), signals_deferred():
+            os.kill(os.getpid(), sig)
+            time.sleep(0.2)  # the handler had every chance to run here
+            finished.append(True)
+        assert finished == [True]
+        assert signal.getsignal(sig) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(sig, previous)
+        idle.set()
+        worker.join()

@@ -33,8 +33,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from omnicrm import quiet
-from omnicrm.cli import interrupts
+from omnicrm import interrupts, quiet
 from omnicrm.cli.render import say
 from omnicrm.errors import OmnicrmError
 
@@ -71,7 +70,7 @@ def _raise_interrupted(signum: int, frame: object) -> None:  # noqa: ARG001 - a 
 def _sigterm_interrupts() -> Iterator[None]:
     """While a command runs, SIGTERM unwinds it like Ctrl-C (writers clean up, the store stays as it was).
 
-    Both signals are also recorded (:mod:`omnicrm.cli.interrupts`), so one Python swallowed still
+    Both signals are also recorded (:mod:`omnicrm.interrupts`), so one Python swallowed still
     stops the command at its next progress report.
     """
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
@@ -86,6 +85,9 @@ def _sigterm_interrupts() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+        # the command is over: a library call after it (a notebook, a test) is not interrupted by them
+        interrupts.SIGTERM_SEEN.clear()
+        interrupts.SIGINT_SEEN.clear()
 
 
 app = typer.Typer(

@@ -28,7 +28,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from omnicrm.cli import interrupts
+from omnicrm import interrupts
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -251,7 +251,7 @@ class FeatureConfig(StrictModel):
             if name in owner:
                 problems.append(f"{name!r} (a column of the group {owner[name]!r}, which is not enabled)")
             else:
-                close = difflib.get_close_matches(name, available, n=1)
+                close = difflib.get_close_matches(name.lower(), available, n=1)
                 problems.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         if problems:
             enabled = [g for g in FEATURE_GROUPS if g in groups]

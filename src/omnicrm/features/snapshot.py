@@ -36,7 +36,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import date, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -51,8 +51,10 @@ from omnicrm.features.config import FeatureConfig
 from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.features.sources import ORDER_LINES, PURCHASE, SOURCES, Source, base_cte
 from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff
+from omnicrm.interrupts import worker_pool
 from omnicrm.schema import EVENTS
 from omnicrm.sql import literal
+from omnicrm.store.staging import staged
 
 R = TypeVar("R")
 
@@ -282,13 +284,19 @@ def feature_batches(
     """
     points = cutoff_points(cutoffs, config)
     schema = feature_schema(config)
-    if _parallel_cutoffs(con, len(points)) > 1:
-        batches = (b for table in _per_cutoff(con, points, config, _arrow_table) for b in table.to_batches(batch_rows))
-    else:  # streamed from DuckDB: not even one cutoff's result is held whole
-        batches = (b for t in points for b in con.sql(_snapshot_sql(con, t, config)).to_arrow_reader(batch_rows))
-    for batch in batches:
-        # same names and order; the cast only changes a store's non-text customer ids to text
-        yield batch.cast(schema) if batch.schema != schema else batch
+    parallel = _parallel_cutoffs(con, len(points)) > 1
+    tables = _per_cutoff(con, points, config, _arrow_table) if parallel else None
+    try:
+        if tables is not None:
+            batches = (b for table in tables for b in table.to_batches(batch_rows))
+        else:  # streamed from DuckDB: not even one cutoff's result is held whole
+            batches = (b for t in points for b in con.sql(_snapshot_sql(con, t, config)).to_arrow_reader(batch_rows))
+        for batch in batches:
+            # same names and order; the cast only changes a store's non-text customer ids to text
+            yield batch.cast(schema) if batch.schema != schema else batch
+    finally:
+        if tables is not None:  # now, not when a traceback holding this frame is dropped: stops the workers
+            tables.close()
 
 
 def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
@@ -341,7 +349,7 @@ def _per_cutoff(
                 cursors.append(cur)
         return fetch(cur.sql(_snapshot_sql(cur, t, config)))
 
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="omnicrm-features")
+    pool = worker_pool(workers, "omnicrm-features")
     pending: deque[Future[R]] = deque()
     todo = iter(points)
     try:
@@ -377,8 +385,8 @@ def write_features(
     con, cutoffs, config
         As for :func:`build_features`.
     path
-        The Parquet file to write (replaced if it exists). ``pandas.read_parquet`` gives the frame
-        :func:`build_features` returns.
+        The Parquet file to write (replaced when complete; a failed or interrupted call leaves what
+        was there). ``pandas.read_parquet`` gives the frame :func:`build_features` returns.
 
     Returns
     -------
@@ -386,10 +394,16 @@ def write_features(
         Rows written.
     """
     rows = 0
-    with pq.ParquetWriter(str(path), feature_schema(config)) as writer:
-        for batch in feature_batches(con, cutoffs, config):
-            writer.write_batch(batch)
-            rows += batch.num_rows
+    batches = feature_batches(con, cutoffs, config)
+    # written beside the file and moved into place when complete: an error or Ctrl-C leaves no
+    # half-written file (and the previous one, if any)
+    with staged(Path(path)) as tmp, pq.ParquetWriter(str(tmp), feature_schema(config)) as writer:
+        try:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+        finally:
+            batches.close()
     return rows
 
 

@@ -46,6 +46,7 @@ import pandas as pd
 from omnicrm import tracking
 from omnicrm.errors import ConfigError, InputError
 from omnicrm.features.cutoffs import normalize_cutoff
+from omnicrm.interrupts import block_signals
 from omnicrm.pipeline.keys import key_column_names, source_keys, store_meta
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
@@ -160,6 +161,7 @@ def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
     future: Future = Future()
 
     def run() -> None:
+        block_signals()  # Ctrl-C and SIGTERM are the main thread's (omnicrm.interrupts)
         if not future.set_running_or_notify_cancel():
             return
         try:

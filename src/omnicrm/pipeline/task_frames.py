@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from omnicrm.features import build_features, feature_sql
 from omnicrm.features.cutoffs import normalize_cutoff
+from omnicrm.interrupts import worker_pool
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
 from omnicrm.tasks.config import DatasetConfig, TaskConfig
@@ -34,7 +35,7 @@ class CacheWrites:
     """
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="omnicrm-cache")
+        self._pool = worker_pool(1, "omnicrm-cache")
         self._futures: list[Future[Path]] = []
 
     def submit(self, frame: pd.DataFrame, path: Path) -> None:

@@ -15,10 +15,10 @@ next tree.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from omnicrm.interrupts import worker_pool
 from omnicrm.pipeline.task_frames import load_frames
 from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import TaskConfig, load_task_config
@@ -70,7 +70,7 @@ def train(
         # is logged: plots, SHAP and MLflow's start-up use the other core. Each side computes what
         # it computed alone (the registered models' scores are checked in benchmarks/train.py).
         stop = threading.Event()
-        with ThreadPoolExecutor(1, thread_name_prefix="omnicrm-refit") as pool:
+        with worker_pool(1, "omnicrm-refit") as pool:
             refit = pool.submit(refit_target, cfg, target, result, frames, override, stop) if cfg.model.refit else None
             try:
                 if register:

@@ -18,11 +18,13 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 #: temporary files named before process ids were part of the name (``.<name>.<8 hex>.tmp``) cannot
 #: say whether their writer still runs; they are removed once untouched for this long (seconds)
@@ -71,17 +73,41 @@ def signals_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait until the block ends (then they act as usual).
 
     For the few system calls that must happen together or not at all (moving several files of one
-    output into place, recording what was registered): an interrupt between them would leave a
-    mismatched pair. Signals are only deferred, never lost; ``SIGKILL`` cannot be deferred.
+    output into place, recording what was registered), and for every MLflow store write: an
+    interrupt inside one left its SQLite lock held. Signals are only deferred, never lost (the first
+    one acts when the block ends); ``SIGKILL`` cannot be deferred.
+
+    On the main thread the signals' handlers are swapped for a recorder while the block runs. Python
+    runs every handler on the main thread, whichever thread the kernel delivered the signal to, so
+    this holds however many threads the process has (blocking the signals on the main thread alone,
+    as other threads are still eligible, does not). Elsewhere the signals are blocked on the thread.
     """
     import signal
 
-    deferred = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        return
+    received: list[tuple[int, Any]] = []
+    previous = {s: signal.getsignal(s) for s in deferred}
+    for s in deferred:
+        signal.signal(s, lambda signum, frame: received.append((signum, frame)))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signum, frame = received[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def sweep_stale(target: Path) -> list[Path]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from omnicrm.errors import InputError
+from omnicrm.interrupts import worker_pool
 from omnicrm.tasks.base import Target
 from omnicrm.tasks.baselines import Baseline
 from omnicrm.tasks.config import TaskConfig
@@ -143,7 +144,7 @@ def _beside(fn: Callable[..., R], *args: Any) -> Iterator[Future[R]]:
     changes no bit of either (``benchmarks/train.py`` checks the scores across runs; the time it
     saves is in ``benchmarks/README.md``). An error of ``fn`` is raised by ``result()``.
     """
-    with ThreadPoolExecutor(1, thread_name_prefix="omnicrm-baselines") as pool:
+    with worker_pool(1, "omnicrm-baselines") as pool:
         yield pool.submit(fn, *args)
 
 
