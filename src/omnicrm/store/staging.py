@@ -85,7 +85,9 @@ def signals_deferred() -> Iterator[None]:
     import signal
 
     deferred = (signal.SIGINT, signal.SIGTERM)
-    if threading.current_thread() is not threading.main_thread():
+    previous = {s: signal.getsignal(s) for s in deferred}
+    # off the main thread, or with a handler installed outside Python (getsignal gives None): blocked
+    if threading.current_thread() is not threading.main_thread() or None in previous.values():
         old = signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
         try:
             yield
@@ -93,7 +95,6 @@ def signals_deferred() -> Iterator[None]:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return
     received: list[tuple[int, Any]] = []
-    previous = {s: signal.getsignal(s) for s in deferred}
     for s in deferred:
         signal.signal(s, lambda signum, frame: received.append((signum, frame)))
     try:
