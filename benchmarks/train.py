@@ -19,9 +19,9 @@ Reps are interleaved (bare, cold, warm in each rep) and the table shows medians 
 median of the per-rep ratios, so load drift on a shared machine moves both sides of a ratio alike.
 CPU seconds are the child's user + system time. The breakdown of the command comes from its own
 step lines (``[  12.3s] step``, printed when stdout is not a terminal) and, in brackets, from the
-training run's metrics (``fit_seconds``, ``frames_seconds``). Every registered model is loaded
-afterwards and scores the evaluation frame: the scores must be identical across all runs (cold and
-warm, every rep), or the script fails.
+training run's metrics (``fit_seconds``, ``frames_seconds``). Every registered model, and every
+baseline registered beside it, is loaded afterwards and scores the evaluation frame: the scores must
+be identical across all runs (cold and warm, every rep), or the script fails.
 
     python benchmarks/train.py --reps 3
 """
@@ -202,11 +202,14 @@ def main() -> None:
             outputs.append(out)
         print(json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
     print(f"load after: {os.getloadavg()}")
-    versions = sorted({m for out in outputs for m in re.findall(r"model v(\d+), baseline", out)}, key=int)
-    hashes = _score_hashes(warm, versions, mlruns)
-    print(f"registered models v{', v'.join(versions)}: evaluation scores sha256 {sorted(set(hashes.values()))}")
-    if len(set(hashes.values())) != 1:
-        raise SystemExit(f"models differ between runs: {hashes}")
+    # the model and its registered baseline, every run: the baselines fit on other threads too
+    models = sorted({m for out in outputs for m in re.findall(r"model v(\d+), baseline", out)}, key=int)
+    baselines = sorted({m for out in outputs for m in re.findall(r"baseline \w+ v(\d+)\)", out)}, key=int)
+    for what, versions in (("models", models), ("baselines", baselines)):
+        hashes = _score_hashes(warm, versions, mlruns)
+        print(f"registered {what} v{', v'.join(versions)}: evaluation scores sha256 {sorted(set(hashes.values()))}")
+        if len(set(hashes.values())) != 1:
+            raise SystemExit(f"{what} differ between runs: {hashes}")
     med = {k: {c: statistics.median(r[c] for r in v) for c in v[0]} for k, v in rows.items()}
     print(
         "\n| process | wall s | CPU s | wall / bare (median) | wall / bare + refit (median) | frames s "

@@ -153,6 +153,63 @@ def test_model_blend_auto_is_chosen_on_validation_and_the_refit_keeps_it_with_th
     assert plain.model.blend is None and plain.refit.model.blend is None and "blend" not in plain.info
 
 
+def test_the_refit_started_in_the_background_is_the_refit_fitted_after_the_evaluation(monkeypatch) -> None:
+    """``train_target(background=...)`` starts the refit's fits as soon as LightGBM has its best
+    iteration (``omnicrm train`` does): what it registers must be what the inline refit gives."""
+    import threading
+
+    import numpy as np
+
+    from omnicrm.interrupts import worker_pool
+    from omnicrm.tasks import train as train_module
+    from omnicrm.tasks.train import Frames, RefitStopped, attach_refit, train_target
+
+    cfg = _config(
+        {"train": {"dates": ["2023-01-01"]}, "validation": "2023-04-01", "evaluation": "2023-07-01"},
+        blend="auto",
+        params={"n_estimators": 200, "num_leaves": 7, "learning_rate": 0.05},
+        early_stopping_rounds=20,
+    )
+    frames = Frames(_churn_frame(3000, 0, 90), _churn_frame(3000, 1, 270), _churn_frame(3000, 2, 270), "fp", 0.0)
+    target = cfg.task.targets_of(frames.train)[0]
+    inline = train_target(cfg, target, frames)
+    with worker_pool(1, "omnicrm-refit") as pool:
+        early = train_target(cfg, target, frames, background=pool, stop=threading.Event())
+        assert early.refit is None and early.pending_refit is not None
+        attach_refit(early, early.pending_refit.result())
+    a, b = inline.refit, early.refit
+    assert a.info == b.info and a.model.meta == b.model.meta
+    assert a.model.estimator.booster_.model_to_string() == b.model.estimator.booster_.model_to_string()
+    assert a.model.calibrator is inline.model.calibrator and b.model.calibrator is early.model.calibrator
+    assert b.model.blend is not None and b.model.blend.baseline is b.baselines[b.model.blend.name]
+    scoring = frames.evaluation
+    np.testing.assert_array_equal(a.model.predict_score(scoring), b.model.predict_score(scoring))
+    for name in a.baselines:  # the refit's baselines, fitted while LightGBM fitted, are the same too
+        np.testing.assert_array_equal(
+            a.baselines[name].predict(scoring, "binary"), b.baselines[name].predict(scoring, "binary")
+        )
+
+    # the evaluated fit fails: the refit's baselines waiting behind the evaluated ones stop, nothing hangs
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("fit failed")
+
+    monkeypatch.setattr(train_module, "fit_target", failing)
+    stop = threading.Event()
+    with worker_pool(1, "omnicrm-refit") as pool, pytest.raises(RuntimeError, match="fit failed"):
+        train_target(cfg, target, frames, background=pool, stop=stop)
+    assert stop.is_set()
+    with pytest.raises(RefitStopped):  # what the refit's baselines do when they see the stop
+        train_module._refit_baselines(_done(), cfg, target, ["logistic"], ["recency_days", "z"], frames, stop)
+
+
+def _done():
+    from concurrent.futures import Future
+
+    f: Future[None] = Future()
+    f.set_result(None)
+    return f
+
+
 def test_a_time_split_that_does_not_fit_says_how_to_fix_it_without_dumping_the_config(tmp_path) -> None:
     import yaml
 

@@ -7,9 +7,9 @@ plots, SHAP summary and importance, registering the model as ``omnicrm-<task>[-<
 alias ``candidate`` (:func:`omnicrm.pipeline.task_tracking.log_target`). With ``model.refit`` (the
 default) the registered model is the refit on every labelled cutoff
 (:func:`omnicrm.tasks.train.refit_target`), logged in a child run of the evaluation run. The refit
-fits on a second thread while the evaluation run is logged (LightGBM fits on one thread, for
-identical models run to run, so the other core is free); an error or Ctrl-C there stops it at its
-next tree.
+starts on a second thread as soon as the evaluated fit has its best iteration, and fits while the
+evaluation is computed and logged (LightGBM fits on one thread, for identical models run to run, so
+the other core is free); an error or Ctrl-C meanwhile stops it at its next tree.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from omnicrm.interrupts import worker_pool
 from omnicrm.pipeline.task_frames import load_frames
 from omnicrm.progress import Progress, silent
 from omnicrm.tasks.config import TaskConfig, load_task_config
-from omnicrm.tasks.train import Frames, TargetResult, attach_refit, refit_target, train_target
+from omnicrm.tasks.train import Frames, TargetResult, attach_refit, train_target
 
 
 def train(
@@ -65,14 +65,15 @@ def train(
     targets = [t for t in cfg.task.targets_of(frames.train) if only is None or t.name == only]
     for i, target in enumerate(targets):
         progress(f"{cfg.name}: fitting {target.name}", 0.3 + 0.6 * i / len(targets))
-        result = train_target(cfg, target, frames, override, refit=False)
-        # The refit (LightGBM on one thread, its baselines beside it) fits while the evaluation run
-        # is logged: plots, SHAP and MLflow's start-up use the other core. Each side computes what
-        # it computed alone (the registered models' scores are checked in benchmarks/train.py).
+        # The refit (LightGBM on one thread, its baselines beside it) starts as soon as the fit has
+        # its best iteration and fits while the evaluation is computed and logged: calibration,
+        # plots, SHAP and MLflow's start-up use the other core. Each side computes what it computed
+        # alone (the registered models' scores are checked in benchmarks/train.py).
         stop = threading.Event()
         with worker_pool(1, "omnicrm-refit") as pool:
-            refit = pool.submit(refit_target, cfg, target, result, frames, override, stop) if cfg.model.refit else None
             try:
+                result = train_target(cfg, target, frames, override, background=pool, stop=stop)
+                refit = result.pending_refit
                 if register:
                     progress(f"{cfg.name}: logging {target.name} to MLflow", 0.3 + 0.6 * (i + 0.8) / len(targets))
                     from omnicrm.pipeline.task_tracking import log_target

@@ -36,8 +36,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from contextlib import contextmanager
+from concurrent.futures import Executor, Future
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
@@ -226,6 +226,9 @@ class TargetResult:
     refit: Refit | None = None
     #: the run that logged the refit and registered it (``run_id`` is the evaluation run)
     refit_run_id: str | None = None
+    #: the refit still fitting on another thread (:func:`train_target`'s ``background``); its
+    #: ``result()`` is the :class:`Refit` to :func:`attach_refit`
+    pending_refit: Future[Refit] | None = field(repr=False, default=None)
 
     @property
     def deployed(self) -> TaskModel:
@@ -338,7 +341,13 @@ def evaluate_target(
 
 
 def train_target(
-    cfg: TaskConfig, target: Target, frames: Frames, override: dict[str, Any] | None = None, refit: bool = True
+    cfg: TaskConfig,
+    target: Target,
+    frames: Frames,
+    override: dict[str, Any] | None = None,
+    refit: bool = True,
+    background: Executor | None = None,
+    stop: threading.Event | None = None,
 ) -> TargetResult:
     """Fit one target on ``frames`` and evaluate it next to its baselines (nothing is logged).
 
@@ -352,7 +361,16 @@ def train_target(
         LightGBM params over the config's (the best trial of a study).
     refit : bool
         ``False``: leave the refit of ``model.refit`` to the caller (:func:`refit_target`, then
-        :func:`attach_refit`), e.g. to fit it while the evaluation is logged.
+        :func:`attach_refit`).
+    background : Executor, optional
+        Fit the refit of ``model.refit`` here, started as soon as the LightGBM fit has its best
+        iteration: it then fits while the calibration, the evaluation and the caller's logging run
+        (``benchmarks/README.md``). The result's ``pending_refit`` is its future, for the caller to
+        :func:`attach_refit`. The refit's baselines are fitted there first, while LightGBM fits
+        (after the evaluated baselines, so that two threads share the cores, not three). An
+        executor of one worker keeps these tasks in order.
+    stop : threading.Event, optional
+        With ``background``: set by a caller that no longer wants the refit (:func:`refit_target`).
 
     Returns
     -------
@@ -363,9 +381,32 @@ def train_target(
     start = time.perf_counter()
     # the model's features (its encoding drops columns constant in training), known before the fit
     features = Encoding.learn(tr, model_columns(tr, cfg.task.label_columns)).features
-    with _beside(cfg.task.fit_baselines, target, baseline_names(cfg), features, tr) as baselines:
-        model, info = fit_target(cfg, target, tr, va, override)
+    names = baseline_names(cfg)
+    early = bool(cfg.model.refit and refit and background is not None)
+    fitting: Future[RefitFit] | None = None
+    with _beside(cfg.task.fit_baselines, target, names, features, tr) as baselines:
+        # on the refit's worker, in order: the refit's baselines once the evaluated ones are fitted
+        # (during the LightGBM fit), then the refit's LightGBM fit, then the refit put together
+        rebased = (
+            background.submit(_refit_baselines, baselines, cfg, target, names, features, frames, stop)
+            if early
+            else None
+        )
+        try:
+            model, info = fit_target(cfg, target, tr, va, override)
+        except BaseException:
+            if rebased is not None:  # not started yet: dropped; waiting for the baselines: it stops then
+                rebased.cancel()
+                if stop is not None:
+                    stop.set()
+            raise
         fit_seconds = time.perf_counter() - start
+        if rebased is not None:
+            # every input of the refit's fits is known now; the model object is only read (its
+            # encoding and extra model, set by fit_target), and the rest is joined in assemble_refit
+            fitting = background.submit(
+                fit_refit, cfg, target, frames, model, dict(info), len(tr), rebased, override, stop
+            )
     fitted = baselines.result()
     if model.encoding.features != features:  # a programming error: the baselines saw other columns
         raise AssertionError(f"{cfg.name}: baselines fitted on other features than the model's")
@@ -389,7 +430,9 @@ def train_target(
     result = evaluate_target(cfg, target, model, tr, va, ev, baselines=fitted)
     result.info = info | {"train_rows": len(tr), "validation_rows": len(va), "evaluation_rows": len(ev)}
     result.seconds = {"fit_seconds": fit_seconds, "frames_seconds": frames.seconds}
-    if cfg.model.refit and refit:
+    if fitting is not None:  # put together after the fits, on the same worker: result is complete now
+        result.pending_refit = background.submit(lambda: assemble_refit(result, fitting.result()))
+    elif cfg.model.refit and refit:
         attach_refit(result, refit_target(cfg, target, result, frames, override))
     return result
 
@@ -427,7 +470,6 @@ def refit_target(
         Training, validation and evaluation frames: stacked, they are the refit's rows.
     override : dict, optional
         The LightGBM params the evaluated model was fitted with over the config's.
-
     stop : threading.Event, optional
         Set by a caller that no longer wants the refit (it fits on another thread): LightGBM stops
         at its next tree with :class:`RefitStopped`.
@@ -436,44 +478,150 @@ def refit_target(
     -------
     Refit
     """
+    fitted = fit_refit(
+        cfg,
+        target,
+        frames,
+        result.model,
+        result.info,
+        result.info["train_rows"],
+        list(result.baselines),
+        override,
+        stop,
+    )
+    return assemble_refit(result, fitted)
+
+
+def refit_rows(target: Target, frames: Frames) -> pd.DataFrame:
+    """The refit's rows: the target's rows of the training, validation and evaluation frames, stacked."""
+    return pd.concat([target.rows(f) for f in (frames.train, frames.validation, frames.evaluation)], ignore_index=True)
+
+
+def _refit_baselines(
+    after: Future[Any],
+    cfg: TaskConfig,
+    target: Target,
+    names: list[str],
+    features: list[str],
+    frames: Frames,
+    stop: threading.Event | None = None,
+) -> dict[str, Baseline]:
+    """The baselines refitted on :func:`refit_rows`, once ``after`` (the evaluated baselines' fit) is done.
+
+    Run on the refit's worker while the evaluated LightGBM fits: the baselines need neither its best
+    iteration nor its calibration, and waiting for ``after`` keeps two threads, not three, on the
+    cores, so neither fit is slowed. ``features`` are the evaluated model's, which the stacked rows
+    keep (a column that varies in training varies in any superset of its rows).
+    """
+    after.result()
+    if stop is not None and stop.is_set():
+        raise RefitStopped("the refit was stopped")
+    return cfg.task.fit_baselines(target, names, features, refit_rows(target, frames))
+
+
+@dataclass
+class RefitFit:
+    """The refit's fitted parts (:func:`fit_refit`), before :func:`assemble_refit` joins them to the evaluated model."""
+
+    encoding: Encoding
+    estimator: Any
+    #: the extra model refitted on the same rows, or ``None`` (kept as evaluated)
+    extra: Any
+    baselines: dict[str, Baseline]
+    info: dict[str, Any]
+    #: what the refit's ``meta`` adds to the evaluated model's
+    meta: dict[str, Any]
+    started: float
+
+
+def fit_refit(
+    cfg: TaskConfig,
+    target: Target,
+    frames: Frames,
+    evaluated: TaskModel,
+    info: dict[str, Any],
+    train_rows: int,
+    baselines: list[str] | Future[dict[str, Baseline]],
+    override: dict[str, Any] | None = None,
+    stop: threading.Event | None = None,
+) -> RefitFit:
+    """The refit's fits: LightGBM (its baselines beside it) and the extra model, on every labelled cutoff.
+
+    They need only what the evaluated fit knows as soon as it ends (its features, best iterations
+    and extra model), not its calibration, blend or evaluation: :func:`train_target` can start them
+    then, on another thread (``background``). :func:`assemble_refit` puts the refit together.
+
+    Parameters
+    ----------
+    cfg, target, frames, override, stop
+        As for :func:`refit_target`.
+    evaluated : TaskModel
+        The evaluated model; its ``encoding`` and ``extra`` are read, and nothing set later.
+    info : dict
+        The evaluated fit's info (``best_iteration``, ``timing_best_iteration``).
+    train_rows : int
+        Rows of the evaluated model's training frame (the ``scale`` rule's denominator).
+    baselines : list of str, or Future
+        The baselines to refit (beside LightGBM), or their refit already under way
+        (:func:`_refit_baselines`: a future of them, fitted on the same rows and features).
+
+    Returns
+    -------
+    RefitFit
+    """
     start = time.perf_counter()
-    rows = pd.concat([target.rows(f) for f in (frames.train, frames.validation, frames.evaluation)], ignore_index=True)
-    evaluated = result.model
+    rows = refit_rows(target, frames)
     enc = Encoding.learn(rows, evaluated.encoding.features)
+    if enc.features != evaluated.encoding.features:  # a column constant on the stacked rows is constant in training too
+        raise AssertionError(f"{cfg.name}: the refit's rows dropped features the evaluated model uses")
     X, y = enc.transform(rows), rows[target.label].to_numpy()
-    rule, train_rows = cfg.model.refit_trees, result.info["train_rows"]
-    trees = refit_trees(rule, result.info["best_iteration"], train_rows, len(rows))
+    rule = cfg.model.refit_trees
+    trees = refit_trees(rule, info["best_iteration"], train_rows, len(rows))
     params = lgbm_params(cfg, target, override) | {"n_estimators": trees}
     est_cls = lgb.LGBMClassifier if target.problem == "binary" else lgb.LGBMRegressor
-    with _beside(cfg.task.fit_baselines, target, list(result.baselines), enc.features, rows) as refitted:
+    refitted: Future[dict[str, Baseline]]
+    with (
+        _beside(cfg.task.fit_baselines, target, baselines, enc.features, rows)
+        if isinstance(baselines, list)
+        else nullcontext(baselines) as refitted
+    ):
         est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y, callbacks=[_stop_when(stop)] if stop else None)
-    model = TaskModel(evaluated.task, target.name, target.problem, evaluated.score_column, enc, est)
-    model.calibrator = evaluated.calibrator  # kept: see the module docstring
-    info: dict[str, Any] = {
+    out: dict[str, Any] = {
         "refit_rows": len(rows),
         "refit_cutoffs": len(cfg.refit_cutoffs()),
         "refit_trees": trees,
         "refit_trees_rule": rule,
     }
-    model.extra = evaluated.extra  # an extra model without a recorded best iteration is kept as evaluated
-    if evaluated.extra is not None and "timing_best_iteration" in result.info:
-        extra_trees = refit_trees(rule, result.info["timing_best_iteration"], train_rows, len(rows))
+    extra = None  # an extra model without a recorded best iteration is kept as evaluated
+    if evaluated.extra is not None and "timing_best_iteration" in info:
+        extra_trees = refit_trees(rule, info["timing_best_iteration"], train_rows, len(rows))
         # no validation rows are left: early stopping watches the training rows themselves, whose loss
         # keeps falling, so the extra model runs to the carried-over tree count
-        model.extra, _ = cfg.task.fit_extra(
+        extra, _ = cfg.task.fit_extra(
             target, enc, rows, rows, params | {"n_estimators": extra_trees}, cfg.model.early_stopping_rounds
         )
-        info["refit_timing_trees"] = extra_trees
-    model.meta = evaluated.meta | {
+        out["refit_timing_trees"] = extra_trees
+    meta = {
         "refit": True,
         "fitted_cutoffs": [str(d) for d in cfg.refit_cutoffs()],
         "labels_end": str(cfg.labels_end(refit=True)),
     }
-    baselines = refitted.result()
-    model.baselines = baselines  # the refitted baselines travel with the refit (`predict --baselines`)
+    return RefitFit(enc, est, extra, refitted.result(), out, meta, start)
+
+
+def assemble_refit(result: TargetResult, fitted: RefitFit) -> Refit:
+    """The refit of :func:`fit_refit` with the evaluated model's calibrator and blend (module docstring)."""
+    evaluated = result.model
+    model = TaskModel(
+        evaluated.task, result.target, result.problem, evaluated.score_column, fitted.encoding, fitted.estimator
+    )
+    model.calibrator = evaluated.calibrator  # kept: see the module docstring
+    model.extra = fitted.extra if fitted.extra is not None else evaluated.extra
+    model.meta = evaluated.meta | fitted.meta
+    model.baselines = fitted.baselines  # the refitted baselines travel with the refit (`predict --baselines`)
     if evaluated.blend is not None:  # the weight chosen on validation, with the refitted baseline
-        model.blend = Blend(baselines[evaluated.blend.name], evaluated.blend.weight)
-    return Refit(model, baselines, info, time.perf_counter() - start)
+        model.blend = Blend(fitted.baselines[evaluated.blend.name], evaluated.blend.weight)
+    return Refit(model, fitted.baselines, fitted.info, time.perf_counter() - fitted.started)
 
 
 def summary_table(results: list[TargetResult]) -> pd.DataFrame:
