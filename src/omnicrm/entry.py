@@ -43,9 +43,11 @@ def main() -> None:
             sys.stderr.write(_STOPPED)
         raise
     finally:
-        # the command has ended and said how; a Ctrl-C while the interpreter shuts down would only
-        # kill it without a word (and change the exit status of a run that completed)
+        # the command has ended and said how; a Ctrl-C or a scheduler's SIGTERM while the interpreter
+        # shuts down would only kill it without a word (a run that completed and registered its model
+        # exited -15, seen in an adversarial sweep), and change the exit status of a finished run
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # after the command, not before: its own collections still free what it drops while it runs
         gc.freeze()
 

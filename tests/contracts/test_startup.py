@@ -68,3 +68,21 @@ def test_a_model_pickled_before_mlflow_became_lazy_still_finds_its_adapter_class
         "assert pickle.loads(pickle.dumps(cls)) is cls"
     )
     assert "mlflow" in _imported_after(code)
+
+
+def test_a_signal_after_the_command_has_ended_does_not_change_its_exit_status() -> None:
+    """A scheduler's SIGTERM or a Ctrl-C landing while the interpreter shuts down, after the command
+    said how it ended: the process exits with the command's status, not a silent -15 or a traceback."""
+    probe = (
+        "import os, signal, sys\n"
+        "from omnicrm.entry import main\n"
+        "sys.argv = ['omnicrm', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr)
+    assert "Usage" in run.stdout and "Traceback" not in run.stderr
