@@ -184,3 +184,28 @@ def test_a_model_pickled_before_the_task_contract_still_predicts_its_columns() -
     assert not hasattr(old, "kind") and not hasattr(old, "timing")
     # the fitted baselines were not kept then: `predict --baselines` finds none, and says so
     assert old.baselines == {} and new.baselines == {}
+
+
+def test_monotone_constraints_are_checked_against_the_features_before_lightgbm_aborts() -> None:
+    """LightGBM 4.7 aborts the whole process (exit 134, no error) on a ``monotone_constraints`` list
+    shorter than the features or on one constraining a categorical feature: fit_lgbm must refuse
+    both with an error naming the config key, and still fit a valid list."""
+    rng = np.random.default_rng(0)
+    n = 300
+    X = pd.DataFrame(
+        {
+            "recency_days": rng.uniform(0, 100, n),
+            "top_category": pd.Categorical(rng.choice(["a", "b"], n)),
+            "orders_90d": rng.integers(0, 5, n).astype(float),
+        }
+    )
+    y = (rng.random(n) < 0.4).astype(int)
+    args = ("binary", X, y, X, y)
+    with pytest.raises(
+        InputError, match=r"monotone_constraints: 1 value\(s\) for the model's 3 features.*recency_days"
+    ):
+        fit_lgbm(*args, {"monotone_constraints": [1]}, 5)
+    with pytest.raises(InputError, match="mc: LightGBM cannot constrain categorical feature.*top_category"):
+        fit_lgbm(*args, {"mc": "0,1,0"}, 5)
+    est = fit_lgbm(*args, {"monotone_constraints": [1, 0, -1], "n_estimators": 5}, 5)
+    assert est.booster_.num_trees() >= 1
