@@ -128,8 +128,9 @@ def _churn_frame(n: int, seed: int, recency_max: float) -> pd.DataFrame:
     return pd.DataFrame({"customer_id": ids, "cutoff": seed, "recency_days": recency, "z": z, "y_churn": y})
 
 
-def test_model_blend_auto_is_chosen_on_validation_and_the_refit_keeps_it_with_the_refitted_baseline() -> None:
-    from omnicrm.tasks.train import Frames, train_target
+def _blend_case() -> tuple[TaskConfig, Any]:
+    """A churn config with ``model.blend: auto`` on frames whose validation reaches beyond the trees' range."""
+    from omnicrm.tasks.train import Frames
 
     cfg = _config(
         {"train": {"dates": ["2023-01-01"]}, "validation": "2023-04-01", "evaluation": "2023-07-01"},
@@ -138,6 +139,13 @@ def test_model_blend_auto_is_chosen_on_validation_and_the_refit_keeps_it_with_th
         early_stopping_rounds=20,
     )
     frames = Frames(_churn_frame(3000, 0, 90), _churn_frame(3000, 1, 270), _churn_frame(3000, 2, 270), "fp", 0.0)
+    return cfg, frames
+
+
+def test_model_blend_auto_is_chosen_on_validation_and_the_refit_keeps_it_with_the_refitted_baseline() -> None:
+    from omnicrm.tasks.train import train_target
+
+    cfg, frames = _blend_case()
     result = train_target(cfg, cfg.task.targets_of(frames.train)[0], frames)
     blend = result.model.blend
     # the trees saw recency up to 90 days only; the validation cutoff reaches 270, where a baseline extrapolates
@@ -162,15 +170,9 @@ def test_the_refit_started_in_the_background_is_the_refit_fitted_after_the_evalu
 
     from omnicrm.interrupts import worker_pool
     from omnicrm.tasks import train as train_module
-    from omnicrm.tasks.train import Frames, RefitStopped, attach_refit, train_target
+    from omnicrm.tasks.train import RefitStopped, attach_refit, train_target
 
-    cfg = _config(
-        {"train": {"dates": ["2023-01-01"]}, "validation": "2023-04-01", "evaluation": "2023-07-01"},
-        blend="auto",
-        params={"n_estimators": 200, "num_leaves": 7, "learning_rate": 0.05},
-        early_stopping_rounds=20,
-    )
-    frames = Frames(_churn_frame(3000, 0, 90), _churn_frame(3000, 1, 270), _churn_frame(3000, 2, 270), "fp", 0.0)
+    cfg, frames = _blend_case()
     target = cfg.task.targets_of(frames.train)[0]
     inline = train_target(cfg, target, frames)
     with worker_pool(1, "omnicrm-refit") as pool:
