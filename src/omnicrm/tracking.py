@@ -231,12 +231,16 @@ def start_run(
 
     The run ends FINISHED, FAILED on an error, or KILLED on Ctrl-C or SIGTERM (what the MLflow UI
     shows a reviewer), with those signals deferred while its status is written: an interrupt there
-    once left runs RUNNING.
+    once left runs RUNNING. A process killed outright (SIGKILL, out of memory) cannot end its runs:
+    they carry the process's host, pid and start time (:func:`process_tags`), and the next run in
+    the experiment ends them KILLED (:func:`close_dead_runs`).
     """
     configure()
-    all_tags = {**context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+    all_tags = {**context_tags(), **process_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     with _store_errors(), signals_deferred():  # a store write: see _deferred
         exp_id = _experiment_id(experiment)
+        if not nested:
+            close_dead_runs(exp_id)
         run = _mlflow().start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags)
     try:
         yield RunInfo(run.info.run_id, exp_id, experiment, run_name)
@@ -247,6 +251,95 @@ def start_run(
         raise
     with signals_deferred():
         _mlflow().end_run(status="FINISHED")
+
+
+#: Tags naming the process a run belongs to (:func:`process_tags`).
+HOST_TAG, PID_TAG, PID_STARTED_TAG = "omnicrm.host", "omnicrm.pid", "omnicrm.pid_started"
+#: Tag of a run found dead, saying who ended it and why.
+ENDED_TAG = "omnicrm.ended"
+
+
+def process_tags() -> dict[str, str]:
+    """The host, pid and pid start time of this process: what a later run needs to tell it has died.
+
+    The start time (``/proc/<pid>/stat``; empty where there is no ``/proc``) tells this process from
+    a later one that was given the same pid.
+    """
+    return {HOST_TAG: _machine(), PID_TAG: str(os.getpid()), PID_STARTED_TAG: _pid_started(os.getpid()) or ""}
+
+
+def _machine() -> str:
+    """This machine as runs name it: the host name and, where Linux gives one, this boot's id.
+
+    The boot id keeps two machines that share a host name (containers, cloned VMs) logging to one
+    tracking server from ending each other's runs: a pid is only looked up on the machine that
+    started it.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()} boot {boot}".strip().replace("'", "")
+
+
+def _pid_started(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot: field 22 of ``/proc/<pid>/stat``); ``None`` if none runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # after the command name, field 3 is at index 0
+
+
+def _process_alive(pid: int, started: str) -> bool:
+    if started and Path("/proc/self/stat").exists():
+        return _pid_started(pid) == started
+    try:  # no /proc (macOS): the pid alone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def close_dead_runs(experiment_id: str) -> list[str]:
+    """End KILLED the runs of ``experiment_id`` left RUNNING by a process of this host that has died.
+
+    SIGKILL, the out-of-memory killer or a power cut end a process without a word, and its runs stay
+    RUNNING in the MLflow UI for good, where a reviewer reads them as still working. Each run
+    carries its process's machine, pid and start time (:func:`process_tags`); a run of this machine
+    whose process no longer runs is ended KILLED, tagged ``omnicrm.ended`` with why. Runs of other
+    machines (whose processes cannot be seen from here), of live processes and without these tags
+    (made by another tool, or by omnicrm before it tagged them) are left as they are.
+
+    Returns
+    -------
+    list of str
+        The run ids ended.
+    """
+    host = _machine()
+    client = _client()
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+        max_results=1000,
+    )
+    ended = []
+    for run in runs:
+        tags = run.data.tags
+        try:
+            pid = int(tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        if _process_alive(pid, tags.get(PID_STARTED_TAG, "")):
+            continue
+        client.set_tag(
+            run.info.run_id, ENDED_TAG, f"ended KILLED by a later run: process {pid} had ended without ending it"
+        )
+        client.set_terminated(run.info.run_id, status="KILLED")
+        ended.append(run.info.run_id)
+    return ended
 
 
 def active_run_id() -> str | None:

@@ -102,6 +102,41 @@ def test_a_run_ends_killed_on_ctrl_c_failed_on_an_error_finished_otherwise(
     assert mlflow.active_run() is None
 
 
+def test_a_run_left_running_by_a_killed_process_is_ended_killed_by_the_next_run() -> None:
+    """SIGKILL (or the out-of-memory killer) ends a process before it can end its run: the next run
+    in the experiment ends it KILLED, and leaves alone the runs of live processes and other machines."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    code = (
+        "import os, signal\n"
+        "from omnicrm import tracking\n"
+        "with tracking.start_run('unit-dead', 'killed') as run:\n"
+        "    print(run.run_id, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == -9, proc.stderr
+    dead = proc.stdout.split()[0]
+    tracking.configure()  # this process's client on the same private store
+    client = MlflowClient()
+    assert client.get_run(dead).info.status == "RUNNING"
+    exp = client.get_experiment(client.get_run(dead).info.experiment_id).experiment_id
+    mine = tracking.process_tags()
+    live = client.create_run(exp, tags=mine).info.run_id  # this process: alive
+    elsewhere = client.create_run(
+        exp, tags={**mine, tracking.HOST_TAG: "another-machine boot 1", tracking.PID_TAG: "1"}
+    )
+    untagged = client.create_run(exp).info.run_id  # another tool's run
+    with tracking.start_run("unit-dead", "next"):
+        pass
+    ended = client.get_run(dead)
+    assert ended.info.status == "KILLED" and "had ended without ending it" in ended.data.tags[tracking.ENDED_TAG]
+    for run_id in (live, elsewhere.info.run_id, untagged):
+        assert client.get_run(run_id).info.status == "RUNNING"
+
+
 def test_ui_serves_the_local_store_on_localhost_only() -> None:
     cmd = tracking.ui_command(5055)
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
