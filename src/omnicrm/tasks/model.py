@@ -272,10 +272,6 @@ def choose_blend(
     return Blend(baselines[name], w), {"blend": f"{name} {w:g}", "blend_validation_gain": float(value - alone)}
 
 
-#: LightGBM's names for per-feature monotone constraints (``monotone_constraints`` and its aliases)
-MONOTONE_KEYS = ("monotone_constraints", "monotone_constraint", "mc")
-
-
 def _nonzero(value: Any) -> bool:
     try:
         return float(value) != 0
@@ -297,7 +293,10 @@ def check_per_feature_params(params: dict[str, Any], X: pd.DataFrame) -> None:
     InputError
         Naming the config key, the number of features (and their order), or the categorical ones.
     """
-    for key in MONOTONE_KEYS:
+    from lightgbm.basic import _ConfigAliases
+
+    # every name LightGBM takes for it (as omnicrm.lgbm_params reads them), monotonic_cst included
+    for key in sorted(_ConfigAliases.get("monotone_constraints")):
         values = params.get(key)
         if values is None:
             continue

@@ -505,9 +505,10 @@ def _refit_baselines(
     features: list[str],
     frames: Frames,
     stop: threading.Event | None = None,
-) -> dict[str, Baseline]:
-    """The baselines refitted on :func:`refit_rows`, once ``after`` (the evaluated baselines' fit) is done.
+) -> tuple[pd.DataFrame, dict[str, Baseline]]:
+    """The refit's rows (:func:`refit_rows`) and its baselines fitted on them, once ``after`` is done.
 
+    ``after`` is the evaluated baselines' fit; :func:`fit_refit` then fits LightGBM on the same rows.
     Run on the refit's worker while the evaluated LightGBM fits: the baselines need neither its best
     iteration nor its calibration, and waiting for ``after`` keeps two threads, not three, on the
     cores, so neither fit is slowed. ``features`` are the evaluated model's, which the stacked rows
@@ -516,7 +517,8 @@ def _refit_baselines(
     after.result()
     if stop is not None and stop.is_set():
         raise RefitStopped("the refit was stopped")
-    return cfg.task.fit_baselines(target, names, features, refit_rows(target, frames))
+    rows = refit_rows(target, frames)
+    return rows, cfg.task.fit_baselines(target, names, features, rows)
 
 
 @dataclass
@@ -541,7 +543,7 @@ def fit_refit(
     evaluated: TaskModel,
     info: dict[str, Any],
     train_rows: int,
-    baselines: list[str] | Future[dict[str, Baseline]],
+    baselines: list[str] | Future[tuple[pd.DataFrame, dict[str, Baseline]]],
     override: dict[str, Any] | None = None,
     stop: threading.Event | None = None,
 ) -> RefitFit:
@@ -562,15 +564,18 @@ def fit_refit(
     train_rows : int
         Rows of the evaluated model's training frame (the ``scale`` rule's denominator).
     baselines : list of str, or Future
-        The baselines to refit (beside LightGBM), or their refit already under way
-        (:func:`_refit_baselines`: a future of them, fitted on the same rows and features).
+        The baselines to refit (beside LightGBM), or their refit on the refit's worker, ahead of
+        this call (:func:`_refit_baselines`: a future of the rows and the baselines fitted on them).
 
     Returns
     -------
     RefitFit
     """
     start = time.perf_counter()
-    rows = refit_rows(target, frames)
+    if isinstance(baselines, list):
+        rows, prefitted = refit_rows(target, frames), None
+    else:  # done already on a worker of one thread, where they ran before this call
+        rows, prefitted = baselines.result()
     enc = Encoding.learn(rows, evaluated.encoding.features)
     if enc.features != evaluated.encoding.features:  # a column constant on the stacked rows is constant in training too
         raise AssertionError(f"{cfg.name}: the refit's rows dropped features the evaluated model uses")
@@ -579,11 +584,10 @@ def fit_refit(
     trees = refit_trees(rule, info["best_iteration"], train_rows, len(rows))
     params = lgbm_params(cfg, target, override) | {"n_estimators": trees}
     est_cls = lgb.LGBMClassifier if target.problem == "binary" else lgb.LGBMRegressor
-    refitted: Future[dict[str, Baseline]]
     with (
         _beside(cfg.task.fit_baselines, target, baselines, enc.features, rows)
-        if isinstance(baselines, list)
-        else nullcontext(baselines) as refitted
+        if prefitted is None
+        else nullcontext() as refitting
     ):
         est = est_cls(**(DEFAULT_PARAMS | params)).fit(X, y, callbacks=[_stop_when(stop)] if stop else None)
     out: dict[str, Any] = {
@@ -606,7 +610,8 @@ def fit_refit(
         "fitted_cutoffs": [str(d) for d in cfg.refit_cutoffs()],
         "labels_end": str(cfg.labels_end(refit=True)),
     }
-    return RefitFit(enc, est, extra, refitted.result(), out, meta, start)
+    refitted = prefitted if prefitted is not None else refitting.result()
+    return RefitFit(enc, est, extra, refitted, out, meta, start)
 
 
 def assemble_refit(result: TargetResult, fitted: RefitFit) -> Refit:
