@@ -186,10 +186,11 @@ def test_a_model_pickled_before_the_task_contract_still_predicts_its_columns() -
     assert old.baselines == {} and new.baselines == {}
 
 
-def test_monotone_constraints_are_checked_against_the_features_before_lightgbm_aborts() -> None:
+def test_params_by_feature_position_are_checked_against_the_features_before_lightgbm_aborts() -> None:
     """LightGBM 4.7 aborts the whole process (exit 134, no error) on a ``monotone_constraints`` list
-    shorter than the features or on one constraining a categorical feature: fit_lgbm must refuse
-    both with an error naming the config key, and still fit a valid list."""
+    shorter than the features, on one constraining a categorical feature, or on an interaction
+    index past the last feature: fit_lgbm must refuse them with an error naming the config key, and
+    still fit valid ones."""
     rng = np.random.default_rng(0)
     n = 300
     X = pd.DataFrame(
@@ -207,5 +208,10 @@ def test_monotone_constraints_are_checked_against_the_features_before_lightgbm_a
         fit_lgbm(*args, {"monotone_constraints": [1]}, 5)
     with pytest.raises(InputError, match="mc: LightGBM cannot constrain categorical feature.*top_category"):
         fit_lgbm(*args, {"mc": "0,1,0"}, 5)
-    est = fit_lgbm(*args, {"monotone_constraints": [1, 0, -1], "n_estimators": 5}, 5)
+    # an interaction index past the last feature corrupted LightGBM's heap (exit 134) or segfaulted
+    with pytest.raises(InputError, match=r"interaction_constraints: feature index\(es\) \[3\] past the model's 3"):
+        fit_lgbm(*args, {"interaction_constraints": [[0, 3]]}, 5)
+    est = fit_lgbm(
+        *args, {"monotone_constraints": [1, 0, -1], "interaction_constraints": [[0, 2], [1]], "n_estimators": 5}, 5
+    )
     assert est.booster_.num_trees() >= 1

@@ -133,7 +133,8 @@ class EstimatorSettings(StrictModel):
         }
         for where, params in checks.items():
             try:
-                check_lgbm_params(params)
+                # the dose is one more feature (with its own monotone constraint): positions are not the config's
+                check_lgbm_params(params, per_feature=False)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
         return self

@@ -30,6 +30,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from omnicrm import determinism
+from omnicrm.lgbm_params import check_feature_params
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "n_estimators": 2000,
@@ -272,57 +273,6 @@ def choose_blend(
     return Blend(baselines[name], w), {"blend": f"{name} {w:g}", "blend_validation_gain": float(value - alone)}
 
 
-def _nonzero(value: Any) -> bool:
-    try:
-        return float(value) != 0
-    except (TypeError, ValueError):
-        return True  # not a number: LightGBM refuses it itself, cleanly
-
-
-def check_per_feature_params(params: dict[str, Any], X: pd.DataFrame) -> None:
-    """Per-feature LightGBM params checked against the model's feature columns, before the fit.
-
-    LightGBM 4.7 checks these inside its multi-threaded tree building, where a failed check cannot
-    become an exception: a ``monotone_constraints`` list shorter than the features, or one that
-    constrains a categorical feature, ended the process with ``terminate called without an active
-    exception`` (exit 134, no error, nothing logged). The config's check (a fit on four rows of one
-    numeric column, :func:`omnicrm.lgbm_params.check_lgbm_params`) cannot see the model's features.
-
-    Raises
-    ------
-    InputError
-        Naming the config key, the number of features (and their order), or the categorical ones.
-    """
-    from lightgbm.basic import _ConfigAliases
-
-    # every name LightGBM takes for it (as omnicrm.lgbm_params reads them), monotonic_cst included
-    for key in sorted(_ConfigAliases.get("monotone_constraints")):
-        values = params.get(key)
-        if values is None:
-            continue
-        from omnicrm.errors import InputError
-
-        columns = [str(c) for c in X.columns]
-        if isinstance(values, str):  # LightGBM's own spelling: "1,0,-1"
-            values = [v.strip() for v in values.split(",") if v.strip()]
-        values = list(values) if isinstance(values, (list, tuple)) else [values]
-        if len(values) != len(columns):
-            raise InputError(
-                f"model.params.{key}: {len(values)} value(s) for the model's {len(columns)} features; give one"
-                f" per feature (-1, 0 or 1) in the model's feature order: {', '.join(columns)}"
-            )
-        categorical = [
-            c
-            for c, v in zip(columns, values, strict=True)
-            if _nonzero(v) and isinstance(X[c].dtype, pd.CategoricalDtype)
-        ]
-        if categorical:
-            raise InputError(
-                f"model.params.{key}: LightGBM cannot constrain categorical feature(s) {', '.join(categorical)};"
-                " give 0 for them"
-            )
-
-
 def fit_lgbm(
     problem: str,
     X_tr: pd.DataFrame,
@@ -334,7 +284,14 @@ def fit_lgbm(
     callbacks: list | None = None,
 ) -> lgb.LGBMModel:
     """A seeded LightGBM (a classifier for ``problem="binary"``) fitted with early stopping on the validation frame."""
-    check_per_feature_params(params, X_tr)
+    # what refers to features by position, against these features: LightGBM 4.7 aborts the process
+    # on some of them (omnicrm.lgbm_params)
+    check_feature_params(
+        params,
+        [str(c) for c in X_tr.columns],
+        {str(c) for c in X_tr.columns if isinstance(X_tr[c].dtype, pd.CategoricalDtype)},
+        "model.params",
+    )
     est_cls = lgb.LGBMClassifier if problem == "binary" else lgb.LGBMRegressor
     est = est_cls(**(DEFAULT_PARAMS | params))
     est.fit(

@@ -37,7 +37,8 @@ class LearnerSettings(StrictModel):
     def _lightgbm_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         from omnicrm.lgbm_params import check_lgbm_params
 
-        return check_lgbm_params(params)
+        # the S-learner fits with the treatment as one more feature: positions differ between learners
+        return check_lgbm_params(params, per_feature=False)
 
 
 class EvaluationSettings(StrictModel):
