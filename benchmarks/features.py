@@ -396,30 +396,48 @@ def _reference_module(reference: str):
     return module
 
 
-def _reference_store(reference: str, perf_data: Path, size: str) -> Path:
+def _store_path(perf_data: Path, size: str, layout: str) -> Path:
+    return perf_data / f"omnicrm-store-{size}{'' if layout == 'parquet' else '-ingest'}.duckdb"
+
+
+def _reference_store(reference: str, perf_data: Path, size: str, layout: str = "parquet") -> Path:
     """A DuckDB file that presents the reference's Parquet events as an omnicrm store.
 
     ``events`` is a view over the Parquet file (read in place, like the reference reads it), with
     ``event_id`` = the row number in the file and no ``order_id`` (every purchase line is its own
     order, as in the reference); ``customers`` is a table (a store keeps it; the reference derives
     tenure from the events before ``T``, which gives the same value). Built once, outside the timing.
+
+    ``layout="ingest"``: the same events as a table in the order ``omnicrm ingest`` writes a store
+    (by customer, then time; recorded in ``store_meta``), in a file of its own under ``perf_data``.
+    The reference still reads its Parquet file.
     """
     parquet = perf_data / f"events_{size}.parquet"
     if not parquet.is_file():
         env = {**os.environ, "PERF_DATA": str(perf_data)}
         subprocess.run([sys.executable, str(Path(reference) / "gen_data.py"), "--size", size], check=True, env=env)
-    db = perf_data / f"omnicrm-store-{size}.duckdb"
+    db = _store_path(perf_data, size, layout)
     if not db.is_file():
         import duckdb
+
+        from omnicrm import schema
 
         tmp = db.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         with duckdb.connect(str(tmp)) as con:
             src = f"read_parquet('{parquet}', file_row_number = true)"
-            con.execute(
-                "CREATE VIEW events AS SELECT CAST(file_row_number AS BIGINT) AS event_id, customer_id, ts, channel,"
+            events = (
+                "SELECT CAST(file_row_number AS BIGINT) AS event_id, customer_id, ts, channel,"
                 f" event_type, CAST(NULL AS BIGINT) AS order_id, category, amount FROM {src}"
             )
+            if layout == "parquet":
+                con.execute(f"CREATE VIEW events AS {events}")
+            else:
+                con.execute(f"CREATE TABLE events AS {events} ORDER BY {schema.EVENTS_ORDER}")
+                con.execute(schema.create_table_sql(schema.STORE_META))
+                con.execute(
+                    f"INSERT INTO {schema.STORE_META} VALUES ('{schema.EVENTS_ORDER_KEY}', '{schema.EVENTS_ORDER}')"
+                )
             con.execute(
                 "CREATE TABLE customers AS SELECT customer_id, min(ts) AS first_seen"
                 f" FROM read_parquet('{parquet}') GROUP BY customer_id ORDER BY customer_id"
@@ -428,7 +446,7 @@ def _reference_store(reference: str, perf_data: Path, size: str) -> Path:
     return db
 
 
-def _reference_worker(name: str, reference: str, perf_data: str, size: str, out: str) -> None:
+def _reference_worker(name: str, reference: str, perf_data: str, size: str, out: str, layout: str) -> None:
     """One timed run in this (fresh) process; prints one JSON line."""
     import duckdb
 
@@ -448,7 +466,7 @@ def _reference_worker(name: str, reference: str, perf_data: str, size: str, out:
         cfg = features.FeatureConfig(groups=REFERENCE_GROUPS)
         if name == "omni_set":
             cfg = features.FeatureConfig(groups=REFERENCE_GROUPS, columns=REFERENCE_COLUMNS)
-        con = duckdb.connect(str(Path(perf_data) / f"omnicrm-store-{size}.duckdb"), read_only=True)
+        con = duckdb.connect(str(_store_path(Path(perf_data), size, layout)), read_only=True)
         con.execute("SET TimeZone = 'UTC'")
         if name.endswith("_1t"):  # as model code reads the store (open_store(..., deterministic=True))
             con.execute("SET threads TO 1")
@@ -575,7 +593,9 @@ def _reference_table(size: str, runs: dict[str, list[dict]], loads: list[float],
             print(f"agreement ({name}): " + _reference_agree(out_dir / f"ref-{size}-{last}.parquet", ours))
 
 
-def reference_main(reference: str, sizes: list[str], reps: int, perf_data: str | None, impls: list[str]) -> None:
+def reference_main(
+    reference: str, sizes: list[str], reps: int, perf_data: str | None, impls: list[str], layout: str = "parquet"
+) -> None:
     """Run the reference comparison and print a Markdown table per size.
 
     Per size and rep, every implementation in ``impls`` runs once, each in a fresh process, in that
@@ -592,12 +612,13 @@ def reference_main(reference: str, sizes: list[str], reps: int, perf_data: str |
     out_dir.mkdir()
     print(
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, duckdb {__import__('duckdb').__version__}, "
-        f"pandas {pd.__version__}; {reps} reps, implementations alternating within each rep",
+        f"pandas {pd.__version__}; {reps} reps, implementations alternating within each rep; omnicrm's store: "
+        f"{'a view over the Parquet file' if layout == 'parquet' else 'a table in ingest order (customer, time)'}",
         flush=True,
     )
     try:
         for size in sizes:
-            _reference_store(reference, folder, size)
+            _reference_store(reference, folder, size, layout)
             runs: dict[str, list[dict]] = {n: [] for n in impls}
             loads = []
             for rep in range(reps):
@@ -620,6 +641,8 @@ def reference_main(reference: str, sizes: list[str], reps: int, perf_data: str |
                         size,
                         "--out",
                         str(out),
+                        "--layout",
+                        layout,
                     ]
                     line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
                     rec = json.loads(line[-1])
@@ -651,14 +674,21 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="reference mode: reps (fresh processes, alternating)")
     parser.add_argument("--perf-data", help="reference mode: folder for its Parquet events (kept; default: temporary)")
     parser.add_argument("--impls", nargs="+", default=REFERENCE_IMPLS, choices=REFERENCE_IMPLS)
+    parser.add_argument(
+        "--layout",
+        choices=["parquet", "ingest"],
+        default="parquet",
+        help="reference mode: omnicrm's store is a view over the reference's Parquet file (time order), or a table"
+        " in the order omnicrm ingest writes (customer, then time)",
+    )
     parser.add_argument("--ref-worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ref_worker:
-        _reference_worker(args.ref_worker, args.reference, args.perf_data, args.size, args.out)
+        _reference_worker(args.ref_worker, args.reference, args.perf_data, args.size, args.out, args.layout)
         return
     if args.reference:
-        reference_main(args.reference, args.sizes, args.reps, args.perf_data, args.impls)
+        reference_main(args.reference, args.sizes, args.reps, args.perf_data, args.impls, args.layout)
         return
     if args.worker == "generate":
         _generate(args.db, args.events, args.customers, args.seed)

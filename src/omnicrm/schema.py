@@ -40,6 +40,10 @@ SURVEYS: Final = "surveys"
 QUARANTINE: Final = "quarantine"
 INGEST_REPORT: Final = "ingest_report"
 STORE_META: Final = "store_meta"
+#: ``store_meta`` key recording the order the events table was written in (``omnicrm ingest`` writes
+#: :data:`EVENTS_ORDER`); a store without it is read as unordered.
+EVENTS_ORDER_KEY: Final = "events_order"
+EVENTS_ORDER: Final = "customer_id, ts, event_id"
 
 TABLES: Final[dict[str, dict[str, str]]] = {
     CUSTOMERS: {

@@ -35,6 +35,7 @@ from omnicrm.features import (
 )
 from omnicrm.features import snapshot as snapshot_module
 from omnicrm.features.snapshot import GROUP_BUILDERS
+from omnicrm.sql import literal as sql_literal
 
 REPO = Path(__file__).resolve().parents[2]
 T = datetime(2024, 7, 1)
@@ -454,8 +455,14 @@ def test_many_cutoffs_ordered_deduplicated_and_normalised():
     assert early.loc["A", "lifecycle_stage"] == "prospect"
 
 
-def _log_store(order_ids: bool, n_customers: int = 10_000, n_events: int = 100_000) -> duckdb.DuckDBPyConnection:
-    """A time-ordered log with cent amounts, big enough that DuckDB's hash tables adapt mid-scan."""
+def _log_store(
+    order_ids: bool, n_customers: int = 10_000, n_events: int = 100_000, *, by_customer: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """A time-ordered log with cent amounts, big enough that DuckDB's hash tables adapt mid-scan.
+
+    ``by_customer``: the events stored in customer order, as ``omnicrm ingest`` writes them and
+    records in ``store_meta`` (a large base is then computed a range of customers at a time).
+    """
     rng = np.random.default_rng(7)
     start, span = np.datetime64("2023-01-01", "us").astype(np.int64), 300 * 86_400_000_000
     first = start + rng.integers(0, span, n_customers)
@@ -482,19 +489,30 @@ def _log_store(order_ids: bool, n_customers: int = 10_000, n_events: int = 100_0
     con.register("new_customers", customers)
     con.register("new_events", events)  # NaN amounts arrive as NULL
     con.execute(f"INSERT INTO {schema.CUSTOMERS} (customer_id, first_seen) SELECT * FROM new_customers")
-    con.execute(f"INSERT INTO {schema.EVENTS} SELECT * FROM new_events")
+    order = f" ORDER BY {schema.EVENTS_ORDER}" if by_customer else ""
+    con.execute(f"INSERT INTO {schema.EVENTS} SELECT * FROM new_events{order}")
+    if by_customer:
+        con.execute(schema.create_table_sql(schema.STORE_META))
+        con.execute(
+            f"INSERT INTO {schema.STORE_META} VALUES ({sql_literal(schema.EVENTS_ORDER_KEY)}, "
+            f"{sql_literal(schema.EVENTS_ORDER)})"
+        )
     con.execute("SET threads TO 1")  # as model code reads the store: one thread gives the same bits every run
     return con
 
 
+@pytest.mark.parametrize("per_query", [None, 997], ids=["whole", "ranges"])
 @pytest.mark.parametrize("order_ids", [True, False])
-def test_many_cutoffs_in_one_call_are_bit_identical_to_single_snapshots(order_ids, tmp_path):
+def test_many_cutoffs_in_one_call_are_bit_identical_to_single_snapshots(order_ids, per_query, tmp_path, monkeypatch):
     # Spend and return sums are floating-point, and DuckDB's hash aggregate splits a group's rows
     # into partial sums at points that depend on the plan. A plan that shared the event scans
     # between these cutoffs (issue 16; benchmarks/README.md, "Six cutoffs sharing work") moved two
     # return amounts and their shares by one ulp here. Every cutoff of a call must carry the bits
-    # of its own snapshot, in the frame and in the written file.
-    con = _log_store(order_ids)
+    # of its own snapshot, in the frame and in the written file; so must the snapshots computed a
+    # range of customers at a time (a large base on one thread), however the queries are scheduled.
+    if per_query is not None:
+        monkeypatch.setattr(snapshot_module, "CUSTOMERS_PER_QUERY", per_query)
+    con = _log_store(order_ids, by_customer=per_query is not None)
     cfg = FeatureConfig()
     cutoffs = [datetime(2024, m, 1) for m in range(2, 8)]
     frame = build_features(con, cutoffs, cfg)
@@ -522,6 +540,55 @@ def test_cutoffs_run_in_parallel_only_on_a_single_threaded_connection(monkeypatc
     assert snapshot_module._parallel_cutoffs(con, 1) == 1
     con.execute("SET threads TO 2")
     assert snapshot_module._parallel_cutoffs(con, 6) == 1
+
+
+@pytest.mark.parametrize("order_ids", [True, False])
+def test_a_large_base_on_one_thread_is_computed_by_customer_range_with_the_whole_snapshot_values(
+    order_ids, monkeypatch, tmp_path
+):
+    # Model code reads the store on one DuckDB thread; a base of more than CUSTOMERS_PER_QUERY
+    # customers is then computed a range at a time, so that one query's hash tables and sort hold
+    # one range (the memory of a whole-base snapshot grew with the base). The ranges must give the
+    # whole snapshot: every row once, in order, the same values (a sum may differ in its last bits:
+    # the ranges cut DuckDB's partial sums elsewhere), RFM scores ranked over the whole base, and
+    # the same bits on every run.
+    con = _log_store(order_ids, by_customer=True)
+    cutoffs = [datetime(2024, 2, 1), datetime(2024, 5, 1)]
+    whole = build_features(con, cutoffs, FeatureConfig())
+    monkeypatch.setattr(snapshot_module, "CUSTOMERS_PER_QUERY", 997)
+    ranges = snapshot_module.customer_ranges(con, cutoffs[1])
+    assert len(ranges) == 11 and ranges[0][0] is None and ranges[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # contiguous
+    ranged = build_features(con, cutoffs, FeatureConfig())
+    pd.testing.assert_frame_equal(ranged, build_features(con, cutoffs, FeatureConfig()), check_exact=True)
+    pd.testing.assert_frame_equal(ranged, whole, check_exact=False, rtol=1e-12)
+    rfm = ["lifecycle_stage", "rfm_r", "rfm_f", "rfm_m", "rfm_segment"]
+    pd.testing.assert_frame_equal(ranged[rfm], whole[rfm], check_exact=True)
+    assert ranged["rfm_r"].notna().sum() > 5000
+    # ranges come from the customers known before the cutoff only: later customers change nothing
+    con.execute(f"INSERT INTO {schema.CUSTOMERS} (customer_id, first_seen) VALUES ('c0000', TIMESTAMP '2024-05-01')")
+    assert snapshot_module.customer_ranges(con, cutoffs[1]) == ranges
+    write_features(con, cutoffs, FeatureConfig(), tmp_path / "f.parquet")  # the same, written
+    written = pd.read_parquet(tmp_path / "f.parquet").astype(feature_dtypes(FeatureConfig()))
+    pd.testing.assert_frame_equal(written, ranged, check_exact=True)
+    # one query per cutoff on a multi-threaded connection, or on a store not in customer order
+    monkeypatch.setattr(snapshot_module, "customer_ranges", lambda *_: pytest.fail("ranges"))
+    con.execute("SET threads TO 2")
+    build_features(con, cutoffs[:1], FeatureConfig())
+    con.execute("SET threads TO 1")
+    con.execute(f"DELETE FROM {schema.STORE_META}")
+    build_features(con, cutoffs[:1], FeatureConfig())
+
+
+def test_a_range_query_reads_only_its_customers():
+    sql = feature_sql(T, FeatureConfig(columns=["tenure_days", "last_nps_score"]), order_ids=True)
+    ranged = snapshot_module._query_sql(
+        snapshot_module.Cutoff(T), FeatureConfig(columns=["tenure_days", "last_nps_score"]), True, ("c1", "c9")
+    )
+    assert ranged.endswith(sql.removeprefix("WITH "))
+    scoped = "SELECT * FROM main.customers WHERE customer_id >= 'c1' AND customer_id < 'c9'"
+    assert f"customers AS NOT MATERIALIZED (\n  {scoped}" in ranged
+    assert "surveys AS NOT MATERIALIZED" in ranged and "events AS" not in ranged  # only the tables it reads
 
 
 def _feature_threads() -> list[str]:

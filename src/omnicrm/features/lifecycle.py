@@ -94,16 +94,24 @@ def _score(value: str, bins: int) -> str:
     )
 
 
+def rfm_inputs(config: FeatureConfig) -> tuple[str, str, str]:
+    """The R, F and M values a purchaser is scored on, over the ``pa`` source."""
+    w = config.rfm.window_days
+    return "pa.last_ts", f"COALESCE(pa.orders_{w}d, 0)", f"COALESCE(pa.spend_{w}d, 0)"
+
+
+def rfm_scores(config: FeatureConfig, r: str, f: str, m: str) -> str:
+    """The select list ``r, f, m`` of the scores of the values ``r``, ``f``, ``m`` over the rows scored together."""
+    bins = config.rfm.bins
+    return f"{_score(r, bins)} AS r,\n    {_score(f, bins)} AS f,\n    {_score(m, bins)} AS m"
+
+
 def _rfm_scores(cutoff: Cutoff, config: FeatureConfig, aggs: list[Agg]) -> list[tuple[str, str]]:
-    w, bins = config.rfm.window_days, config.rfm.bins
     # joined to base so the scored population is exactly the snapshot's purchasers
     return [
         (
             "rs",
-            "SELECT pa.customer_id,\n"
-            f"    {_score('pa.last_ts', bins)} AS r,\n"
-            f"    {_score(f'COALESCE(pa.orders_{w}d, 0)', bins)} AS f,\n"
-            f"    {_score(f'COALESCE(pa.spend_{w}d, 0)', bins)} AS m\n"
+            f"SELECT pa.customer_id,\n    {rfm_scores(config, *rfm_inputs(config))}\n"
             "  FROM pa JOIN base ON base.customer_id = pa.customer_id",
         )
     ]

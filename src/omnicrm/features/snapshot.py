@@ -24,6 +24,17 @@ parallel instead, one per core, each query still on one thread (:func:`_parallel
 cutoffs then take about half the time of six single snapshots, and memory is that of a snapshot
 per core.
 
+On that single-threaded connection, a store whose events are stored in customer order (as
+``omnicrm ingest`` writes them and records in ``store_meta``, :func:`_by_customer`) computes a
+snapshot of more than :data:`CUSTOMERS_PER_QUERY` customers a range of customers at a time
+(:func:`customer_ranges`), the ranges of every cutoff in parallel: a range's query reads only its
+customers' row groups and holds only their hash tables and sort, so one snapshot no longer needs
+memory in proportion to the whole base, and a deterministic read uses every core. The ranges are
+fixed by the data before the cutoff (not by the machine), so their bits are the same on every run
+and machine; they may differ from the whole-base query's in the last bits of a sum. RFM scores rank
+customers against the whole snapshot: the ranges carry their inputs and are scored together
+(:func:`_combine`). Measured in ``benchmarks/README.md``, "Customer ranges".
+
 ``FeatureConfig.columns`` keeps only some columns; :func:`_read_by` then drops the sources and
 aggregates no kept column reads, so the query does only their work.
 """
@@ -37,9 +48,10 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
@@ -52,7 +64,7 @@ from omnicrm.features.cutoffs import normalize_cutoff
 from omnicrm.features.sources import ORDER_LINES, PURCHASE, SOURCES, Source, base_cte
 from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff
 from omnicrm.interrupts import worker_pool
-from omnicrm.schema import EVENTS
+from omnicrm.schema import CUSTOMERS, EVENTS, EVENTS_ORDER_KEY, STORE_META, SURVEYS, TREATMENTS
 from omnicrm.sql import literal
 from omnicrm.store.staging import staged
 
@@ -146,8 +158,27 @@ def feature_sql(cutoff: datetime | date, config: FeatureConfig, *, order_ids: bo
         One ``SELECT`` (DuckDB dialect, portable subset: ``sqlglot`` transpiles it to Spark SQL)
         returning ``customer_id``, ``cutoff`` and the feature columns, ordered by ``customer_id``.
     """
-    at = Cutoff(normalize_cutoff(cutoff))
+    return _query_sql(Cutoff(normalize_cutoff(cutoff)), config, order_ids)
+
+
+def _query_sql(at: Cutoff, config: FeatureConfig, order_ids: bool, customers: CustomerRange | None = None) -> str:
+    """:func:`feature_sql`, or with ``customers`` the snapshot's rows of those customers only.
+
+    A range's query reads the store's tables through ``NOT MATERIALIZED`` CTEs of the same names
+    restricted to the range (DuckDB pushes the filter into the scans: on a store sorted by
+    customer, as ``omnicrm ingest`` writes it, a range reads only its own row groups). RFM scores
+    rank a customer against every customer of the snapshot, so a range's query leaves them out and
+    returns their inputs instead (:data:`_RFM_INPUTS`); :func:`_combine` scores the ranges together.
+    """
     needs, columns = _plan(at, config)
+    extra: list[str] = []
+    if customers is not None and "rs" in needs:
+        del needs["rs"]
+        columns = [c for c in columns if not re.search(r"\brs\.", c.expr)]
+        r, f, m = lifecycle.rfm_inputs(config)
+        extra = [f"pa.customer_id IS NOT NULL AS {_RFM_INPUTS[0]}"] + [
+            f"{v} AS {name}" for v, name in zip((r, f, m), _RFM_INPUTS[1:], strict=True)
+        ]
     ctes = [base_cte(at)]
     joins = []
     for name in _SOURCE_ORDER:
@@ -157,13 +188,108 @@ def feature_sql(cutoff: datetime | date, config: FeatureConfig, *, order_ids: bo
         ctes.extend(source.build(at, config, list(needs[name].values())))
         if source.joined:
             joins.append(f"LEFT JOIN {name} ON {name}.customer_id = base.customer_id")
-    with_sql = ",\n".join(f"{cte} AS (\n  {body}\n)" for cte, body in ctes)
-    select = ",\n  ".join(["base.customer_id", f"{at.lit} AS cutoff", *(c.select_sql() for c in columns)])
+    scoped = []
+    if customers is not None:  # the tables the query reads, each restricted to the range
+        where, bodies = _range_condition(customers), "\n".join(body for _, body in ctes)
+        scoped = [
+            f"{t} AS NOT MATERIALIZED (\n  SELECT * FROM main.{t}{where}\n)"
+            for t in (CUSTOMERS, EVENTS, SURVEYS, TREATMENTS)
+            if re.search(rf"\bFROM {t}\b", bodies)
+        ]
+    with_sql = ",\n".join([*scoped, *(f"{cte} AS (\n  {body}\n)" for cte, body in ctes)])
+    select = ",\n  ".join(["base.customer_id", f"{at.lit} AS cutoff", *(c.select_sql() for c in columns), *extra])
     return (
         f"WITH {with_sql}\n"
         f"SELECT\n  {select}\n"
         "FROM base\n" + "".join(j + "\n" for j in joins) + "ORDER BY base.customer_id"
     )
+
+
+#: A range of customer ids ``[lo, hi)``; ``None`` leaves that end open.
+CustomerRange = tuple[Any, Any]
+
+#: What a range's query returns for the RFM scores: whether the customer is scored (a purchaser),
+#: and the R, F and M values (:func:`omnicrm.features.lifecycle.rfm_inputs`).
+_RFM_INPUTS = ("_rfm_scored", "_rfm_r", "_rfm_f", "_rfm_m")
+
+#: Customers per query on a single-threaded connection (:func:`customer_ranges`). A fixed number,
+#: not a range per core: where the ranges fall decides where DuckDB's hash aggregate cuts a
+#: customer's floating-point sums, so ranges that depended on the machine would change the bits
+#: from one machine to another. Stores of up to this many customers run one query per cutoff, as
+#: before ranges existed.
+CUSTOMERS_PER_QUERY = 131_072
+
+
+def _id_literal(value: Any) -> str:
+    return literal(value) if isinstance(value, str) else str(int(value))
+
+
+def _range_condition(customers: CustomerRange) -> str:
+    lo, hi = customers
+    parts = ([] if lo is None else [f"customer_id >= {_id_literal(lo)}"]) + (
+        [] if hi is None else [f"customer_id < {_id_literal(hi)}"]
+    )
+    return (" WHERE " + " AND ".join(parts)) if parts else ""
+
+
+def customer_ranges(con: duckdb.DuckDBPyConnection, cutoff: datetime | date) -> list[CustomerRange | None]:
+    """The customer ranges of a snapshot at ``cutoff`` on a single-threaded connection.
+
+    Consecutive ranges of :data:`CUSTOMERS_PER_QUERY` of the customers known before ``cutoff``, in
+    ``customer_id`` order: like the snapshot, they depend only on rows before the cutoff.
+
+    Returns
+    -------
+    list
+        ``[None]`` (one query, no range) when the customers fit one query; else ``(lo, hi)`` pairs,
+        the first open below and the last open above, so that every customer falls in one.
+    """
+    at = Cutoff(normalize_cutoff(cutoff))
+    starts = [
+        r[0]
+        for r in con.execute(
+            "SELECT customer_id FROM (SELECT customer_id, row_number() OVER (ORDER BY customer_id) - 1 AS i"
+            f" FROM {CUSTOMERS} WHERE first_seen < {at.lit}) WHERE i % {int(CUSTOMERS_PER_QUERY)} = 0"
+            " ORDER BY customer_id"
+        ).fetchall()
+    ]
+    if len(starts) <= 1:
+        return [None]
+    return [(None if i == 0 else lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
+
+
+def query_ranges(con: duckdb.DuckDBPyConnection, cutoff: datetime | date) -> list[CustomerRange | None]:
+    """The customer ranges a build on ``con`` computes the snapshot at ``cutoff`` in (``[None]``: one query).
+
+    Ranges on a single-threaded connection to a store in customer order only. A cache of snapshots
+    keys on them: the ranges may change the last bits of a sum.
+    """
+    return customer_ranges(con, cutoff) if _single_threaded(con) and _by_customer(con) else [None]
+
+
+def _combine(con: duckdb.DuckDBPyConnection, at: Cutoff, config: FeatureConfig, parts: list[pa.Table]) -> pa.Table:
+    """One snapshot from its ranges' results (in range order, so in ``customer_id`` order)."""
+    table = pa.concat_tables(parts)
+    if _RFM_INPUTS[0] not in table.column_names:
+        return table
+    # the RFM scores, ranking every customer of the snapshot as the whole snapshot's query does;
+    # computed apart (a few columns) and put in their places, so the ranges' columns are not copied
+    _, columns = _plan(at, config)
+    scores = [c for c in columns if re.search(r"\brs\.", c.expr)]
+    scored, r, f, m = _RFM_INPUTS
+    name = f"omnicrm_ranges_{threading.get_ident()}"
+    con.register(name, table)
+    try:
+        rfm = con.sql(
+            f"WITH rs AS (SELECT customer_id, {lifecycle.rfm_scores(config, r, f, m)}\n"
+            f"  FROM {name} WHERE {scored})\n"
+            f"SELECT {', '.join(c.select_sql() for c in scores)}\n"
+            f"FROM {name} t LEFT JOIN rs ON rs.customer_id = t.customer_id ORDER BY t.customer_id"
+        ).to_arrow_table()
+    finally:
+        con.unregister(name)
+    names = ["customer_id", "cutoff", *(c.name for c in columns)]
+    return pa.table([rfm[n] if n in rfm.column_names else table[n] for n in names], names=names)
 
 
 def feature_dtypes(config: FeatureConfig) -> dict[str, str]:
@@ -208,7 +334,8 @@ def build_features(
     ``con`` (:func:`_parallel_cutoffs`), which see committed rows only.
     """
     points = cutoff_points(cutoffs, config)
-    return snapshot_frame(list(_per_cutoff(con, points, config, lambda rel: rel.df())), config)
+    frames = _per_cutoff(con, points, config, lambda rel: rel.df(), lambda table: table.to_pandas())
+    return snapshot_frame(list(frames), config)
 
 
 def _snapshot_sql(con: duckdb.DuckDBPyConnection, cutoff: datetime, config: FeatureConfig) -> str:
@@ -268,6 +395,8 @@ def feature_batches(
 
     Nothing is held between cutoffs and no pandas frame is made, so memory stays that of one
     snapshot's query however many cutoffs there are; for frames that are only written or passed on.
+    On a single-threaded connection with several queries (cutoffs, or customer ranges of a large
+    base) they run in parallel and a cutoff's result is held whole before it is passed on.
 
     Parameters
     ----------
@@ -284,8 +413,10 @@ def feature_batches(
     """
     points = cutoff_points(cutoffs, config)
     schema = feature_schema(config)
-    parallel = _parallel_cutoffs(con, len(points)) > 1
-    tables = _per_cutoff(con, points, config, _arrow_table) if parallel else None
+    # several queries on one DuckDB thread (cutoffs, customer ranges) run in parallel, a cutoff's
+    # result held whole (_per_cutoff); otherwise each cutoff is streamed from its one query
+    queries = sum(len(qs) for _, qs in _plan_queries(con, points)) if _single_threaded(con) else 1
+    tables = _per_cutoff(con, points, config, _arrow_table, lambda t: t) if queries > 1 else None
     try:
         if tables is not None:
             batches = (b for table in tables for b in table.to_batches(batch_rows))
@@ -303,21 +434,59 @@ def _arrow_table(rel: duckdb.DuckDBPyRelation) -> pa.Table:
     return rel.to_arrow_table()
 
 
+def _single_threaded(con: duckdb.DuckDBPyConnection) -> bool:
+    return con.execute("SELECT current_setting('threads')").fetchall()[0][0] == 1
+
+
+def _by_customer(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store's events are stored in customer order (``store_meta``, written by ``omnicrm ingest``).
+
+    Only then does a query over a range of customers read just that range's row groups; on a store
+    in time order every range would scan all the events (measured: six cutoffs in four ranges
+    each took 1.8x the time of one query per cutoff).
+    """
+    try:
+        rows = con.execute(f"SELECT value FROM {STORE_META} WHERE key = {literal(EVENTS_ORDER_KEY)}").fetchall()
+    except duckdb.CatalogException:  # not a store written by omnicrm
+        return False
+    return bool(rows) and str(rows[0][0]).split(",")[0].strip() == "customer_id"
+
+
 def _parallel_cutoffs(con: duckdb.DuckDBPyConnection, n: int) -> int:
-    """How many cutoffs to compute at once: one per core when the connection runs one DuckDB thread.
+    """How many of ``n`` queries to run at once: one per core when the connection runs one DuckDB thread.
 
     A connection on one thread (``open_store(..., deterministic=True)``, how model code reads the
-    store) gives the same bits every run, but leaves the other cores idle. Each cutoff's query then
-    runs on a cursor of its own, still on one thread each, so every snapshot keeps the bits of its
-    single-snapshot query while the cores work on different cutoffs (``benchmarks/README.md``,
-    "Cutoffs in parallel"). A multi-threaded connection already uses the cores within a query.
+    store) gives the same bits every run, but leaves the other cores idle. Each query (a cutoff, or
+    a range of customers of one) then runs on a cursor of its own, still on one thread, so it keeps
+    its bits while the cores work on different queries (``benchmarks/README.md``, "Cutoffs in
+    parallel"). A multi-threaded connection already uses the cores within a query.
     Cursors see what is committed: a caller building features inside its own open transaction
     (uncommitted rows) must commit first, or use a connection with more than one thread.
     """
-    if n < 2 or con.execute("SELECT current_setting('threads')").fetchall()[0][0] != 1:
+    if n < 2 or not _single_threaded(con):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(n, cores)
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One query of a build: a cutoff's snapshot, or the rows of a range of its customers."""
+
+    cutoff: datetime
+    customers: CustomerRange | None = None
+    order_ids: bool = True
+
+
+def _plan_queries(con: duckdb.DuckDBPyConnection, points: list[datetime]) -> list[tuple[datetime, list[_Query]]]:
+    """The queries of each cutoff: the cutoff's snapshot, or a query per range of its customers."""
+    by_range = _single_threaded(con) and _by_customer(con)
+    plan = []
+    for t in points:
+        ranges = customer_ranges(con, t) if by_range else [None]  # as query_ranges
+        order_ids = has_order_ids(con, t) if ranges != [None] else True  # else _snapshot_sql checks
+        plan.append((t, [_Query(t, r, order_ids) for r in ranges]))
+    return plan
 
 
 def _per_cutoff(
@@ -325,40 +494,67 @@ def _per_cutoff(
     points: list[datetime],
     config: FeatureConfig,
     fetch: Callable[[duckdb.DuckDBPyRelation], R],
+    from_table: Callable[[pa.Table], R],
 ) -> Iterator[R]:
-    """Each cutoff's snapshot, fetched by ``fetch``, in cutoff order (see :func:`_parallel_cutoffs`).
+    """Each cutoff's snapshot, in cutoff order: ``fetch`` of its query, or ``from_table`` of its ranges'.
 
-    At most as many results as workers are computed ahead of the one being consumed, so memory is
-    that of a few snapshots, not of all. If the consumer stops (an error, Ctrl-C, a closed
-    generator), the running queries are interrupted and waited for before this returns.
+    On a single-threaded connection to a store in customer order (:func:`_by_customer`), a
+    snapshot of more than :data:`CUSTOMERS_PER_QUERY` customers is computed a range of customers at
+    a time (:func:`customer_ranges`): each query holds the hash tables and sort of its range only,
+    and the queries of all cutoffs run one per core (:func:`_parallel_cutoffs`). At most as many
+    queries as workers run ahead of the one being consumed, so memory is that of a few ranges and
+    one cutoff's result, not of all. If the consumer stops (an error, Ctrl-C, a closed generator),
+    the running queries are interrupted and waited for before this returns.
     """
-    workers = _parallel_cutoffs(con, len(points))
+    plan = _plan_queries(con, points)
+
+    def run(cur: duckdb.DuckDBPyConnection, q: _Query) -> Any:
+        if q.customers is None:
+            return fetch(cur.sql(_snapshot_sql(cur, q.cutoff, config)))
+        return cur.sql(_query_sql(Cutoff(q.cutoff), config, q.order_ids, q.customers)).to_arrow_table()
+
+    results = _run_queries(con, [q for _, qs in plan for q in qs], run)
+    try:
+        for t, qs in plan:
+            parts = [next(results) for _ in qs]
+            yield parts[0] if qs[0].customers is None else from_table(_combine(con, Cutoff(t), config, parts))
+    finally:
+        results.close()
+
+
+def _run_queries(
+    con: duckdb.DuckDBPyConnection,
+    queries: list[_Query],
+    run: Callable[[duckdb.DuckDBPyConnection, _Query], Any],
+) -> Iterator[Any]:
+    """``run`` of each query, in order: inline, or on one cursor per worker (:func:`_parallel_cutoffs`)."""
+    workers = _parallel_cutoffs(con, len(queries))
     if workers == 1:
-        for t in points:
-            yield fetch(con.sql(_snapshot_sql(con, t, config)))
+        for q in queries:
+            yield run(con, q)
         return
     local = threading.local()
     cursors: list[duckdb.DuckDBPyConnection] = []
     lock = threading.Lock()
 
-    def one(t: datetime) -> R:
+    def one(q: _Query) -> Any:
         cur = getattr(local, "cursor", None)
         if cur is None:  # one cursor per worker thread: a DuckDB connection runs one query at a time
             cur = local.cursor = con.cursor()
             with lock:
                 cursors.append(cur)
-        return fetch(cur.sql(_snapshot_sql(cur, t, config)))
+        return run(cur, q)
 
     pool = worker_pool(workers, "omnicrm-features")
-    pending: deque[Future[R]] = deque()
-    todo = iter(points)
+    pending: deque[Future[Any]] = deque()
+    todo = iter(queries)
     try:
-        for t in itertools.islice(todo, workers):
-            pending.append(pool.submit(one, t))
+        for q in itertools.islice(todo, workers):
+            pending.append(pool.submit(one, q))
         while pending:
             result = pending.popleft().result()
-            for t in itertools.islice(todo, 1):
-                pending.append(pool.submit(one, t))
+            for q in itertools.islice(todo, 1):
+                pending.append(pool.submit(one, q))
             yield result
     finally:
         if pending:  # stopped early: stop the queries still running

@@ -159,8 +159,9 @@ class _Chunking:
 
 def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress: Progress) -> _Chunking:  # noqa: ANN001
     """Temporary tables: customers numbered into chunks, the feature snapshot, populations and inputs."""
-    from omnicrm.features import feature_sql
-    from omnicrm.features.snapshot import has_order_ids
+    import pyarrow as pa
+
+    from omnicrm.features import feature_batches, feature_schema
 
     chunk = setup.config.chunk_size
     with clock.step("features") as st:
@@ -173,12 +174,24 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
             f"consent_push, (row_number() OVER (ORDER BY customer_id) - 1) // {int(chunk)} AS chunk FROM customers "
             "ORDER BY customer_id"
         )
-        # the form of the feature SQL build_features (training, predict) uses on this store
-        sql = feature_sql(as_of, setup.features, order_ids=has_order_ids(con, as_of))
+        # the snapshot as build_features computes it for training and predict on this single-threaded
+        # connection: on a large base a range of customers per query (omnicrm.features.customer_ranges),
+        # so that the feature step's memory is that of a range, not of the whole base
+        con.register("score_feature_batch", pa.Table.from_batches([], schema=feature_schema(setup.features)))
         con.execute(
-            f"CREATE TEMP TABLE score_features AS SELECT c.chunk, f.* FROM ({sql}) f "
-            "JOIN score_customers c USING (customer_id) ORDER BY c.chunk, f.customer_id"
+            "CREATE TEMP TABLE score_features AS SELECT c.chunk, f.* FROM score_feature_batch f "
+            "JOIN score_customers c USING (customer_id)"
         )
+        # read on a cursor of its own: a snapshot of one query is streamed, and this connection
+        # inserts each batch meanwhile (a connection runs one query at a time)
+        with con.cursor() as reader:
+            for batch in feature_batches(reader, [as_of], setup.features):  # in customer_id order: chunk order
+                con.register("score_feature_batch", batch)
+                con.execute(
+                    "INSERT INTO score_features SELECT c.chunk, f.* FROM score_feature_batch f "
+                    "JOIN score_customers c USING (customer_id) ORDER BY c.chunk, f.customer_id"
+                )
+        con.unregister("score_feature_batch")
         n = con.execute("SELECT count(*), coalesce(max(chunk) + 1, 0) FROM score_customers").fetchall()[0]
         known = con.execute("SELECT count(*) FROM score_features").fetchall()[0][0]
         st.rows = int(known)

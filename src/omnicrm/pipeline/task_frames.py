@@ -20,6 +20,7 @@ import pandas as pd
 
 from omnicrm.features import build_features, feature_sql
 from omnicrm.features.cutoffs import normalize_cutoff
+from omnicrm.features.snapshot import query_ranges
 from omnicrm.interrupts import worker_pool
 from omnicrm.progress import Progress, silent
 from omnicrm.store.outputs import write_frame
@@ -53,8 +54,9 @@ class CacheWrites:
 class CachedFeatures:
     """The dataset's feature snapshots (a :data:`FeatureSource`), from the cache when the same data and SQL made them.
 
-    A cache file is keyed by the store's data fingerprint and the exact feature SQL, so a change of
-    data, feature definitions or feature code never reads a stale file. :meth:`prefetch` builds the
+    A cache file is keyed by the store's data fingerprint and the exact feature SQL (and the customer
+    ranges a large base is computed in, :func:`omnicrm.features.snapshot.query_ranges`), so a change
+    of data, feature definitions or feature code never reads a stale file. :meth:`prefetch` builds the
     snapshots of many cutoffs in one call, which on a single-threaded (deterministic) store runs
     them in parallel, one per core (:func:`omnicrm.features.build_features`), with the bits each
     would have alone.
@@ -71,7 +73,9 @@ class CachedFeatures:
         if self._folder is None:
             return None
         sql = feature_sql(cutoff, self._config)
-        key = hashlib.sha256(f"{store_fingerprint(con)}\n{sql}".encode()).hexdigest()[:24]
+        ranges = query_ranges(con, cutoff)  # a snapshot computed by customer range may differ in last bits
+        plan = "" if ranges == [None] else f"\n{ranges!r}"
+        key = hashlib.sha256(f"{store_fingerprint(con)}\n{sql}{plan}".encode()).hexdigest()[:24]
         return self._folder / f"{self._name}-{cutoff:%Y%m%d}-{key}.parquet"
 
     def _keep(self, frame: pd.DataFrame, path: Path | None) -> None:

@@ -177,6 +177,10 @@ def assemble_store(
         # sources whose source_record_id is stored as hash_sql(key, 'key') (HMAC): see stored_key_sql
         "pseudonymised_key_sources": ",".join(pii_keys),
         # each source's own customer-id column (JSON): `omnicrm predict` names its key columns after them
+        # the order the events table is written in (below): a query over a range of customers reads
+        # only that range's row groups, so features may be computed a range at a time
+        # (omnicrm.features.snapshot.customer_ranges)
+        schema.EVENTS_ORDER_KEY: schema.EVENTS_ORDER,
         "customer_key_columns": json.dumps(
             {m.source: m.customer_key.column for m, _ in validated if m.customer_key}, sort_keys=True
         ),
@@ -188,7 +192,7 @@ def assemble_store(
     }
     meta_sql = " UNION ALL ".join(f"SELECT {literal(k)} AS key, {literal(v)} AS value" for k, v in meta.items())
     tables = {
-        schema.EVENTS: "SELECT * FROM _t_events ORDER BY customer_id, ts, event_id",
+        schema.EVENTS: f"SELECT * FROM _t_events ORDER BY {schema.EVENTS_ORDER}",
         schema.SURVEYS: "SELECT * FROM _t_surveys ORDER BY customer_id, ts",
         schema.TREATMENTS: "SELECT * FROM _t_treatments ORDER BY customer_id, ts",
         schema.CUSTOMERS: customers_sql + " ORDER BY customer_id",
