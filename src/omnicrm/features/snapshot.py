@@ -415,8 +415,9 @@ def feature_batches(
     schema = feature_schema(config)
     # several queries on one DuckDB thread (cutoffs, customer ranges) run in parallel, a cutoff's
     # result held whole (_per_cutoff); otherwise each cutoff is streamed from its one query
-    queries = sum(len(qs) for _, qs in _plan_queries(con, points)) if _single_threaded(con) else 1
-    tables = _per_cutoff(con, points, config, _arrow_table, lambda t: t) if queries > 1 else None
+    plan = _plan_queries(con, points) if _single_threaded(con) else None
+    several = plan is not None and sum(len(qs) for _, qs in plan) > 1
+    tables = _per_cutoff(con, points, config, _arrow_table, lambda t: t, plan) if several else None
     try:
         if tables is not None:
             batches = (b for table in tables for b in table.to_batches(batch_rows))
@@ -495,6 +496,7 @@ def _per_cutoff(
     config: FeatureConfig,
     fetch: Callable[[duckdb.DuckDBPyRelation], R],
     from_table: Callable[[pa.Table], R],
+    plan: list[tuple[datetime, list[_Query]]] | None = None,
 ) -> Iterator[R]:
     """Each cutoff's snapshot, in cutoff order: ``fetch`` of its query, or ``from_table`` of its ranges'.
 
@@ -506,7 +508,7 @@ def _per_cutoff(
     one cutoff's result, not of all. If the consumer stops (an error, Ctrl-C, a closed generator),
     the running queries are interrupted and waited for before this returns.
     """
-    plan = _plan_queries(con, points)
+    plan = _plan_queries(con, points) if plan is None else plan
 
     def run(cur: duckdb.DuckDBPyConnection, q: _Query) -> Any:
         if q.customers is None:
