@@ -16,6 +16,7 @@ past the last feature corrupted the heap (``corrupted size vs. prev_size``, exit
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,8 @@ PER_FEATURE = (
 )
 #: Lists of feature groups, each feature by its index in the fit's column order.
 FEATURE_GROUPS = ("interaction_constraints",)
+#: Lists of feature indices (LightGBM's ``categorical_feature``; the models take pandas categories).
+FEATURE_INDICES = ("categorical_feature",)
 #: Files LightGBM reads; forced splits and bins name features by index too. LightGBM ignores a
 #: missing forced-splits file (or one that is not JSON) without a word.
 FEATURE_FILES = ("forcedsplits_filename", "forcedbins_filename")
@@ -65,7 +68,7 @@ def feature_keys(params: dict[str, Any]) -> dict[str, str]:
     from lightgbm.basic import _ConfigAliases
 
     found = {}
-    for name in (*PER_FEATURE, *FEATURE_GROUPS, *FEATURE_FILES):
+    for name in (*PER_FEATURE, *FEATURE_GROUPS, *FEATURE_INDICES, *FEATURE_FILES):
         for key in sorted(_ConfigAliases.get(name)):
             if key in params and params[key] is not None:
                 found[key] = name
@@ -137,6 +140,11 @@ def _number(value: Any) -> bool:
     return True
 
 
+def _as_int(value: Any) -> Any:
+    """``"3"`` (LightGBM's comma-separated spelling) as 3; anything else unchanged."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 def _index(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -153,8 +161,37 @@ def _check_shape(key: str, name: str, value: Any) -> None:
         if bad:
             # LightGBM 4.7 reads every entry as a number: a feature name would silently become another feature
             raise ValueError(f"{key}: feature indices (0 = the model's first feature) only; not indices: {bad}")
+    elif name in FEATURE_INDICES:
+        bad = [v for v in _values(value) if not _index(_as_int(v))]
+        if bad:
+            raise ValueError(f"{key}: feature indices (0 = the model's first feature) only; not indices: {bad}")
     elif not isinstance(value, (str, os.PathLike)) or not Path(value).is_file():
         raise ValueError(f"{key}: no file {str(value)!r} (read relative to the working directory {os.getcwd()})")
+    else:  # LightGBM ignores a forced-splits file that is not JSON without a word
+        _forced_features(key, name, value)
+
+
+def _forced_features(key: str, name: str, path: Any) -> list[Any]:
+    """The feature indices a forced-splits or forced-bins file names; ``ValueError`` if it is not such a file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{key}: {str(path)!r} is not a JSON file ({exc})") from None
+    if name == "forcedsplits_filename":
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{key}: {str(path)!r} must hold one JSON object (a split, with 'feature' and 'threshold')"
+            )
+        found, todo = [], [data]
+        while todo:
+            split = todo.pop()
+            if isinstance(split, dict) and split:
+                found.append(split.get("feature"))
+                todo += [split.get("left"), split.get("right")]
+        return found
+    if not isinstance(data, list) or not all(isinstance(b, dict) for b in data):
+        raise ValueError(f"{key}: {str(path)!r} must hold a JSON list of {{'feature', 'bin_upper_bound'}} objects")
+    return [b.get("feature") for b in data]
 
 
 def check_feature_params(params: dict[str, Any], columns: list[str], categorical: set[str], where: str) -> None:
@@ -182,7 +219,19 @@ def check_feature_params(params: dict[str, Any], columns: list[str], categorical
     from omnicrm.errors import InputError
 
     order = ", ".join(f"{i} {c}" for i, c in enumerate(columns))
-    for key, name in feature_keys(params).items():
+    keys = feature_keys(params)
+    categorical = set(categorical)
+    for key, name in keys.items():  # features made categorical by index count as categorical below
+        if name in FEATURE_INDICES:
+            indices = [_as_int(v) for v in _values(params[key])]
+            out = sorted({i for i in indices if isinstance(i, int) and i >= len(columns)})
+            if out:
+                raise InputError(
+                    f"{where}.{key}: feature index(es) {out} past the model's {len(columns)} features"
+                    f" (0 to {len(columns) - 1}): {order}"
+                )
+            categorical |= {columns[i] for i in indices if isinstance(i, int)}
+    for key, name in keys.items():
         value = params[key]
         if name in PER_FEATURE:
             values = _values(value)
@@ -198,6 +247,13 @@ def check_feature_params(params: dict[str, Any], columns: list[str], categorical
                         f"{where}.{key}: LightGBM cannot constrain categorical feature(s) {', '.join(constrained)};"
                         " give 0 for them"
                     )
+        elif name in FEATURE_FILES:
+            bad = [f for f in _forced_features(key, name, value) if not _index(f) or f >= len(columns)]
+            if bad:
+                raise InputError(
+                    f"{where}.{key}: {str(value)!r} names feature(s) {bad}, not indices of the model's"
+                    f" {len(columns)} features (0 to {len(columns) - 1}): {order}"
+                )
         elif name in FEATURE_GROUPS:
             out = sorted({v for g in value for v in g if isinstance(v, int) and v >= len(columns)})
             if out:

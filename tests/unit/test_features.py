@@ -580,15 +580,41 @@ def test_a_large_base_on_one_thread_is_computed_by_customer_range_with_the_whole
     build_features(con, cutoffs[:1], FeatureConfig())
 
 
+def test_customer_ranges_read_the_connections_catalog_and_leave_a_null_id_to_the_whole_query(monkeypatch):
+    # Worker cursors start in the default catalog: a store attached under another name and USEd
+    # made the ranged build fail (or read stale tables of the same names in the default catalog).
+    monkeypatch.setattr(snapshot_module, "CUSTOMERS_PER_QUERY", 997)
+    con = _log_store(order_ids=False, n_customers=3_000, n_events=30_000, by_customer=True)
+    cutoff = [datetime(2024, 5, 1)]
+    whole_con = _log_store(order_ids=False, n_customers=3_000, n_events=30_000)
+    whole = build_features(whole_con, cutoff, FeatureConfig())
+    con.execute("ATTACH ':memory:' AS shop")
+    for t in (schema.CUSTOMERS, schema.EVENTS, schema.SURVEYS, schema.TREATMENTS, schema.STORE_META):
+        con.execute(f"CREATE TABLE shop.main.{t} AS SELECT * FROM memory.main.{t}")
+        con.execute(f"DELETE FROM memory.main.{t}")  # stale copies, empty, in the default catalog
+    con.execute("USE shop")
+    assert len(snapshot_module.customer_ranges(con, cutoff[0])) == 4
+    pd.testing.assert_frame_equal(build_features(con, cutoff, FeatureConfig()), whole, check_exact=False, rtol=1e-12)
+    # a NULL customer id (not in the store contract) falls in no range: the whole query keeps it
+    con.execute(f"INSERT INTO {schema.CUSTOMERS} (customer_id, first_seen) VALUES (NULL, TIMESTAMP '2023-01-05')")
+    assert snapshot_module.customer_ranges(con, cutoff[0]) == [None]
+    assert len(build_features(con, cutoff, FeatureConfig())) == len(whole) + 1
+
+
 def test_a_range_query_reads_only_its_customers():
-    sql = feature_sql(T, FeatureConfig(columns=["tenure_days", "last_nps_score"]), order_ids=True)
-    ranged = snapshot_module._query_sql(
-        snapshot_module.Cutoff(T), FeatureConfig(columns=["tenure_days", "last_nps_score"]), True, ("c1", "c9")
+    # the whole snapshot's query, each store table it reads replaced by a CTE of the range's rows
+    # (resolved as the whole query resolves the table: the connection's catalog and schema)
+    cfg = FeatureConfig(columns=["tenure_days", "last_nps_score"])
+    sql = feature_sql(T, cfg, order_ids=True)
+    ranged = snapshot_module._query_sql(snapshot_module.Cutoff(T), cfg, True, ("c1", "c9"))
+    where = "customer_id >= 'c1' AND customer_id < 'c9'"
+    scoped = "".join(
+        f"_range_{t} AS NOT MATERIALIZED (\n  SELECT * FROM {t} WHERE {where}\n),\n" for t in ("customers", "surveys")
     )
-    assert ranged.endswith(sql.removeprefix("WITH "))
-    scoped = "SELECT * FROM main.customers WHERE customer_id >= 'c1' AND customer_id < 'c9'"
-    assert f"customers AS NOT MATERIALIZED (\n  {scoped}" in ranged
-    assert "surveys AS NOT MATERIALIZED" in ranged and "events AS" not in ranged  # only the tables it reads
+    assert ranged.startswith("WITH " + scoped)
+    assert "_range_events" not in ranged  # only the tables it reads
+    body = ranged.removeprefix("WITH " + scoped).replace("FROM _range_", "FROM ")
+    assert body == sql.removeprefix("WITH ")
 
 
 def _feature_threads() -> list[str]:

@@ -189,13 +189,12 @@ def _query_sql(at: Cutoff, config: FeatureConfig, order_ids: bool, customers: Cu
         if source.joined:
             joins.append(f"LEFT JOIN {name} ON {name}.customer_id = base.customer_id")
     scoped = []
-    if customers is not None:  # the tables the query reads, each restricted to the range
-        where, bodies = _range_condition(customers), "\n".join(body for _, body in ctes)
-        scoped = [
-            f"{t} AS NOT MATERIALIZED (\n  SELECT * FROM main.{t}{where}\n)"
-            for t in (CUSTOMERS, EVENTS, SURVEYS, TREATMENTS)
-            if re.search(rf"\bFROM {t}\b", bodies)
-        ]
+    if customers is not None:  # each store table the query reads, through a CTE restricted to the range
+        where, tables = _range_condition(customers), (CUSTOMERS, EVENTS, SURVEYS, TREATMENTS)
+        read = [t for t in tables if any(re.search(rf"\bFROM {t}\b", body) for _, body in ctes)]
+        scoped = [f"_range_{t} AS NOT MATERIALIZED (\n  SELECT * FROM {t} WHERE {where}\n)" for t in read]
+        reads = re.compile(rf"\bFROM ({'|'.join(read)})\b")
+        ctes = [(cte, reads.sub(r"FROM _range_\1", body)) for cte, body in ctes]
     with_sql = ",\n".join([*scoped, *(f"{cte} AS (\n  {body}\n)" for cte, body in ctes)])
     select = ",\n  ".join(["base.customer_id", f"{at.lit} AS cutoff", *(c.select_sql() for c in columns), *extra])
     return (
@@ -220,6 +219,10 @@ _RFM_INPUTS = ("_rfm_scored", "_rfm_r", "_rfm_f", "_rfm_m")
 CUSTOMERS_PER_QUERY = 131_072
 
 
+def _identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _id_literal(value: Any) -> str:
     return literal(value) if isinstance(value, str) else str(int(value))
 
@@ -229,7 +232,7 @@ def _range_condition(customers: CustomerRange) -> str:
     parts = ([] if lo is None else [f"customer_id >= {_id_literal(lo)}"]) + (
         [] if hi is None else [f"customer_id < {_id_literal(hi)}"]
     )
-    return (" WHERE " + " AND ".join(parts)) if parts else ""
+    return " AND ".join(parts) or "TRUE"
 
 
 def customer_ranges(con: duckdb.DuckDBPyConnection, cutoff: datetime | date) -> list[CustomerRange | None]:
@@ -249,11 +252,17 @@ def customer_ranges(con: duckdb.DuckDBPyConnection, cutoff: datetime | date) -> 
         r[0]
         for r in con.execute(
             "SELECT customer_id FROM (SELECT customer_id, row_number() OVER (ORDER BY customer_id) - 1 AS i"
-            f" FROM {CUSTOMERS} WHERE first_seen < {at.lit}) WHERE i % {int(CUSTOMERS_PER_QUERY)} = 0"
+            f" FROM {CUSTOMERS} WHERE first_seen < {at.lit} AND customer_id IS NOT NULL)"
+            f" WHERE i % {int(CUSTOMERS_PER_QUERY)} = 0"
             " ORDER BY customer_id"
         ).fetchall()
     ]
     if len(starts) <= 1:
+        return [None]
+    null_id = con.execute(
+        f"SELECT 1 FROM {CUSTOMERS} WHERE customer_id IS NULL AND first_seen < {at.lit} LIMIT 1"
+    ).fetchall()
+    if null_id:  # a NULL id falls in no range (the store contract has none; the whole query keeps it)
         return [None]
     return [(None if i == 0 else lo, starts[i + 1] if i + 1 < len(starts) else None) for i, lo in enumerate(starts)]
 
@@ -538,6 +547,10 @@ def _run_queries(
     local = threading.local()
     cursors: list[duckdb.DuckDBPyConnection] = []
     lock = threading.Lock()
+    # a cursor starts in the default catalog: it must read the tables the connection reads (USE)
+    use = "USE {}.{}".format(
+        *(_identifier(v) for v in con.execute("SELECT current_database(), current_schema()").fetchall()[0])
+    )
 
     def one(q: _Query) -> Any:
         cur = getattr(local, "cursor", None)
@@ -545,6 +558,7 @@ def _run_queries(
             cur = local.cursor = con.cursor()
             with lock:
                 cursors.append(cur)
+            cur.execute(use)
         return run(cur, q)
 
     pool = worker_pool(workers, "omnicrm-features")

@@ -175,8 +175,8 @@ def _prepare(con, setup: ScoreSetup, as_of: datetime, clock: StepClock, progress
             "ORDER BY customer_id"
         )
         # the snapshot as build_features computes it for training and predict on this single-threaded
-        # connection: on a large base a range of customers per query (omnicrm.features.customer_ranges),
-        # so that the feature step's memory is that of a range, not of the whole base
+        # connection (the same bits): on a large base a range of customers per query
+        # (omnicrm.features.snapshot.customer_ranges), so each query's hash tables and sort hold a range
         con.register("score_feature_batch", pa.Table.from_batches([], schema=feature_schema(setup.features)))
         con.execute(
             "CREATE TEMP TABLE score_features AS SELECT c.chunk, f.* FROM score_feature_batch f "

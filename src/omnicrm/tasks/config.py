@@ -165,6 +165,20 @@ class TaskConfig(StrictModel, Generic[T]):
         check_time_split(self)
         return self
 
+    @model_validator(mode="after")
+    def _params_by_position(self) -> TaskConfig:
+        # an extra model (next_purchase's timing model) fits on other columns (its time bin first):
+        # a list by feature position cannot mean the same features for both
+        from omnicrm.lgbm_params import feature_keys
+
+        keys = feature_keys(self.model.params)
+        if keys and type(self.task).fit_extra is not Task.fit_extra:
+            raise ValueError(
+                f"model.params: {', '.join(keys)} refer to features by position, and {self.task.kind}'s extra model"
+                " fits on other columns than its main model; not supported for this task"
+            )
+        return self
+
     def train_cutoffs(self) -> list[date]:
         """The training cutoffs, sorted and unique."""
         return self.cutoffs.train.as_list()
