@@ -131,14 +131,20 @@ def insert(con: duckdb.DuckDBPyConnection, rows: dict[str, list[tuple]], offset:
         )
 
 
+def new_store(rows: dict[str, list[tuple]]) -> duckdb.DuckDBPyConnection:
+    """An in-memory store with the contract tables and ``rows``."""
+    con = duckdb.connect()
+    for table in (schema.CUSTOMERS, schema.EVENTS, schema.SURVEYS, schema.TREATMENTS):
+        con.execute(schema.create_table_sql(table))
+    insert(con, rows, 0)
+    return con
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stores())
 def test_rows_at_or_after_cutoff_do_not_change_the_snapshot(case):
     cutoff, store, batch = case
-    con = duckdb.connect()
-    for table in (schema.CUSTOMERS, schema.EVENTS, schema.SURVEYS, schema.TREATMENTS):
-        con.execute(schema.create_table_sql(table))
-    insert(con, store, 0)
+    con = new_store(store)
     before = build_features(con, [cutoff], CONFIG)
     insert(con, batch, 10_000)
     after_append = build_features(con, [cutoff], CONFIG)
@@ -155,11 +161,8 @@ def test_snapshots_computed_by_customer_range_obey_the_same_law(case):
     # the ranges drawn from the customers known before T: here two customers per range, so the
     # five known customers make three ranges, computed in parallel and scored together for RFM.
     cutoff, store, batch = case
-    con = duckdb.connect()
-    for table in (schema.CUSTOMERS, schema.EVENTS, schema.SURVEYS, schema.TREATMENTS):
-        con.execute(schema.create_table_sql(table))
+    con = new_store(store)
     con.execute("SET threads TO 1")
-    insert(con, store, 0)
     whole = build_features(con, [cutoff], CONFIG)
     # declared in customer order as omnicrm ingest writes it (ranges are used only then; they give
     # the same rows in any order, the order only decides which row groups a range reads)
