@@ -224,12 +224,7 @@ def check_feature_params(params: dict[str, Any], columns: list[str], categorical
     for key, name in keys.items():  # features made categorical by index count as categorical below
         if name in FEATURE_INDICES:
             indices = [_as_int(v) for v in _values(params[key])]
-            out = sorted({i for i in indices if isinstance(i, int) and i >= len(columns)})
-            if out:
-                raise InputError(
-                    f"{where}.{key}: feature index(es) {out} past the model's {len(columns)} features"
-                    f" (0 to {len(columns) - 1}): {order}"
-                )
+            _within(indices, columns, f"{where}.{key}")
             categorical |= {columns[i] for i in indices if isinstance(i, int)}
     for key, name in keys.items():
         value = params[key]
@@ -255,12 +250,20 @@ def check_feature_params(params: dict[str, Any], columns: list[str], categorical
                     f" {len(columns)} features (0 to {len(columns) - 1}): {order}"
                 )
         elif name in FEATURE_GROUPS:
-            out = sorted({v for g in value for v in g if isinstance(v, int) and v >= len(columns)})
-            if out:
-                raise InputError(
-                    f"{where}.{key}: feature index(es) {out} past the model's {len(columns)} features"
-                    f" (0 to {len(columns) - 1}): {order}"
-                )
+            _within([v for g in value for v in g], columns, f"{where}.{key}")
+
+
+def _within(indices: list[Any], columns: list[str], key: str) -> None:
+    """``InputError`` naming ``key`` if an index is past the last of ``columns``."""
+    from omnicrm.errors import InputError
+
+    out = sorted({i for i in indices if isinstance(i, int) and i >= len(columns)})
+    if out:
+        order = ", ".join(f"{i} {c}" for i, c in enumerate(columns))
+        raise InputError(
+            f"{key}: feature index(es) {out} past the model's {len(columns)} features"
+            f" (0 to {len(columns) - 1}): {order}"
+        )
 
 
 def _nonzero(value: Any) -> bool:

@@ -65,7 +65,7 @@ from omnicrm.features.sources import ORDER_LINES, PURCHASE, SOURCES, Source, bas
 from omnicrm.features.sql import PANDAS_DTYPES, Agg, Column, Cutoff
 from omnicrm.interrupts import worker_pool
 from omnicrm.schema import CUSTOMERS, EVENTS, EVENTS_ORDER_KEY, STORE_META, SURVEYS, TREATMENTS
-from omnicrm.sql import literal
+from omnicrm.sql import ident, literal
 from omnicrm.store.staging import staged
 
 R = TypeVar("R")
@@ -217,10 +217,6 @@ _RFM_INPUTS = ("_rfm_scored", "_rfm_r", "_rfm_f", "_rfm_m")
 #: from one machine to another. Stores of up to this many customers run one query per cutoff, as
 #: before ranges existed.
 CUSTOMERS_PER_QUERY = 131_072
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _id_literal(value: Any) -> str:
@@ -490,10 +486,9 @@ class _Query:
 
 def _plan_queries(con: duckdb.DuckDBPyConnection, points: list[datetime]) -> list[tuple[datetime, list[_Query]]]:
     """The queries of each cutoff: the cutoff's snapshot, or a query per range of its customers."""
-    by_range = _single_threaded(con) and _by_customer(con)
     plan = []
     for t in points:
-        ranges = customer_ranges(con, t) if by_range else [None]  # as query_ranges
+        ranges = query_ranges(con, t)
         order_ids = has_order_ids(con, t) if ranges != [None] else True  # else _snapshot_sql checks
         plan.append((t, [_Query(t, r, order_ids) for r in ranges]))
     return plan
@@ -549,7 +544,7 @@ def _run_queries(
     lock = threading.Lock()
     # a cursor starts in the default catalog: it must read the tables the connection reads (USE)
     use = "USE {}.{}".format(
-        *(_identifier(v) for v in con.execute("SELECT current_database(), current_schema()").fetchall()[0])
+        *(ident(v) for v in con.execute("SELECT current_database(), current_schema()").fetchall()[0])
     )
 
     def one(q: _Query) -> Any:
